@@ -1,0 +1,5 @@
+import sys
+
+from afrd.cli import main
+
+sys.exit(main())
