@@ -1,0 +1,89 @@
+"""ZeroMQ PUB side of the daemon: results, heatmaps and a heartbeat.
+
+A slow or dead subscriber must never slow inspection: SNDHWM bounds what ZeroMQ queues per
+subscriber and every send is NOBLOCK, so past the mark ZeroMQ drops messages for that subscriber
+only (counted in ``dropped``). Sends from several threads go through one lock.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+from collections.abc import Callable
+
+import zmq
+
+from afrd.daemon.schema import STATUS_SCHEMA, utc_iso
+
+log = logging.getLogger("afrd.daemon.publisher")
+
+
+class Publisher:
+    def __init__(
+        self,
+        endpoint: str,
+        cell: str,
+        sndhwm: int = 100,
+        context: zmq.Context | None = None,
+    ) -> None:
+        self.cell = cell
+        self.endpoint = endpoint
+        self._ctx = context or zmq.Context.instance()
+        self._sock = self._ctx.socket(zmq.PUB)
+        self._sock.setsockopt(zmq.SNDHWM, sndhwm)
+        self._sock.setsockopt(zmq.LINGER, 500)
+        self._sock.bind(endpoint)
+        self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
+        self._lock = threading.Lock()
+        self._hb_stop = threading.Event()
+        self._hb: threading.Thread | None = None
+        self.sent = 0
+        self.dropped = 0
+
+    def _send(self, frames: list[bytes]) -> bool:
+        with self._lock:
+            try:
+                self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
+            except zmq.Again:
+                self.dropped += 1
+                return False
+            self.sent += 1
+            return True
+
+    def result(self, msg: dict) -> bool:
+        return self._send([f"result.{self.cell}".encode(), _dumps(msg)])
+
+    def heatmap(self, msg: dict, png: bytes) -> bool:
+        return self._send([f"heatmap.{self.cell}".encode(), _dumps(msg), png])
+
+    def status(self, msg: dict) -> bool:
+        return self._send([f"status.{self.cell}".encode(), _dumps(msg)])
+
+    def start_heartbeat(self, status_fn: Callable[[], dict], period_s: float = 1.0) -> None:
+        """Publish ``status.<cell>`` every ``period_s`` with what ``status_fn`` returns."""
+
+        def loop() -> None:
+            while not self._hb_stop.is_set():
+                try:
+                    body = dict(status_fn())
+                    body.update(schema=STATUS_SCHEMA, cell=self.cell, timestamp=utc_iso(time.time()))
+                    self.status(body)
+                except Exception:  # a heartbeat bug must not kill the daemon
+                    log.exception("heartbeat failed")
+                self._hb_stop.wait(period_s)
+
+        self._hb = threading.Thread(target=loop, name="afrd-heartbeat", daemon=True)
+        self._hb.start()
+
+    def close(self) -> None:
+        self._hb_stop.set()
+        if self._hb is not None:
+            self._hb.join(timeout=2)
+        with self._lock:
+            self._sock.close()
+
+
+def _dumps(msg: dict) -> bytes:
+    return json.dumps(msg, separators=(",", ":"), allow_nan=False).encode()
