@@ -1,0 +1,276 @@
+"""Model bundles: the deployable unit (a directory), verified before anything runs it.
+
+Layout::
+
+    BUNDLE/
+      bundle.json                 schema "afrd.bundle/1": lights, input, threshold, sha256 of files
+      model.onnx                  uint8 [B,N,H,W,3] -> anomaly_map [B,H,W] f32, score [B] f32
+      model.<gpu-slug>.engine     optional TensorRT engine (+ .engine.json: TensorRT version, GPU)
+      model.<variant>.onnx        optional precision variants (fp16 for TensorRT, int8 QDQ)
+
+``bundle.json`` is the only file not covered by a sha256 (it holds them), so the threshold can be
+recalibrated in place (:meth:`Bundle.set_threshold`, an atomic rewrite) without re-exporting.
+Torch-free: the daemon loads bundles on cells that have no torch.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import hashlib
+import json
+import logging
+import os
+import re
+import tempfile
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from afrd.errors import BundleError
+
+log = logging.getLogger("afrd.export.bundle")
+
+SCHEMA = "afrd.bundle/1"
+BUNDLE_JSON = "bundle.json"
+ONNX_FILE = "model.onnx"
+# What the graph does to the uint8 input before the teacher (recorded, not applied by engines).
+IMAGENET_NORMALIZATION: dict[str, Any] = {
+    "scale": 1.0 / 255.0,
+    "mean": [0.485, 0.456, 0.406],
+    "std": [0.229, 0.224, 0.225],
+    "channel_order": "RGB",
+    "inside_graph": True,
+}
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        while block := fh.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def utc_now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def gpu_slug(name: str) -> str:
+    """'NVIDIA H100 80GB HBM3' -> 'nvidia-h100-80gb-hbm3' (engine file names)."""
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")
+    return slug or "gpu"
+
+
+def write_json_atomic(path: Path, data: dict) -> None:
+    """Write JSON next to ``path`` then rename over it: a reader never sees half a file."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            json.dump(data, fh, indent=2, sort_keys=False)
+            fh.write("\n")
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+@dataclass
+class Bundle:
+    """A verified bundle directory. Build one with :func:`create_bundle`, open one with
+    :meth:`Bundle.load` (which checks schema, every sha256 and, if given, the cell's lights)."""
+
+    path: Path
+    meta: dict = field(repr=False)
+
+    # ---- loading -------------------------------------------------------------------------------
+    @classmethod
+    def load(cls, path: str | os.PathLike, expect_lights: Sequence[str] | None = None) -> Bundle:
+        path = Path(path)
+        js = path / BUNDLE_JSON
+        if not path.is_dir():
+            raise BundleError(f"bundle {path}: not a directory")
+        if not js.is_file():
+            raise BundleError(f"bundle {path}: missing {BUNDLE_JSON}")
+        try:
+            meta = json.loads(js.read_text())
+        except (OSError, ValueError) as exc:
+            raise BundleError(f"bundle {js}: not valid JSON ({exc})") from exc
+        if not isinstance(meta, dict):
+            raise BundleError(f"bundle {js}: expected a JSON object")
+        schema = meta.get("schema")
+        if schema != SCHEMA:
+            raise BundleError(
+                f"bundle {js}: field 'schema' is {schema!r}, expected {SCHEMA!r} "
+                f"(bundle written by a different afrd version?)"
+            )
+        for key in ("lights", "input", "files"):
+            if key not in meta:
+                raise BundleError(f"bundle {js}: missing field {key!r}")
+        bundle = cls(path=path, meta=meta)
+        bundle.verify()
+        if expect_lights is not None:
+            bundle.check_lights(expect_lights)
+        if bundle.random_teacher:
+            log.warning(
+                "bundle %s: the teacher has RANDOM weights (no ImageNet pre-training): "
+                "fine for tests and timing, useless for inspection",
+                path,
+            )
+        return bundle
+
+    def verify(self) -> None:
+        """Every listed file exists and has its recorded sha256; model.onnx is listed."""
+        files = self.meta.get("files") or {}
+        if ONNX_FILE not in files:
+            raise BundleError(
+                f"bundle {self.path}: {BUNDLE_JSON} field 'files' lists no {ONNX_FILE}"
+            )
+        for name, rec in files.items():
+            p = self.path / name
+            if not p.is_file():
+                raise BundleError(
+                    f"bundle {self.path}: missing file {name} (listed in {BUNDLE_JSON})"
+                )
+            want = rec.get("sha256") if isinstance(rec, dict) else None
+            got = sha256_file(p)
+            if got != want:
+                raise BundleError(
+                    f"bundle {self.path}: file {name} sha256 mismatch: expected {want}, found {got} "
+                    f"(file modified or corrupted after export)"
+                )
+
+    def check_lights(self, expect_lights: Sequence[str]) -> None:
+        expect = tuple(expect_lights)
+        if expect != self.lights:
+            raise BundleError(
+                f"bundle {self.path}: lights do not match the cell config: bundle expects "
+                f"{list(self.lights)} (in this order), cell config has {list(expect)}"
+            )
+
+    # ---- accessors -----------------------------------------------------------------------------
+    @property
+    def lights(self) -> tuple[str, ...]:
+        return tuple(entry["name"] for entry in self.meta["lights"])
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        """(height, width) the graph expects."""
+        h, w = self.meta["input"]["size"]
+        return int(h), int(w)
+
+    @property
+    def threshold(self) -> float | None:
+        value = (self.meta.get("threshold") or {}).get("value")
+        return None if value is None else float(value)
+
+    @property
+    def onnx_path(self) -> Path:
+        return self.path / ONNX_FILE
+
+    @property
+    def name(self) -> str:
+        return str(self.meta.get("name") or self.path.name)
+
+    @property
+    def sha256(self) -> str:
+        """Identity of the model: the sha256 of model.onnx (what verdicts report)."""
+        return self.meta["files"][ONNX_FILE]["sha256"]
+
+    @property
+    def random_teacher(self) -> bool:
+        return bool((self.meta.get("model") or {}).get("random_teacher"))
+
+    def file(self, name: str) -> Path:
+        if name not in self.meta["files"]:
+            raise BundleError(f"bundle {self.path}: no file {name} in {BUNDLE_JSON}")
+        return self.path / name
+
+    # ---- changing a bundle ---------------------------------------------------------------------
+    def save(self) -> None:
+        write_json_atomic(self.path / BUNDLE_JSON, self.meta)
+
+    def add_file(self, name: str, **info: Any) -> None:
+        """Record (or re-record) a file already written into the bundle directory."""
+        p = self.path / name
+        if not p.is_file():
+            raise BundleError(f"bundle {self.path}: cannot add {name}: file does not exist")
+        self.meta["files"][name] = {"sha256": sha256_file(p), "bytes": p.stat().st_size, **info}
+        self.save()
+
+    def set_threshold(
+        self, value: float, statistics: dict | None = None, source: str = "manual"
+    ) -> None:
+        """Store a new threshold (verdict = score > threshold) with where it came from."""
+        value = float(value)
+        if value != value:  # NaN
+            raise BundleError(f"bundle {self.path}: threshold must be a number, got NaN")
+        self.meta["threshold"] = {
+            "value": value,
+            "source": source,
+            "set": utc_now(),
+            "statistics": statistics or {},
+        }
+        self.save()
+
+
+def create_bundle(
+    out_dir: str | os.PathLike,
+    *,
+    lights: Sequence[str],
+    input_size: tuple[int, int],
+    model: dict,
+    training: dict | None = None,
+    name: str | None = None,
+    normalization: dict | None = None,
+    onnx: dict | None = None,
+    extra: dict | None = None,
+) -> Bundle:
+    """Write bundle.json for a directory that already holds model.onnx, and verify it."""
+    from afrd import __version__
+
+    out = Path(out_dir)
+    onnx_path = out / ONNX_FILE
+    if not onnx_path.is_file():
+        raise BundleError(f"bundle {out}: missing file {ONNX_FILE}")
+    h, w = (int(v) for v in input_size)
+    meta: dict[str, Any] = {
+        "schema": SCHEMA,
+        "name": name or out.name,
+        "afrd_version": __version__,
+        "created": utc_now(),
+        "lights": [{"index": i, "name": n} for i, n in enumerate(lights)],
+        "input": {
+            "name": "images",
+            "dtype": "uint8",
+            "layout": "BNHWC",
+            "shape": ["batch", len(lights), h, w, 3],
+            "size": [h, w],
+        },
+        "outputs": [
+            {"name": "anomaly_map", "dtype": "float32", "shape": ["batch", h, w]},
+            {"name": "score", "dtype": "float32", "shape": ["batch"]},
+        ],
+        "normalization": normalization or dict(IMAGENET_NORMALIZATION),
+        "threshold": {"value": None, "source": "none", "statistics": {}},
+        "model": dict(model),
+        "training": dict(training or {}),
+        "onnx": dict(onnx or {}),
+        "files": {},
+    }
+    meta["model"]["random_teacher"] = bool(
+        meta["model"].get("random_teacher")
+        or str(meta["model"].get("teacher_weights", "")).lower() == "random"
+    )
+    if extra:
+        meta.update(extra)
+    bundle = Bundle(path=out, meta=meta)
+    bundle.meta["files"][ONNX_FILE] = {
+        "sha256": sha256_file(onnx_path),
+        "bytes": onnx_path.stat().st_size,
+    }
+    bundle.save()
+    return Bundle.load(out)
