@@ -1,0 +1,81 @@
+"""Checkpoints carry their full config, so a file alone rebuilds the model (no weight files)."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import torch
+
+from afrd.errors import ConfigError
+from afrd.model.network import AFRD
+
+FORMAT = "afrd.checkpoint/1"
+REQUIRED = ("lights", "image_size", "teacher", "teacher_weights_source", "fusion", "loss")
+
+
+def save_checkpoint(
+    path: str | os.PathLike,
+    model: AFRD,
+    config: dict,
+    optimizer: torch.optim.Optimizer | None = None,
+    epoch: int = 0,
+    history: list | None = None,
+) -> Path:
+    """Write model weights (teacher included), config, optimizer state and epoch atomically."""
+    cfg = {**config, **model.config()}
+    cfg["lights"] = list(cfg.get("lights") or [])
+    missing = [k for k in REQUIRED if k not in cfg]
+    if missing:
+        raise ConfigError(f"checkpoint config misses keys {missing}")
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    blob = {
+        "format": FORMAT,
+        "config": cfg,
+        "model": model.state_dict(),
+        "optimizer": optimizer.state_dict() if optimizer is not None else None,
+        "epoch": int(epoch),
+        "history": list(history or []),
+    }
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    torch.save(blob, tmp)
+    os.replace(tmp, path)
+    return path
+
+
+def read_checkpoint(path: str | os.PathLike) -> dict:
+    """The raw checkpoint dict (config, model, optimizer, epoch, history)."""
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"checkpoint {path} does not exist")
+    try:
+        blob = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise ConfigError(f"checkpoint {path} is unreadable: {e}") from e
+    if not isinstance(blob, dict) or blob.get("format") != FORMAT:
+        raise ConfigError(f"checkpoint {path}: format is not {FORMAT}")
+    return blob
+
+
+def build_model(config: dict) -> AFRD:
+    """An AFRD with random weights shaped for ``config`` (weights are loaded afterwards)."""
+    return AFRD(
+        teacher=config["teacher"],
+        fusion=config["fusion"],
+        n_lights=len(config["lights"]),
+        image_size=int(config["image_size"]),
+        teacher_weights="random",
+    )
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD, dict]:
+    """(AFRD in eval mode, config with ``lights`` as a tuple)."""
+    blob = read_checkpoint(path)
+    cfg = dict(blob["config"])
+    cfg["lights"] = tuple(cfg["lights"])
+    model = build_model(cfg)
+    model.load_state_dict(blob["model"])
+    model.teacher_weights_source = cfg["teacher_weights_source"]
+    cfg.setdefault("epoch", blob.get("epoch", 0))
+    return model.eval(), cfg
