@@ -1,0 +1,145 @@
+"""A camera that renders the current part under whatever channels the controller reports lit.
+
+It never looks at which lighting condition the sequencer *meant*: it asks the controller
+emulator which channels are on and at what level, maps channels to lamps (``SIM_CHANNELS``)
+and renders that. A sequencing or wiring mistake therefore yields a wrong image, as on a cell.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import OrderedDict
+from collections.abc import Callable, Mapping
+
+import numpy as np
+
+from afrd.drivers.camera import Camera
+from afrd.errors import DeviceError
+
+LitFn = Callable[[], Mapping[int, float]]
+
+
+class SimCamera(Camera):
+    """``source``: a ControllerEmulator (its ``lit``) or any function returning {channel: %}.
+    ``parts``: :class:`afrd.drivers.sim_cell.SimParts`. ``noise_seed``: None renders without
+    sensor noise (frames are exactly ``render(part, lamps)``); an int adds the renderer's noise
+    from a generator seeded by (noise_seed, part, frame count)."""
+
+    name = "sim-camera"
+
+    def __init__(
+        self,
+        source: object,
+        parts: object,
+        size: int = 128,
+        channels: Mapping[int, str] | None = None,
+        noise_seed: int | None = None,
+        cache_parts: int = 8,
+    ) -> None:
+        from afrd.drivers.sim_cell import SIM_CHANNELS
+
+        lit = getattr(source, "lit", source)
+        if not callable(lit):
+            raise TypeError("SimCamera source must be an emulator or a function returning lit()")
+        self._lit: LitFn = lit
+        self.parts = parts
+        self.size = int(size)
+        self.channels = dict(channels if channels is not None else SIM_CHANNELS)
+        self.noise_seed = noise_seed
+        self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
+        self._cache_parts = cache_parts
+        self._part_id: str | None = None
+        self._frame: np.ndarray | None = None
+        self._frames = 0
+        self._open = False
+        self._lock = threading.Lock()
+        self.render_s = 0.0  # time in the renderer (part sampling + render): the simulated exposure
+        self.last_lamps: dict[str, float] = {}
+
+    def open(self) -> None:
+        self._open = True
+
+    def close(self) -> None:
+        self._open = False
+        self._frame = None
+
+    def start_part(self, part_id: str) -> None:
+        self._part_id = str(part_id)
+        self._frame = None
+        self._frames = 0
+
+    @property
+    def has_trigger(self) -> bool:
+        return True
+
+    def lamps(self) -> dict[str, float]:
+        """Lamp intensities now: each lit channel's level / 100 on its lamp."""
+        out: dict[str, float] = {}
+        for ch, level in self._lit().items():
+            lamp = self.channels.get(ch)
+            if lamp is not None and level > 0:
+                out[lamp] = out.get(lamp, 0.0) + level / 100.0
+        return out
+
+    def _render(self, part_id: str, lamps: dict[str, float]) -> np.ndarray:
+        from afrd.data import render as R
+
+        key = (part_id, tuple(sorted(lamps.items())))
+        if self.noise_seed is None and key in self._cache:
+            self._cache.move_to_end(key)
+            return self._cache[key]
+        t0 = time.perf_counter()
+        part = self.parts.part(part_id)
+        rng = None
+        if self.noise_seed is not None:
+            rng = np.random.default_rng([self.noise_seed, _stable(part_id), self._frames])
+        img = R.render(part, lamps, self.size, rng=rng)
+        self.render_s += time.perf_counter() - t0
+        if self.noise_seed is None:
+            self._cache[key] = img
+            # ~6-7 lamp sets per part; keep the last few parts.
+            while len(self._cache) > 8 * self._cache_parts:
+                self._cache.popitem(last=False)
+        return img
+
+    def trigger(self) -> None:
+        if not self._open:
+            raise DeviceError(f"{self.name}: trigger on a closed camera")
+        if self._part_id is None:
+            raise DeviceError(f"{self.name}: trigger before start_part(): no part in the cell")
+        with self._lock:
+            self.last_lamps = self.lamps()
+            self._frame = self._render(self._part_id, self.last_lamps)
+            self._frames += 1
+
+    def grab(self, timeout_s: float = 1.0) -> np.ndarray:
+        if not self._open:
+            raise DeviceError(f"{self.name}: grab on a closed camera")
+        with self._lock:
+            frame, self._frame = self._frame, None
+        if frame is None:
+            time.sleep(timeout_s)  # what a real camera does with no trigger: nothing, then timeout
+            raise DeviceError(f"{self.name}: no frame within {timeout_s} s (not triggered)")
+        return frame.copy()
+
+    def ground_truth(self, part_id: str) -> tuple[int, np.ndarray | None]:
+        """(label, mask) of a simulated part; the sequencer puts them on the ImageSet."""
+        part = self.parts.part(part_id)
+        mask = getattr(part, "mask", None)
+        if mask is not None:
+            mask = np.asarray(mask)
+            if mask.shape[:2] != (self.size, self.size):
+                import cv2
+
+                mask = cv2.resize(
+                    mask.astype(np.uint8), (self.size, self.size), interpolation=cv2.INTER_NEAREST
+                )
+            mask = (mask > 0).astype(np.uint8)
+        return int(part.label), mask
+
+
+def _stable(text: str) -> int:
+    import hashlib
+
+    return int.from_bytes(hashlib.sha256(text.encode()).digest()[:8], "little")
