@@ -30,6 +30,7 @@ class SimCameraConfig(_Strict):
     seed: int = 0
     defect_rate: float = Field(0.3, ge=0.0, le=1.0)
     size: int = Field(128, ge=16, le=2048)
+    noise_seed: int | None = None  # None: noiseless frames; an int: the renderer's sensor noise
 
 
 class GenICamCameraConfig(_Strict):

@@ -1,0 +1,479 @@
+"""`afrd run --config cell.toml`: the inspection daemon.
+
+Start-up: validate the config (exit 2 naming the key), verify the bundle and check the config's
+lighting covers its lights (exit 2), load and warm the engine (EXTEND_TIMEOUT_USEC to systemd
+meanwhile), bind the PUB and control sockets (exit 2 when the control socket would be reachable
+from the network without CURVE keys), open the controller and camera, then READY=1.
+Running: the main thread pings the systemd watchdog while the pipeline threads are alive, applies
+SIGHUP reloads; SIGTERM/SIGINT finish the part in flight, publish it, and exit 0.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from afrd.daemon.config import CellConfig, load_config
+from afrd.daemon.control import CommandError, ControlServer
+from afrd.daemon.metrics import Metrics, MetricsServer
+from afrd.daemon.pipeline import Job, Pipeline, Runtime
+from afrd.daemon.publisher import Publisher
+from afrd.daemon.systemd import Notifier, watchdog_interval
+from afrd.drivers.lighting import LightController, LightingCondition
+from afrd.errors import AfrdError, ConfigError, DeviceError
+
+log = logging.getLogger("afrd.daemon")
+
+
+class _AppliedLights(LightController):
+    """Wraps a controller and remembers the channels it was last told to light: what the
+    simulated camera renders under when the controller (or its emulator) is in another process."""
+
+    def __init__(self, inner: LightController) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self._lit: dict[int, float] = {}
+
+    def open(self) -> None:
+        self.inner.open()
+
+    def close(self) -> None:
+        self.inner.close()
+
+    def apply(self, condition: LightingCondition) -> None:
+        self._lit = {}
+        self.inner.apply(condition)
+        self._lit = {c.channel: c.level for c in condition.channels if c.level > 0}
+
+    def all_off(self) -> None:
+        self._lit = {}
+        self.inner.all_off()
+
+    def strobe(self, condition: LightingCondition) -> None:
+        self.inner.strobe(condition)
+
+    def lit(self) -> dict[int, float]:
+        return dict(self._lit)
+
+
+class Cell:
+    """Controller + camera (+ the emulator for a simulated controller), opened together."""
+
+    def __init__(self, cfg: CellConfig) -> None:
+        self.cfg = cfg
+        self.emulator = None
+        self.controller: LightController
+        self.camera: Any
+        self.parts = None  # SimParts for a simulated camera (ground truth)
+
+    def open(self) -> None:
+        from afrd.drivers.gardasoft import GardasoftController
+
+        cc = self.cfg.controller
+        if cc.kind == "sim":
+            from afrd.drivers.emulator import ControllerEmulator
+
+            self.emulator = ControllerEmulator().start()
+            inner = GardasoftController(self.emulator.port)
+        else:
+            inner = GardasoftController(cc.port, baudrate=cc.baudrate, timeout=cc.timeout_s)
+        self.controller = _AppliedLights(inner)
+        cam = self.cfg.camera
+        if cam.kind == "sim":
+            from afrd.drivers.sim_camera import SimCamera
+            from afrd.drivers.sim_cell import SimParts
+
+            self.parts = SimParts(cam.category, cam.seed, cam.defect_rate, size=cam.size)
+            lit = self.emulator if self.emulator is not None else self.controller.lit
+            self.camera = SimCamera(lit, self.parts, cam.size, noise_seed=cam.noise_seed)
+        else:
+            from afrd.drivers.genicam_camera import GenICamCamera
+
+            mode = self.cfg.trigger.mode
+            self.camera = GenICamCamera(
+                producer=cam.producer,
+                serial=cam.serial,
+                model=cam.model,
+                user_name=cam.user_name,
+                pixel_format=cam.pixel_format,
+                width=cam.width,
+                height=cam.height,
+                exposure_us=cam.exposure_us,
+                gain=cam.gain,
+                trigger="hardware" if mode == "hardware" else "software",
+                timeout_s=cam.timeout_s,
+            )
+        self.camera.open()
+        try:
+            self.controller.open()
+        except DeviceError as exc:
+            # Not fatal: the driver reconnects with backoff; parts are `error` until it does.
+            log.error("lighting controller not reachable at start: %s", exc)
+
+    def close(self) -> None:
+        for what in ("camera", "controller"):
+            obj = getattr(self, what, None)
+            if obj is not None:
+                try:
+                    if what == "controller":
+                        try:
+                            obj.all_off()
+                        except Exception:  # noqa: BLE001 - best effort on the way out
+                            pass
+                    obj.close()
+                except Exception as exc:  # noqa: BLE001
+                    log.warning("closing %s: %s", what, exc)
+        if self.emulator is not None:
+            self.emulator.stop()
+
+
+def load_runtime(cfg: CellConfig, notifier: Notifier | None = None) -> tuple[Runtime, list]:
+    """Verify the bundle, check lights, open + warm the engine. Returns (runtime, conditions)."""
+    from afrd.export.bundle import Bundle
+    from afrd.export.engines import create_engine
+
+    bundle = Bundle.load(cfg.bundle.path)
+    conditions = cfg.conditions_for(bundle.lights, f"bundle {cfg.bundle.path}")
+    threshold = cfg.threshold if cfg.threshold is not None else bundle.threshold
+    if threshold is None:
+        raise ConfigError(
+            f"threshold: bundle {cfg.bundle.path} has no calibrated threshold and the config sets "
+            f"none (run `afrd calibrate threshold` or set threshold = <score>)"
+        )
+    if notifier:
+        notifier.extend_timeout(300)
+        notifier.status(f"loading engine {cfg.engine.kind} for {bundle.name}")
+    engine = create_engine(cfg.engine.kind, bundle, **cfg.engine.options)
+    engine.warmup()
+    rt = Runtime(
+        engine=engine,
+        threshold=float(threshold),
+        model_name=bundle.name,
+        model_sha256=bundle.sha256,
+        lights=tuple(bundle.lights),
+    )
+    return rt, conditions
+
+
+class Service:
+    def __init__(self, config_path: str | Path, cfg: CellConfig) -> None:
+        self.config_path = Path(config_path)
+        self.cfg = cfg
+        self.notifier = Notifier()
+        self.stop_event = threading.Event()
+        self.reload_event = threading.Event()
+        self.started = time.monotonic()
+        self.state = "starting"
+        self.metrics = Metrics(cfg.cell)
+        self.publisher: Publisher | None = None
+        self.control: ControlServer | None = None
+        self.metrics_server: MetricsServer | None = None
+        self.recorder = None
+        self.pipeline: Pipeline | None = None
+        self.cell: Cell | None = None
+        self.heatmaps = cfg.heatmaps
+        self._reload_lock = threading.Lock()
+
+    # ------------------------------------------------------------------ lifecycle
+    def start(self) -> None:
+        cfg = self.cfg
+        self.notifier.status("verifying bundle")
+        runtime, conditions = load_runtime(cfg, self.notifier)
+        self.notifier.status("binding sockets")
+        self.publisher = Publisher(cfg.sockets.pub, cfg.cell, sndhwm=cfg.sockets.sndhwm)
+        self.control = ControlServer(cfg.sockets.control, self.handle, cfg.sockets.curve_keys_dir)
+        if cfg.metrics.enabled:
+            self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
+            self.metrics_server.start()
+        if cfg.recorder.enabled:
+            from afrd.daemon.recorder import Recorder
+
+            self.recorder = Recorder(cfg.recorder)
+            self.recorder.start()
+        self.notifier.status("opening camera and lighting controller")
+        self.cell = Cell(cfg)
+        self.cell.open()
+        from afrd.daemon.sequencer import Sequencer
+
+        cam_timeout = getattr(cfg.camera, "timeout_s", 2.0)
+        sequencer = Sequencer(
+            self.cell.controller, self.cell.camera, conditions, grab_timeout_s=cam_timeout
+        )
+        q = cfg.queues
+        self.pipeline = Pipeline(
+            cfg.cell,
+            sequencer.acquire,
+            runtime,
+            self._sink,
+            triggers=q.triggers,
+            acquired=q.acquired,
+            results=q.results,
+        )
+        self.metrics.queue_fn = self.pipeline.queue_depths
+        self.metrics.gauges_fn = lambda: {
+            "paused": float(self.pipeline.paused),
+            "in_flight": float(self.pipeline.in_flight),
+            "publisher_dropped": float(self.publisher.dropped),
+        }
+        if cfg.trigger.mode == "hardware":
+            self.pipeline.skip_error = _is_timeout
+        self.pipeline.start()
+        self.control.start()
+        self.publisher.start_heartbeat(self.status, cfg.sockets.heartbeat_s)
+        self._start_trigger_source()
+        self.state = "running"
+        log.info(
+            "cell %s running: model %s (%s), threshold %.6g, trigger %s, PUB %s, control %s%s",
+            cfg.cell,
+            runtime.model_name,
+            runtime.engine.name,
+            runtime.threshold,
+            cfg.trigger.mode,
+            self.publisher.bound,
+            self.control.bound,
+            f", metrics :{self.metrics_server.port}" if self.metrics_server else "",
+        )
+        self.notifier.ready(f"inspecting: model {runtime.model_name}, trigger {cfg.trigger.mode}")
+
+    def _start_trigger_source(self) -> None:
+        mode = self.cfg.trigger.mode
+        if mode == "control":
+            return
+        target = self._free_run if mode == "free-run" else self._hardware_loop
+        threading.Thread(target=target, name=f"afrd-trigger-{mode}", daemon=True).start()
+
+    def _free_run(self) -> None:
+        period = self.cfg.trigger.interval_s
+        nxt = time.monotonic()
+        while not self.stop_event.is_set():
+            if not self.pipeline.paused:
+                self.pipeline.trigger(None, self.cfg.trigger.product)
+            nxt += period
+            self.stop_event.wait(max(0.0, nxt - time.monotonic()))
+
+    def _hardware_loop(self) -> None:
+        """Keep one acquisition armed: the camera's grab waits for its hardware line."""
+        p = self.pipeline
+        while not self.stop_event.is_set():
+            if not p.paused and p.q_trig.empty() and p.in_flight == 0:
+                p.trigger(None, self.cfg.trigger.product)
+            self.stop_event.wait(0.005)
+
+    def run_forever(self) -> int:
+        wd = watchdog_interval()
+        tick = min(wd, 1.0) if wd else 1.0
+        while not self.stop_event.wait(tick):
+            if self.reload_event.is_set():
+                self.reload_event.clear()
+                try:
+                    self.reload()
+                except AfrdError as exc:
+                    log.error("reload failed, keeping the running config: %s", exc)
+            if wd and self.pipeline.healthy():
+                self.notifier.watchdog()
+        return self.shutdown()
+
+    def shutdown(self) -> int:
+        self.state = "stopping"
+        self.notifier.stopping("finishing the part in flight")
+        log.info("stopping: finishing the part in flight")
+        if self.pipeline is not None:
+            self.pipeline.stop()
+        if self.control is not None:
+            self.control.close()
+        if self.recorder is not None:
+            self.recorder.close()
+        if self.cell is not None:
+            self.cell.close()
+        if self.pipeline is not None:
+            self.pipeline.runtime.engine.close()
+        if self.metrics_server is not None:
+            self.metrics_server.close()
+        if self.publisher is not None:
+            time.sleep(0.05)  # let ZeroMQ's I/O thread flush the last result
+            self.publisher.close()
+        log.info("stopped")
+        return 0
+
+    # ------------------------------------------------------------------ output
+    def _sink(self, job: Job, msg: dict) -> None:
+        t0 = time.perf_counter()
+        self.publisher.result(msg)
+        m = self.metrics
+        m.part(job.verdict, msg.get("error", {}).get("code"))
+        total = job.t_published - job.t_trigger
+        m.observe("acquire", job.t_acquire)
+        m.observe("infer", job.t_infer)
+        m.observe("total", total)
+        if job.t_acquire is not None and job.t_infer is not None:
+            m.observe("overhead", total - job.t_acquire - job.t_infer)
+        if self.heatmaps and job.amap is not None:
+            hm = self.pipeline.heatmap_message(job)
+            if hm is not None:
+                self.publisher.heatmap(*hm)
+        if self.recorder is not None and job.imageset is not None and job.verdict != "error":
+            self.recorder.submit(job.imageset, msg)
+        m.observe("publish", time.perf_counter() - t0)
+
+    # ------------------------------------------------------------------ control
+    def status(self) -> dict:
+        p = self.pipeline
+        rt = p.runtime if p else None
+        state = self.state
+        if state == "running" and p is not None and p.paused:
+            state = "paused"
+        rec = None
+        if self.recorder is not None:
+            rec = {
+                "recorded": self.recorder.recorded,
+                "bytes": self.recorder.total_bytes,
+                "stopped": self.recorder.stopped_reason,
+            }
+        return {
+            "state": state,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "parts": dict(self.metrics.parts),
+            "queues": p.queue_depths() if p else {},
+            "in_flight": p.in_flight if p else 0,
+            "threshold": rt.threshold if rt else None,
+            "model": {"name": rt.model_name, "sha256": rt.model_sha256} if rt else None,
+            "engine": rt.engine.name if rt else None,
+            "trigger": self.cfg.trigger.mode,
+            "heatmaps": self.heatmaps,
+            "recorder": rec,
+            "publisher_dropped": self.publisher.dropped if self.publisher else 0,
+            "endpoints": {
+                "pub": self.publisher.bound if self.publisher else None,
+                "control": self.control.bound if self.control else None,
+                "metrics_port": self.metrics_server.port if self.metrics_server else None,
+            },
+        }
+
+    def handle(self, cmd: str, req: dict) -> Any:
+        p = self.pipeline
+        if cmd == "status":
+            return self.status()
+        if cmd == "trigger":
+            part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
+            if part_id is not None and (not isinstance(part_id, str) or not part_id):
+                raise CommandError("trigger: part_id must be a non-empty string")
+            if not isinstance(product, str):
+                raise CommandError("trigger: product must be a string")
+            job = p.trigger(part_id, product)
+            if job.error is not None:
+                raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
+            return {"seq": job.seq, "part_id": job.part_id}
+        if cmd == "set_threshold":
+            v = req.get("threshold")
+            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+                raise CommandError(f"set_threshold: 'threshold' must be a number, got {v!r}")
+            p.set_threshold(float(v))
+            log.info("threshold set to %g over the control socket (not saved to the config)", v)
+            return {"threshold": float(v), "persisted": False}
+        if cmd == "pause":
+            p.paused = True
+            self.notifier.status("paused")
+            return {"paused": True}
+        if cmd == "resume":
+            p.paused = False
+            self.notifier.status("inspecting")
+            return {"paused": False}
+        if cmd == "reload":
+            return self.reload()
+        raise CommandError(f"unknown command {cmd!r}")
+
+    def reload(self) -> dict:
+        """Re-read the config; apply threshold, heatmaps and the model (bundle/engine). Devices
+        and sockets need a restart. On any error the running config stays."""
+        with self._reload_lock:
+            self.notifier.reloading()
+            self.state = "reloading"
+            try:
+                new = load_config(self.config_path)
+                changes = []
+                for section in ("cell", "camera", "controller", "sockets", "trigger", "queues"):
+                    if getattr(new, section) != getattr(self.cfg, section):
+                        changes.append(section)
+                if changes:
+                    raise ConfigError(
+                        f"{self.config_path}: reload cannot change {changes}; restart the service"
+                    )
+                runtime, _ = load_runtime(new)
+                if runtime.lights != self.pipeline.runtime.lights:
+                    runtime.engine.close()
+                    raise ConfigError(
+                        f"{self.config_path}: the new bundle uses lights {list(runtime.lights)}, "
+                        f"the running one {list(self.pipeline.runtime.lights)}; restart the service"
+                    )
+                old = self.pipeline.swap_runtime(runtime)
+                old.engine.close()
+                self.heatmaps = new.heatmaps
+                self.cfg = new
+                log.info("reloaded: model %s threshold %g", runtime.model_name, runtime.threshold)
+                return {"model": runtime.model_name, "threshold": runtime.threshold}
+            finally:
+                self.state = "running"
+                self.notifier.ready("inspecting (reloaded)")
+
+
+def _is_timeout(exc: BaseException) -> bool:
+    text = str(exc).lower()
+    return "timeout" in text or "timed out" in text
+
+
+def _setup_logging(level: str) -> None:
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):
+        fmt = "%(asctime)s " + fmt
+    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt)
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="afrd run", description="run the inspection daemon")
+    ap.add_argument("--config", "-c", required=True, help="cell config (TOML)")
+    ap.add_argument("--log-level", default="info")
+    args = ap.parse_args(argv)
+    _setup_logging(args.log_level)
+    try:
+        cfg = load_config(args.config)
+    except AfrdError as exc:
+        print(f"afrd run: error: {exc}", file=sys.stderr)
+        return 2
+    svc = Service(args.config, cfg)
+
+    def on_term(signum: int, _frame: object) -> None:
+        log.info("signal %s: stopping", signal.Signals(signum).name)
+        svc.stop_event.set()
+
+    def on_hup(_signum: int, _frame: object) -> None:
+        svc.reload_event.set()
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    signal.signal(signal.SIGHUP, on_hup)
+    try:
+        svc.start()
+    except DeviceError as exc:  # a device may come back: exit 1 so systemd restarts us
+        print(f"afrd run: device error: {exc}", file=sys.stderr)
+        svc.shutdown()
+        return 1
+    except AfrdError as exc:
+        print(f"afrd run: error: {exc}", file=sys.stderr)
+        svc.shutdown()
+        return 2
+    except Exception:
+        log.exception("start-up failed")
+        svc.shutdown()
+        return 1
+    return svc.run_forever()
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
