@@ -62,3 +62,35 @@ def toy_reference(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     x = images.astype(np.float32) / 255.0
     maps = x.mean(axis=(1, 4))
     return maps, maps.max(axis=(1, 2))
+
+
+def make_checkpoint(
+    path: Path,
+    teacher: str = "efficientnet_lite0",
+    size: int = 64,
+    fusion: str = "attention",
+    lights: tuple[str, ...] = DEFAULT_LIGHTS,
+    seed: int = 0,
+) -> Path:
+    """An untrained AFRD with a RANDOM teacher, saved as a real checkpoint (export/timing tests)."""
+    import torch
+
+    from afrd.model.checkpoint import save_checkpoint
+    from afrd.model.network import AFRD
+
+    torch.manual_seed(seed)
+    model = AFRD(
+        teacher=teacher,
+        fusion=fusion,
+        n_lights=len(lights),
+        image_size=size,
+        teacher_weights="random",
+    )
+    cfg = {
+        "lights": list(lights),
+        "loss": "pixel",
+        "epochs": 0,
+        "seed": seed,
+        "data": "none (untrained, for export tests)",
+    }
+    return save_checkpoint(path, model.eval(), cfg)

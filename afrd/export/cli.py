@@ -1,0 +1,164 @@
+"""`afrd-export` (also `afrd export`): onnx | trt | int8 | show.
+
+afrd-export onnx CHECKPOINT --out BUNDLE [--opset 18] [--data DIR] [--force]
+afrd-export trt BUNDLE [--fp16 | --int8 --calib DIR] [--workspace MB] [--max-batch N]
+afrd-export int8 BUNDLE --calib DIR        static INT8 QDQ variant for ONNX Runtime
+afrd-export show BUNDLE [--lights a,b,..]  verify a bundle and print what it holds
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from afrd.errors import AfrdError, ConfigError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="afrd-export", description=__doc__.split("\n\n")[0])
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    o = sub.add_parser("onnx", help="export a checkpoint to a bundle (model.onnx + bundle.json)")
+    o.add_argument("checkpoint", type=Path)
+    o.add_argument("--out", type=Path, required=True, help="bundle directory (empty or new)")
+    o.add_argument("--opset", type=int, default=18)
+    o.add_argument("--force", action="store_true", help="overwrite a non-empty --out")
+    o.add_argument(
+        "--exporter",
+        default="auto",
+        choices=("auto", "dynamo", "torchscript"),
+        help="auto: dynamo, falling back to TorchScript if dynamo fails",
+    )
+    o.add_argument("--data", type=Path, help="dataset dir: also check parity on real image sets")
+    o.add_argument("--split", default="test_public", help="split of --data for parity")
+    o.add_argument("--category", help="category of --data (Eyecandies layout)")
+    o.add_argument("--name", help="bundle name (default: the directory name)")
+    o.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute")
+    o.add_argument(
+        "--rtol", type=float, default=1e-3, help="parity tolerance, relative to max|PyTorch output|"
+    )
+
+    t = sub.add_parser("trt", help="build a TensorRT engine into a bundle (on the target GPU)")
+    t.add_argument("bundle", type=Path)
+    prec = t.add_mutually_exclusive_group()
+    prec.add_argument("--fp16", action="store_true", help="build from an fp16 ONNX variant")
+    prec.add_argument("--int8", action="store_true", help="build from an INT8 QDQ variant")
+    t.add_argument("--calib", type=Path, help="calibration dataset dir (normal sets) for --int8")
+    t.add_argument("--calib-split", default="train")
+    t.add_argument("--calib-category")
+    t.add_argument("--calib-sets", type=int, default=32)
+    t.add_argument("--workspace", type=int, default=4096, help="builder workspace, MiB")
+    t.add_argument("--max-batch", type=int, default=8, help="optimization profile: batch 1..N")
+    t.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
+
+    q = sub.add_parser("int8", help="static INT8 QDQ variant (model.int8.onnx) for ONNX Runtime")
+    q.add_argument("bundle", type=Path)
+    q.add_argument("--calib", type=Path, required=True)
+    q.add_argument("--calib-split", default="train")
+    q.add_argument("--calib-category")
+    q.add_argument("--calib-sets", type=int, default=32)
+
+    s = sub.add_parser("show", help="verify a bundle (sha256, schema) and print bundle.json")
+    s.add_argument("bundle", type=Path)
+    s.add_argument("--lights", help="comma-separated lights the cell expects, in order")
+    return p
+
+
+def _cmd_onnx(a: argparse.Namespace) -> int:
+    from afrd.export.onnx_export import Tolerance, export_onnx, validate_args
+
+    validate_args(a.checkpoint, a.out, a.opset, a.force, a.exporter)  # before importing torch
+    if a.data is not None and not a.data.is_dir():
+        raise ConfigError(f"--data {a.data} is not a directory")
+    bundle = export_onnx(
+        a.checkpoint,
+        a.out,
+        opset=a.opset,
+        force=a.force,
+        exporter=a.exporter,
+        data=a.data,
+        data_split=a.split,
+        data_category=a.category,
+        tolerance=Tolerance(a.atol, a.rtol),
+        name=a.name,
+    )
+    print(
+        f"bundle {bundle.path}: lights {list(bundle.lights)}, input {bundle.input_size}, "
+        f"model.onnx sha256 {bundle.sha256[:16]}.."
+    )
+    return 0
+
+
+def _calib_sets(a: argparse.Namespace, bundle):  # noqa: ANN001, ANN202
+    from afrd.export.precision import calibration_sets
+
+    if a.calib is None:
+        raise ConfigError("--int8 needs --calib DIR (normal image sets to calibrate the ranges)")
+    if not a.calib.is_dir():
+        raise ConfigError(f"--calib {a.calib} is not a directory")
+    return calibration_sets(a.calib, bundle, a.calib_split, a.calib_category, a.calib_sets)
+
+
+def _cmd_trt(a: argparse.Namespace) -> int:
+    from afrd.export.bundle import Bundle
+    from afrd.export.engines import tensorrt as trt_mod
+    from afrd.export.precision import FP16_FILE, INT8_FILE, make_fp16, make_int8_qdq
+
+    bundle = Bundle.load(a.bundle)
+    if a.int8 and a.calib is None:
+        raise ConfigError("--int8 needs --calib DIR (normal image sets to calibrate the ranges)")
+    if a.max_batch < 1:
+        raise ConfigError(f"--max-batch must be >= 1, got {a.max_batch}")
+    trt_mod._require_trt()  # fail before any conversion work
+    onnx_file, precision = "model.onnx", "fp32"
+    if a.fp16:
+        make_fp16(bundle)
+        onnx_file, precision = FP16_FILE, "fp16"
+    elif a.int8:
+        make_int8_qdq(bundle, _calib_sets(a, bundle))
+        onnx_file, precision = INT8_FILE, "int8"
+    path = trt_mod.build_engine(bundle, onnx_file, precision, a.max_batch, 1, a.workspace, a.device)
+    print(
+        f"engine {path} ({precision}, batch 1..{a.max_batch}) recorded in {bundle.path}/bundle.json"
+    )
+    return 0
+
+
+def _cmd_int8(a: argparse.Namespace) -> int:
+    from afrd.export.bundle import Bundle
+    from afrd.export.precision import make_int8_qdq
+
+    bundle = Bundle.load(a.bundle)
+    path = make_int8_qdq(bundle, _calib_sets(a, bundle))
+    print(
+        f"wrote {path}; use it with create_engine('onnxruntime', bundle, onnx_file='{path.name}')"
+    )
+    return 0
+
+
+def _cmd_show(a: argparse.Namespace) -> int:
+    from afrd.export.bundle import Bundle
+
+    lights = [s.strip() for s in a.lights.split(",")] if a.lights else None
+    bundle = Bundle.load(a.bundle, expect_lights=lights)
+    print(json.dumps(bundle.meta, indent=2))
+    print(f"OK: {bundle.path} verified ({len(bundle.meta['files'])} files)", file=sys.stderr)
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    handler = {"onnx": _cmd_onnx, "trt": _cmd_trt, "int8": _cmd_int8, "show": _cmd_show}[args.cmd]
+    if argv is not None:  # called from `afrd export`: afrd.cli prints AfrdError
+        return handler(args)
+    try:
+        return handler(args)
+    except AfrdError as exc:
+        print(f"afrd-export {args.cmd}: error: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())
