@@ -133,6 +133,54 @@ def _keep_signal_handlers() -> Iterator[None]:
                 signal.signal(sig, handler)
 
 
+class _Shared:
+    def __init__(self, harvester: Any, infos: list[Any]) -> None:
+        self.harvester, self.infos, self.users = harvester, infos, 0
+
+
+# One Harvester per producer set in the process: a GenTL producer is a process-wide library, and
+# a second Harvester loading the same .cti sees no devices (TLSimu), while Harvester.update()
+# invalidates every acquirer it created. So cameras on the same producers share one Harvester,
+# enumerated when the first opens and reset when the last closes.
+_HARVESTERS: dict[tuple[Path, ...], _Shared] = {}
+_HARVESTERS_LOCK = threading.Lock()
+
+
+def _acquire_harvester(files: list[Path]) -> tuple[Any, list[Any]]:
+    from harvesters.core import Harvester  # heavy import; only when a real camera is used
+
+    key = tuple(files)
+    with _HARVESTERS_LOCK:
+        shared = _HARVESTERS.get(key)
+        if shared is None:
+            h = Harvester()
+            try:
+                for f in files:
+                    h.add_file(str(f))
+                h.update()
+            except Exception as exc:
+                h.reset()
+                raise DeviceError(f"loading GenTL producer(s) {', '.join(map(str, files))} "
+                                  f"failed: {exc}") from exc
+            shared = _HARVESTERS[key] = _Shared(h, list(h.device_info_list))
+        shared.users += 1
+        return shared.harvester, shared.infos
+
+
+def _release_harvester(harvester: Any) -> None:
+    with _HARVESTERS_LOCK:
+        for key, shared in list(_HARVESTERS.items()):
+            if shared.harvester is harvester:
+                shared.users -= 1
+                if shared.users <= 0:
+                    del _HARVESTERS[key]
+                    try:
+                        harvester.reset()
+                    except Exception as exc:  # noqa: BLE001
+                        log.debug("Harvester.reset failed: %s", exc)
+                return
+
+
 def _prop(info: Any, key: str) -> Any:
     """A device-info property; None when the producer does not support it (viky has no
     user-defined name and raises on direct access)."""
@@ -286,28 +334,23 @@ class GenICamCamera(Camera):
         self._ia = self._harvester = None
         with _keep_signal_handlers():
             for what, fn in (("stop", getattr(ia, "stop", None)),
-                             ("destroy", getattr(ia, "destroy", None)),
-                             ("reset", getattr(h, "reset", None))):
+                             ("destroy", getattr(ia, "destroy", None))):
                 if fn is None:
                     continue
                 try:
                     fn()
                 except Exception as exc:  # noqa: BLE001 - closing a dead device must not raise
                     log.debug("%s: %s failed while closing: %s", self.name, what, exc)
+            if h is not None:
+                _release_harvester(h)
 
     def _open(self) -> None:
-        from harvesters.core import Harvester  # heavy import; only when a real camera is used
-
         files = producer_files(self.producer)
         with _keep_signal_handlers():
-            h = self._harvester = Harvester()
-            for f in files:
-                h.add_file(str(f))
-            h.update()
-            infos = list(h.device_info_list)
+            self._harvester, infos = _acquire_harvester(files)
             index = self._select(infos, files)
             try:
-                self._ia = h.create(index)
+                self._ia = self._harvester.create(index)
             except Exception as exc:
                 raise DeviceError(f"{self.name}: cannot open {_describe(infos[index])}: {exc}") \
                     from exc
