@@ -1,0 +1,79 @@
+"""`afrd ctl [--connect EP] status|trigger|reload|set-threshold|pause|resume`: control client.
+
+Prints the daemon's JSON reply; exit 0 when ``ok``, 1 when the daemon refused, 2 when it did not
+answer. CURVE: ``--server-key`` (the daemon's public key file) and ``--client-key`` (this
+client's secret key file, e.g. from ``zmq.auth.create_certificates``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import zmq
+import zmq.auth
+
+
+def request(
+    endpoint: str,
+    req: dict,
+    timeout_s: float = 5.0,
+    server_key: Path | None = None,
+    client_key: Path | None = None,
+) -> dict | None:
+    """One request/reply; None on timeout."""
+    ctx = zmq.Context.instance()
+    s = ctx.socket(zmq.REQ)
+    s.setsockopt(zmq.LINGER, 0)
+    s.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
+    if server_key is not None:
+
+        server_public, _ = zmq.auth.load_certificate(str(server_key))
+        if client_key is not None:
+            pub, sec = zmq.auth.load_certificate(str(client_key))
+        else:
+            pub, sec = zmq.curve_keypair()
+        s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_public, pub, sec
+    s.connect(endpoint)
+    try:
+        s.send(json.dumps(req).encode())
+        return json.loads(s.recv())
+    except zmq.Again:
+        return None
+    finally:
+        s.close()
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="afrd ctl", description=__doc__)
+    ap.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the control endpoint")
+    ap.add_argument("--timeout", type=float, default=5.0)
+    ap.add_argument("--server-key", type=Path)
+    ap.add_argument("--client-key", type=Path)
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("status")
+    t = sub.add_parser("trigger", help="inspect one part")
+    t.add_argument("--part-id")
+    t.add_argument("--product")
+    sub.add_parser("reload", help="re-read the config, reload model and threshold")
+    th = sub.add_parser("set-threshold")
+    th.add_argument("threshold", type=float)
+    sub.add_parser("pause")
+    sub.add_parser("resume")
+    args = ap.parse_args(argv)
+    req: dict = {"cmd": args.cmd.replace("-", "_")}
+    if args.cmd == "trigger":
+        if args.part_id:
+            req["part_id"] = args.part_id
+        if args.product:
+            req["product"] = args.product
+    elif args.cmd == "set-threshold":
+        req["threshold"] = args.threshold
+    reply = request(args.connect, req, args.timeout, args.server_key, args.client_key)
+    if reply is None:
+        print(f"afrd ctl: no reply from {args.connect} within {args.timeout} s", file=sys.stderr)
+        return 2
+    print(json.dumps(reply, indent=2))
+    return 0 if reply.get("ok") else 1
