@@ -102,6 +102,9 @@ def test_unknown_features_are_skipped_and_bad_values_refused() -> None:
     cti = tlsimu_cti()
     with GenICamCamera(cti, serial="SN_InterfaceA_0", exposure_us=500, gain=2.0) as cam:
         assert cam.skipped == ["ExposureTime", "Gain"]
+        with pytest.raises(DeviceError, match="TLSimuMono SN_InterfaceA_0: device has no "
+                                              "ExposureTime"):
+            cam.set_exposure(800)
     with pytest.raises(DeviceError, match=r"PixelFormat='Mono9' not available.*'Mono8'"):
         GenICamCamera(cti, serial="SN_InterfaceA_0", pixel_format="Mono9").open()
     # TLSimu's TriggerSource offers only Software: the hardware mode names what it offers.
@@ -193,8 +196,14 @@ def test_viky_free_run_rgba8_keeps_colours() -> None:
         with GenICamCamera(cti, serial=serial, pixel_format="RGBa8", width=128, height=100,
                            trigger="free-run", timeout_s=2.0) as cam:
             assert not cam.has_trigger
-            cam.trigger()  # drops frames that may predate this call
+            cam.trigger()  # a no-op in free-run
             img = cam.grab()
+            # Frames queue while nobody grabs (Viky runs at 20 fps); a grab must not hand back
+            # one that was exposed before it was called (under the previous lighting).
+            time.sleep(0.3)
+            t0 = time.monotonic()
+            cam.grab()
+            assert time.monotonic() - t0 > 0.025
         assert img.shape == (100, 128, 3) and img.dtype == np.uint8
         assert cam.last_pixel_format == "RGBa8"
         c = img.astype(int)

@@ -238,7 +238,6 @@ class GenICamCamera(Camera):
         self._lost: str | None = None
         self._next_reopen = 0.0
         self._backoff = reopen_backoff_s[0]
-        self._flush = False
 
     # -- Camera interface --------------------------------------------------------------------
     @property
@@ -272,14 +271,10 @@ class GenICamCamera(Camera):
 
     def trigger(self) -> None:
         """Software mode: execute TriggerSoftware. Hardware mode: nothing (the light controller's
-        strobe fires the camera). Free-run: the next grab skips frames that may have started
-        exposing before this call."""
+        strobe fires the camera). Free-run: nothing (grab returns a fresh frame)."""
+        if self.trigger_mode != "software":
+            return
         with self._lock:
-            if self.trigger_mode == "free-run":
-                self._flush = True
-                return
-            if self.trigger_mode == "hardware":
-                return
             ia = self._ensure_open()
             try:
                 ia.remote_device.node_map.TriggerSoftware.execute()
@@ -288,17 +283,29 @@ class GenICamCamera(Camera):
                 raise DeviceError(f"{self.name}: TriggerSoftware failed ({exc}); "
                                   "device marked lost, reopening on next grab") from exc
 
+    def set_exposure(self, exposure_us: float) -> None:
+        """Set ExposureTime (µs) on the open device, e.g. per lighting from calibration."""
+        with self._lock:
+            nm = self._ensure_open().remote_device.node_map
+            name = next((n for n in ("ExposureTime", "ExposureTimeAbs") if nm.has_node(n)), None)
+            if name is None:
+                raise DeviceError(f"{self.name}: device has no ExposureTime node")
+            self._set(nm, name, float(exposure_us))
+            self.exposure_us = float(exposure_us)  # kept across a reopen
+
     def grab(self, timeout_s: float | None = None) -> np.ndarray:
+        """The next frame as HxWx3 uint8 RGB. In free-run mode, frames already queued and the
+        one in flight (which may have begun exposing under the previous lighting) are dropped
+        first, so the frame returned started exposing after this call (costs 1-2 frame times)."""
         timeout = self.timeout_s if timeout_s is None else timeout_s
         if not timeout > 0:
             raise DeviceError(f"{self.name}: grab timeout {timeout!r} must be > 0")
         with self._lock:
             ia = self._ensure_open()
             deadline = time.monotonic() + timeout
-            if self._flush:
-                self._flush = False
+            if self.trigger_mode == "free-run":
                 self._drain(ia)
-                self._fetch(ia, deadline)  # may have begun exposing before trigger()
+                self._fetch(ia, deadline)
             raw, fmt = self._fetch(ia, deadline)
         return to_rgb8(raw, fmt)
 
