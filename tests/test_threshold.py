@@ -1,0 +1,103 @@
+"""Threshold calibration at a target false-reject rate, on generated image sets scored by the
+real ONNX graph of a toy bundle (score = brightest pixel's mean over lights and channels)."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from _export_helpers import make_toy_bundle
+
+from afrd.calibration.threshold import calibrate, threshold_at_frr
+from afrd.data.imageset import ImageSet
+from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.errors import ConfigError, DataError
+from afrd.export.bundle import Bundle
+
+SIZE = 32
+
+
+def make_sets(rng: np.random.Generator, n: int, hot: tuple[int, int], label: int | None):
+    """Dim random parts with one bright spot; the spot's total level (distinct per part, drawn
+    from ``hot`` per entry) sets the score, so scores never tie."""
+    totals = rng.choice(np.arange(18 * hot[0], 18 * hot[1]), size=n, replace=False)
+    out = []
+    for i, total in enumerate(totals):
+        x = rng.integers(0, 60, (6, SIZE, SIZE, 3), dtype=np.uint8)
+        y, xx = rng.integers(0, SIZE, 2)
+        spot = np.full(18, total // 18, dtype=np.int64)
+        spot[: total % 18] += 1
+        x[:, y, xx, :] = spot.reshape(6, 3).astype(np.uint8)
+        out.append(ImageSet(images=x, lights=DEFAULT_LIGHTS, part_id=f"p{i}", label=label))
+    return out
+
+
+@pytest.fixture()
+def toy(tmp_path):
+    return make_toy_bundle(tmp_path / "bundle", size=SIZE)
+
+
+def test_threshold_at_frr_counts():
+    s = np.arange(100, dtype=float)
+    assert threshold_at_frr(s, 0.0) == 99.0  # nothing above
+    t = threshold_at_frr(s, 0.05)
+    assert (s > t).sum() == 5
+    with pytest.raises(ConfigError):
+        threshold_at_frr(s, 1.5)
+    with pytest.raises(DataError):
+        threshold_at_frr([], 0.01)
+
+
+@pytest.mark.parametrize("frr", [0.01, 0.05, 0.1])
+def test_calibration_gives_requested_frr_and_reports_far(toy, frr):
+    rng = np.random.default_rng(42)
+    normal = make_sets(rng, 200, (120, 230), label=0)
+    defective = make_sets(rng, 50, (200, 255), label=1)
+    r = calibrate(toy, normal + defective, frr=frr)
+    normal_scores = np.array(
+        [s.images.astype(np.float32).mean(axis=(0, 3)).max() / 255 for s in normal]
+    )
+    assert len(np.unique(normal_scores)) == len(normal_scores)  # no ties: FRR is exact
+    assert r["achieved_frr"] == pytest.approx(np.floor(frr * 200) / 200)
+    assert (normal_scores > r["threshold"] + 1e-6).sum() == int(np.floor(frr * 200))
+    # fresh normal parts from the same process land near the target FRR
+    fresh = make_sets(np.random.default_rng(7), 400, (120, 230), label=0)
+    fresh_scores = np.array(
+        [s.images.astype(np.float32).mean(axis=(0, 3)).max() / 255 for s in fresh]
+    )
+    three_sigma = 3 * np.sqrt(frr * (1 - frr) * (1 / 200 + 1 / 400)) + 0.005
+    assert abs((fresh_scores > r["threshold"]).mean() - frr) < three_sigma
+    assert r["far"] is not None and 0.0 <= r["far"] < 1.0
+    assert r["defective"]["n"] == 50 and r["normal"]["n"] == 200
+    # stored in the bundle with its statistics; the bundle still verifies
+    again = Bundle.load(toy.path)
+    assert again.threshold == pytest.approx(r["threshold"])
+    stats = json.loads((toy.path / "bundle.json").read_text())["threshold"]["statistics"]
+    assert stats["target_frr"] == frr and stats["normal"]["p99"] > 0
+
+
+def test_calibration_without_normal_sets_is_refused(toy):
+    rng = np.random.default_rng(0)
+    with pytest.raises(DataError, match="no normal image sets"):
+        calibrate(toy, make_sets(rng, 5, (200, 255), label=1), frr=0.01)
+
+
+def test_too_few_sets_warns(toy):
+    r = calibrate(toy, make_sets(np.random.default_rng(1), 20, (120, 230), None), frr=0.01)
+    assert "cannot be resolved" in r["warning"] and r["achieved_frr"] == 0.0
+
+
+def test_cli_on_a_dataset_on_disk(toy, tmp_path, capsys):
+    capture = pytest.importorskip("afrd.data.capture", reason="afrd.data.capture not available yet")
+    pytest.importorskip("afrd.data.datasets", reason="afrd.data.datasets not available yet")
+    from afrd.calibration.cli import main as calibrate_main
+
+    rng = np.random.default_rng(3)
+    root = tmp_path / "captures"
+    for s in make_sets(rng, 30, (120, 230), label=0):
+        capture.write_capture(root, s, {"verdict": "pass"})
+    rc = calibrate_main(["threshold", str(toy.path), "--data", str(root), "--frr", "0.1"])
+    out = capsys.readouterr().out
+    assert rc == 0 and "threshold" in out
+    assert Bundle.load(toy.path).threshold is not None
