@@ -41,6 +41,7 @@ class Sequencer:
         corrections: Corrections | None = None,
         settle_s: float = 0.0,
         grab_timeout_s: float = 2.0,
+        exposures: Mapping[str, float] | None = None,
     ) -> None:
         if not conditions:
             raise ValueError("Sequencer needs at least one lighting condition")
@@ -50,6 +51,10 @@ class Sequencer:
         self.corrections = corrections
         self.settle_s = settle_s
         self.grab_timeout_s = grab_timeout_s
+        # Per-light exposure in µs (from `afrd calibrate exposure`); set before each trigger
+        # when it differs from the camera's current one.
+        self.exposures = dict(exposures or {})
+        self._exposure: float | None = None
 
     @property
     def lights(self) -> tuple[str, ...]:
@@ -86,6 +91,11 @@ class Sequencer:
                     t["settle"] = time.perf_counter() - t1
                 step = "trigger"
                 t1 = time.perf_counter()
+                exp = self.exposures.get(light)
+                if exp is not None and exp != self._exposure:
+                    self._exposure = None
+                    self.camera.set_exposure(exp)
+                    self._exposure = exp
                 if self.camera.has_trigger:
                     self.camera.trigger()
                 if cond.pulsed:

@@ -6,6 +6,8 @@ from abc import ABC, abstractmethod
 
 import numpy as np
 
+from afrd.errors import DeviceError
+
 
 class Camera(ABC):
     """A camera that delivers RGB uint8 frames. ``grab`` always has a timeout."""
@@ -26,6 +28,10 @@ class Camera(ABC):
     def has_trigger(self) -> bool:
         """True when ``trigger()`` starts an exposure (else the camera free-runs)."""
         return True
+
+    def set_exposure(self, exposure_us: float) -> None:
+        """Set the exposure time (per-lighting exposure calibration). Cameras without one raise."""
+        raise DeviceError(f"{self.name}: camera has no exposure control")
 
     @abstractmethod
     def trigger(self) -> None:

@@ -18,6 +18,7 @@ from afrd.drivers.camera import Camera
 from afrd.errors import DeviceError
 
 LitFn = Callable[[], Mapping[int, float]]
+REF_EXPOSURE_US = 1000.0
 
 
 class SimCamera(Camera):
@@ -36,6 +37,7 @@ class SimCamera(Camera):
         channels: Mapping[int, str] | None = None,
         noise_seed: int | None = None,
         cache_parts: int = 8,
+        exposure_us: float = 1000.0,
     ) -> None:
         from afrd.drivers.sim_cell import SIM_CHANNELS
 
@@ -56,6 +58,9 @@ class SimCamera(Camera):
         self._lock = threading.Lock()
         self.render_s = 0.0  # time in the renderer (part sampling + render): the simulated exposure
         self.last_lamps: dict[str, float] = {}
+        # Brightness scales with exposure / REF_EXPOSURE_US (1 at the default: frames equal
+        # the renderer's image at the lamp intensities exactly).
+        self.exposure_us = float(exposure_us)
 
     def open(self) -> None:
         self._open = True
@@ -73,13 +78,21 @@ class SimCamera(Camera):
     def has_trigger(self) -> bool:
         return True
 
+    def set_exposure(self, exposure_us: float) -> None:
+        if not exposure_us > 0:
+            raise DeviceError(f"{self.name}: exposure must be > 0 us, got {exposure_us}")
+        self.exposure_us = float(exposure_us)
+
     def lamps(self) -> dict[str, float]:
-        """Lamp intensities now: each lit channel's level / 100 on its lamp."""
+        """Lamp intensities now: each lit channel's level / 100 on its lamp (x exposure gain)."""
+        gain = self.exposure_us / REF_EXPOSURE_US
         out: dict[str, float] = {}
         for ch, level in self._lit().items():
             lamp = self.channels.get(ch)
             if lamp is not None and level > 0:
                 out[lamp] = out.get(lamp, 0.0) + level / 100.0
+        if gain != 1.0:
+            out = {k: v * gain for k, v in out.items()}
         return out
 
     def _render(self, part_id: str, lamps: dict[str, float]) -> np.ndarray:

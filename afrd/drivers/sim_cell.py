@@ -28,6 +28,32 @@ SIM_CHANNELS: dict[int, str] = {
     8: "box_4",
 }
 LAMP_CHANNEL: dict[str, int] = {lamp: ch for ch, lamp in SIM_CHANNELS.items()}
+# Part id under which the simulated cell shows a flat, matte, uniform grey calibration target
+# (what `afrd calibrate flatfield --sim` images); ``BLACK_TARGET`` is a black one.
+WHITE_TARGET = "calib:white-target"
+BLACK_TARGET = "calib:black-target"
+
+
+def flat_target(size: int, albedo: float = 0.5):
+    """A flat matte target of uniform ``albedo`` as a renderer Part: its image under a lamp is
+    the lamp's illumination pattern (the ring lamps' fall-off across the field, i.e. what a
+    flat-field calibration must remove)."""
+    import numpy as np
+
+    from afrd.data import render as R
+
+    n = int(size)
+    return R.Part(
+        category="target",
+        seed=0,
+        height=np.zeros((n, n), np.float32),
+        albedo=np.full((n, n, 3), albedo, np.float32),
+        ks=np.zeros((n, n), np.float32),
+        shininess=np.ones((n, n), np.float32),
+        translucency=0.0,
+        mask=np.zeros((n, n), np.uint8),
+        label=0,
+    )
 
 
 def _seed(*parts: object) -> int:
@@ -70,6 +96,8 @@ class SimParts:
 
     def truth(self, part_id: str) -> int:
         """1 if the part is defective. Known without rendering it."""
+        if str(part_id) in (WHITE_TARGET, BLACK_TARGET):
+            return 0
         return int(self._draw(str(part_id))[1])
 
     def part(self, part_id: str):
@@ -81,8 +109,11 @@ class SimParts:
         if part_id in self._cache:
             self._cache.move_to_end(part_id)
             return self._cache[part_id]
-        seed, defective = self._draw(part_id)
-        p = R.sample_part(self.category, seed, "any" if defective else None, self.size)
+        if part_id in (WHITE_TARGET, BLACK_TARGET):
+            p = flat_target(self.size, 0.5 if part_id == WHITE_TARGET else 0.0)
+        else:
+            seed, defective = self._draw(part_id)
+            p = R.sample_part(self.category, seed, "any" if defective else None, self.size)
         self._cache[part_id] = p
         while len(self._cache) > self._cache_n:
             self._cache.popitem(last=False)
