@@ -27,7 +27,6 @@ from pathlib import Path
 VERSION = "1.5.0"
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "genicam" / VERSION
-ERROR_FILE = CACHE.parent / f"{VERSION}.error"
 # TLSimu.cti's DT_NEEDED beside libc/libstdc++: only libVirtualFG.so (RPATH $ORIGIN).
 NEEDED = ("TLSimu.cti", "libVirtualFG.so")
 PIP_TIMEOUT_S = 180
@@ -55,7 +54,8 @@ def _pip_download(dest: Path, extra: list[str]) -> None:
            "--disable-pip-version-check", "-q", f"genicam=={VERSION}", "-d", str(dest), *extra]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     if proc.returncode != 0:
-        tail = (proc.stderr or proc.stdout).strip().splitlines()[-3:]
+        lines = (proc.stderr or proc.stdout).strip().splitlines()
+        tail = [ln for ln in lines if ln.startswith("ERROR")][-2:] or lines[-2:]
         raise RuntimeError(f"`{' '.join(cmd[2:])}` failed: {' | '.join(tail)}")
 
 
@@ -114,21 +114,23 @@ def fetch(cache: Path = CACHE) -> Path:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--strict", action="store_true", help="exit 1 when TLSimu is missing")
+    parser.add_argument("--cache", type=Path, default=CACHE, help=f"default: {CACHE}")
     args = parser.parse_args(argv)
+    error_file = args.cache.parent / f"{args.cache.name}.error"
     ok = True
     try:
-        path = fetch()
+        path = fetch(args.cache)
     except Exception as exc:  # noqa: BLE001 - any failure must only skip the tests, not the build
         ok = False
         reason = f"fetching genicam=={VERSION} for TLSimu.cti failed: {exc}"
         print(f"fetch_test_assets: {reason}", file=sys.stderr)
         try:
-            ERROR_FILE.parent.mkdir(parents=True, exist_ok=True)
-            ERROR_FILE.write_text(reason + "\n")
+            error_file.parent.mkdir(parents=True, exist_ok=True)
+            error_file.write_text(reason + "\n")
         except OSError:
             pass
     else:
-        ERROR_FILE.unlink(missing_ok=True)
+        error_file.unlink(missing_ok=True)
         print(f"TLSimu.cti: {path}")
     viky = viky_path()
     print(f"viky.cti: {viky}" if viky else "viky.cti: not found (genicam 1.6 not installed)")
