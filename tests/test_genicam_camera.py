@@ -235,3 +235,11 @@ def test_two_cameras_on_one_producer_at_once(mono: GenICamCamera) -> None:
         assert mono.grab(2.0).shape == (48, 64, 3)
     mono.trigger()  # closing the other camera leaves this one working
     assert mono.grab(2.0).shape == (48, 64, 3)
+
+
+def test_grab_on_a_closed_camera_says_so() -> None:
+    cam = GenICamCamera(tlsimu_cti(), serial="SN_InterfaceA_0")
+    with pytest.raises(DeviceError, match="not open"):
+        cam.grab(0.2)
+    with pytest.raises(DeviceError, match=r"grab timeout 0 must be > 0"):
+        cam.grab(0)

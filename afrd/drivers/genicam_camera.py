@@ -268,6 +268,7 @@ class GenICamCamera(Camera):
     def close(self) -> None:
         with self._lock:
             self._teardown()
+            self._lost = None  # closed on purpose: no reopen on a later grab
 
     def trigger(self) -> None:
         """Software mode: execute TriggerSoftware. Hardware mode: nothing (the light controller's
