@@ -208,6 +208,7 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
+        self.poll_notes()
         self.log.close()
         self._nsock.close()
         return self.proc.returncode

@@ -55,6 +55,7 @@ class SimControllerConfig(_Strict):
     """The controller emulator on a pseudo-terminal, started inside the daemon."""
 
     kind: Literal["sim"]
+    settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
 
 
 class GardasoftControllerConfig(_Strict):
@@ -62,6 +63,7 @@ class GardasoftControllerConfig(_Strict):
     port: str = Field(..., min_length=1, description="serial device, e.g. /dev/ttyUSB0")
     baudrate: int = 115200
     timeout_s: float = Field(1.0, gt=0)
+    settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
 
 
 ControllerConfig = Annotated[

@@ -204,7 +204,11 @@ class Service:
 
         cam_timeout = getattr(cfg.camera, "timeout_s", 2.0)
         sequencer = Sequencer(
-            self.cell.controller, self.cell.camera, conditions, grab_timeout_s=cam_timeout
+            self.cell.controller,
+            self.cell.camera,
+            conditions,
+            settle_s=cfg.controller.settle_s,
+            grab_timeout_s=cam_timeout,
         )
         q = cfg.queues
         self.pipeline = Pipeline(
