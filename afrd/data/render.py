@@ -729,8 +729,24 @@ def render(part: Part, lamps: dict[str, float], size: int | tuple[int, int] | No
     img = render_linear(part, lamps, size)
     if rng is not None:
         sigma = np.sqrt(READ_NOISE_DN**2 + SHOT_NOISE_DN_PER_DN * np.maximum(img, 0))
-        img = img + sigma * rng.standard_normal(img.shape, dtype=np.float32)
-    return np.clip(np.rint(img), 0, 255).astype(np.uint8)
+        img = img + sigma * _gaussian_noise(rng, img.shape)
+    return np.clip(img + 0.5, 0, 255).astype(np.uint8)
+
+
+_NOISE_TABLE: np.ndarray | None = None
+
+
+def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndarray:
+    """Unit Gaussian noise: a random window of a fixed 4M-sample table, ~10x cheaper than
+    drawing fresh samples for every frame; the rng picks the window, so noise stays seeded."""
+    global _NOISE_TABLE
+    if _NOISE_TABLE is None:
+        _NOISE_TABLE = np.random.default_rng(12345).standard_normal(1 << 22, dtype=np.float32)
+    size = int(np.prod(shape))
+    if size > _NOISE_TABLE.size // 2:
+        return rng.standard_normal(shape, dtype=np.float32)
+    start = int(rng.integers(0, _NOISE_TABLE.size - size))
+    return _NOISE_TABLE[start : start + size].reshape(shape)
 
 
 def render_set(part: Part, lights: tuple[str, ...] = DEFAULT_LIGHTS,
