@@ -273,3 +273,25 @@ def test_concurrent_callers_do_not_interleave(emu, ctl):
         t.join(10)
     assert not errors
     assert emu.lit() == {1: 20, 2: 20, 3: 20}
+
+
+def test_next_command_after_backoff_reconnects_by_itself(emu, ctl):
+    emu.close_port()
+    with pytest.raises(DeviceError, match="lost during 'VR'"):
+        ctl.command("VR")
+    emu.reopen_port()
+    time.sleep(0.06)  # past the first backoff (0.05 s)
+    assert ctl.command("VR") == emu.version  # no explicit reconnect()
+    assert ctl.connected
+
+
+def test_daemon_path_imports_without_torch():
+    import subprocess
+    import sys
+
+    code = (
+        "import sys; import afrd.drivers.sim_cell, afrd.drivers.gardasoft, afrd.drivers.emulator,"
+        " afrd.daemon.sequencer, afrd.calibration.flatfield, afrd.calibration.exposure;"
+        " sys.exit(1 if 'torch' in sys.modules else 0)"
+    )
+    assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -50,6 +50,8 @@ class GardasoftController(LightController):
         self.name = name
         self.version: str | None = None
         self.round_trips = 0
+        self.bytes_out = 0  # traffic counters: what the link would carry at the configured baud
+        self.bytes_in = 0
         self._ser: serial.SerialBase | None = None
         self._lock = threading.RLock()
         self._sent: dict[int, tuple] = {}
@@ -174,6 +176,8 @@ class GardasoftController(LightController):
                 f"{self.name}: port {self.port} lost during {cmd!r}: {e}; will reconnect"
             ) from e
         self.round_trips += 1
+        self.bytes_out += len(cmd) + 1
+        self.bytes_in += len(raw)
         if not raw.endswith(PROMPT):
             self._sent.clear()
             raise DeviceError(
