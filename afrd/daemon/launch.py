@@ -1,0 +1,244 @@
+"""Run the real daemon as a child process on a simulated cell: used by `afrd demo`, the tests
+and bench/daemon.py.
+
+``write_config`` writes a sim-cell config on ipc:// sockets; ``Daemon`` starts `afrd run` and
+waits for its READY=1 on a private $NOTIFY_SOCKET (the same signal systemd waits for).
+``make_brightness_bundle`` writes a genuine ONNX graph that is NOT a model (anomaly map = mean
+brightness, score = its max): a known, cheap function for tests and timing the daemon itself.
+It needs the ``onnx`` package (the train extra).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import zmq
+
+from afrd.data.lights import DEFAULT_LIGHTS
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def make_brightness_bundle(out: Path, size: int = 64, lights=DEFAULT_LIGHTS, threshold=0.5):
+    import onnx
+    from onnx import TensorProto, helper
+
+    from afrd.export.bundle import create_bundle
+
+    out.mkdir(parents=True, exist_ok=True)
+    n = len(lights)
+    nodes = [
+        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
+        helper.make_node("ReduceMean", ["f", "axes_m"], ["m"], keepdims=0),
+        helper.make_node("Div", ["m", "k255"], ["anomaly_map"]),
+        helper.make_node("ReduceMax", ["anomaly_map", "axes_s"], ["score"], keepdims=0),
+    ]
+    inits = [
+        helper.make_tensor("axes_m", TensorProto.INT64, [2], [1, 4]),
+        helper.make_tensor("axes_s", TensorProto.INT64, [2], [1, 2]),
+        helper.make_tensor("k255", TensorProto.FLOAT, [], [255.0]),
+    ]
+    graph = helper.make_graph(
+        nodes,
+        "brightness",
+        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["batch", n, size, size, 3])],
+        [
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["batch", size, size]),
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["batch"]),
+        ],
+        inits,
+    )
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    model.ir_version = 9
+    onnx.save(model, str(out / "model.onnx"))
+    b = create_bundle(
+        out,
+        lights=lights,
+        input_size=(size, size),
+        model={"kind": "test-brightness", "teacher_weights": "none"},
+        name="test-brightness",
+    )
+    b.set_threshold(threshold, source="test")
+    return b
+
+
+def sim_lighting_toml(lights=DEFAULT_LIGHTS) -> str:
+    from afrd.drivers.sim_cell import sim_lighting_conditions
+
+    out = []
+    for c in sim_lighting_conditions(lights):
+        chans = ", ".join(f"{{channel = {s.channel}, level = {s.level}}}" for s in c.channels)
+        out.append(f'[[lighting]]\nname = "{c.name}"\nchannels = [{chans}]\n')
+    return "\n".join(out)
+
+
+def write_config(
+    d: Path,
+    bundle: Path,
+    controller: str = 'kind = "sim"',
+    size: int = 64,
+    engine: str = "onnxruntime",
+    trigger: str = 'mode = "control"',
+    extra: str = "",
+    heatmaps: bool = True,
+    threshold: float | None = None,
+    defect_rate: float = 0.5,
+) -> Path:
+    """A cell config on ipc:// sockets inside ``d`` (no TCP ports to collide)."""
+    cfg = f"""cell = "t1"
+heatmaps = {str(heatmaps).lower()}
+{"threshold = " + repr(threshold) if threshold is not None else ""}
+{extra}
+
+[camera]
+kind = "sim"
+size = {size}
+seed = 7
+defect_rate = {defect_rate}
+
+[controller]
+{controller}
+
+[bundle]
+path = "{bundle}"
+
+[engine]
+kind = "{engine}"
+options = {{ {'threads = 1' if engine == 'onnxruntime' else ''} }}
+
+[trigger]
+{trigger}
+
+[sockets]
+pub = "ipc://{d}/pub.sock"
+control = "ipc://{d}/ctl.sock"
+heartbeat_s = 0.5
+
+[metrics]
+port = 0
+
+{sim_lighting_toml()}
+"""
+    p = d / "cell.toml"
+    p.write_text(cfg)
+    return p
+
+
+class Daemon:
+    """`afrd run` as a child process; ``start()`` waits for READY=1 on a notify socket."""
+
+    def __init__(self, config: Path, env: dict | None = None) -> None:
+        self.config = config
+        self.dir = config.parent
+        self.env = env or {}
+        self.proc: subprocess.Popen | None = None
+        self.notes: list[str] = []
+        self.ctx = zmq.Context.instance()
+
+    def start(self, timeout: float = 60.0) -> Daemon:
+        sock_path = tempfile.mktemp(prefix="afrd-notify-", dir="/tmp")
+        self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self._nsock.bind(sock_path)
+        self._nsock.settimeout(0.2)
+        env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", **self.env)
+        self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "afrd", "run", "--config", str(self.config)],
+            cwd=self.dir,
+            env=env,
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            self.poll_notes()
+            if any("READY=1" in n for n in self.notes):
+                return self
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+        raise RuntimeError(f"daemon not READY in {timeout}s:\n{self.output()}")
+
+    def poll_notes(self) -> list[str]:
+        try:
+            while True:
+                self.notes.append(self._nsock.recv(4096).decode())
+        except (TimeoutError, BlockingIOError):
+            pass
+        return self.notes
+
+    def output(self) -> str:
+        try:
+            return (self.dir / "daemon.log").read_text()[-6000:]
+        except OSError:
+            return ""
+
+    def ctl(self, req: dict | bytes, timeout_ms: int = 10000) -> dict:
+        s = self.ctx.socket(zmq.REQ)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVTIMEO, timeout_ms)
+        s.connect(f"ipc://{self.dir}/ctl.sock")
+        try:
+            s.send(req if isinstance(req, bytes) else json.dumps(req).encode())
+            return json.loads(s.recv())
+        finally:
+            s.close()
+
+    def subscriber(self, topics=(b"",)) -> zmq.Socket:
+        s = self.ctx.socket(zmq.SUB)
+        s.setsockopt(zmq.LINGER, 0)
+        s.setsockopt(zmq.RCVHWM, 100000)
+        for t in topics:
+            s.setsockopt(zmq.SUBSCRIBE, t)
+        s.connect(f"ipc://{self.dir}/pub.sock")
+        return s
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+        if self.proc is None:
+            return 0
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self.poll_notes()
+        self.log.close()
+        self._nsock.close()
+        return self.proc.returncode
+
+
+def wait_subscribed(sub: zmq.Socket, timeout: float = 10.0) -> None:
+    """Block until the first heartbeat arrives: the subscription is live."""
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if poller.poll(200):
+            frames = sub.recv_multipart()
+            if frames[0].startswith(b"status."):
+                return
+    raise TimeoutError("no heartbeat from the daemon")
+
+
+def collect(sub: zmq.Socket, want: int, kind: str = "result", timeout: float = 30.0) -> list:
+    """Receive until ``want`` messages of ``kind``; returns every message's frames (all kinds)."""
+    out, n = [], 0
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while n < want and time.monotonic() < deadline:
+        if poller.poll(200):
+            frames = sub.recv_multipart()
+            out.append(frames)
+            if frames[0].startswith(kind.encode() + b"."):
+                n += 1
+    return out
