@@ -1,0 +1,252 @@
+"""The project's own capture layout: what a cell's recorder writes and ``afrd train`` reads.
+
+::
+
+    <root>/<product>/<YYYY-MM-DD>/<part_id>/
+        ring_all.png  ring_bottom.png ... box.png   one 8-bit RGB PNG per lighting, by name
+        mask.png                                    optional defect mask (0/255), e.g. from review
+        set.json                                    schema "afrd.capture/1", written last
+
+``set.json``::
+
+    {"schema": "afrd.capture/1", "part_id": "...", "product": "...",
+     "captured_at": "2026-11-23T11:32:00.123Z",        # UTC, first image's timestamp
+     "lights": ["ring_all", ...], "files": {"ring_all": "ring_all.png", ...},
+     "timestamps": [UNIX seconds per image], "size": [H, W],
+     "verdict": "pass"|"fail"|"error"|null, "score": float|null, "threshold": float|null,
+     "label": null|0|1,          # operator review: 0 good, 1 defective, null not reviewed
+     "mask": "mask.png"|null, "model": {"name": ..., "sha256": ...}|null, "meta": {...}}
+
+A capture is written into a hidden temporary folder and renamed into place, so a reader never
+sees half a set. Which sets count as normal for training: those an operator labelled 0; with
+``trust_verdicts=True`` also unreviewed sets the model passed (verdict "pass", label null).
+Sets labelled 1, failed, or errored never train. ``split="test"`` yields the reviewed sets
+(label 0 or 1), ``split="all"`` everything.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from afrd.data.eyecandies import read_mask, read_rgb, resize_set
+from afrd.data.imageset import ImageSet
+from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.errors import DataError
+
+SCHEMA = "afrd.capture/1"
+_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+CAPTURE_SPLITS = ("train", "val", "test", "test_public", "all")
+
+
+def _safe(name: str, what: str) -> str:
+    out = _SAFE.sub("_", name).strip("._")
+    if not out:
+        raise DataError(f"capture: {what} {name!r} has no usable characters for a folder name")
+    return out
+
+
+def _json_safe(value):
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (np.integer,)):
+        return int(value)
+    if isinstance(value, (np.floating,)):
+        return float(value)
+    if isinstance(value, (str, int, float, bool)) or value is None:
+        return value
+    return str(value)
+
+
+def write_capture(root: str | Path, imageset: ImageSet, result: dict | None = None) -> Path:
+    """Write one image set and its inspection result; return the set's folder.
+
+    ``result`` may carry verdict, score, threshold, model {name, sha256}, label, timestamp
+    (UNIX seconds or ISO string) and meta. The folder is
+    ``<root>/<product>/<UTC day>/<part_id>`` (``<part_id>~2``.. if the part was seen before).
+    """
+    result = dict(result or {})
+    root = Path(root)
+    ts = imageset.timestamps[0] if imageset.timestamps else result.get("timestamp", time.time())
+    if isinstance(ts, str):
+        captured = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(timezone.utc)
+    else:
+        captured = datetime.fromtimestamp(float(ts), tz=timezone.utc)
+    product = _safe(imageset.product or "unknown", "product")
+    part = _safe(imageset.part_id or captured.strftime("%H%M%S%f"), "part_id")
+    day_dir = root / product / captured.strftime("%Y-%m-%d")
+    day_dir.mkdir(parents=True, exist_ok=True)
+    label = result.get("label", None)
+    if label not in (None, 0, 1):
+        raise DataError(f"capture {part}: label must be null, 0 or 1, got {label!r}")
+    tmp = Path(tempfile.mkdtemp(prefix=f".tmp-{part}-", dir=day_dir))
+    try:
+        files = {}
+        for light, img in zip(imageset.lights, imageset.images, strict=True):
+            name = f"{_safe(light, 'light')}.png"
+            if not cv2.imwrite(str(tmp / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
+                raise DataError(f"capture {part}: could not write {tmp / name}")
+            files[light] = name
+        mask_name = None
+        if imageset.mask is not None and (imageset.label == 1 or imageset.mask.any()):
+            mask_name = "mask.png"
+            cv2.imwrite(str(tmp / mask_name), (imageset.mask > 0).astype(np.uint8) * 255)
+        doc = {
+            "schema": SCHEMA,
+            "part_id": imageset.part_id,
+            "product": imageset.product,
+            "captured_at": captured.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            "lights": list(imageset.lights),
+            "files": files,
+            "timestamps": [float(t) for t in imageset.timestamps],
+            "size": list(imageset.images.shape[1:3]),
+            "verdict": result.get("verdict"),
+            "score": None if result.get("score") is None else float(result["score"]),
+            "threshold": None if result.get("threshold") is None else float(result["threshold"]),
+            "label": label,
+            "mask": mask_name,
+            "model": _json_safe(result.get("model")),
+            "meta": _json_safe({**imageset.meta, **result.get("meta", {})}),
+        }
+        (tmp / "set.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
+        os.chmod(tmp, 0o755)
+        for n in range(1, 10_000):
+            final = day_dir / (part if n == 1 else f"{part}~{n}")
+            try:
+                os.rename(tmp, final)  # atomic on one filesystem; fails if final exists
+                return final
+            except OSError:
+                if not final.exists():
+                    raise
+        raise DataError(f"capture {part}: too many captures of one part id in {day_dir}")
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+
+
+def set_label(set_dir: str | Path, label: int | None) -> None:
+    """Record an operator's review (0 good, 1 defective, None unreviewed) in set.json."""
+    path = Path(set_dir) / "set.json"
+    doc = load_set_json(path)
+    if label not in (None, 0, 1):
+        raise DataError(f"{path}: label must be null, 0 or 1, got {label!r}")
+    doc["label"] = label
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(doc, indent=1), encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def load_set_json(path: Path) -> dict:
+    try:
+        doc = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise DataError(f"unreadable capture record {path}: {exc}") from exc
+    if not isinstance(doc, dict) or doc.get("schema") != SCHEMA:
+        got = doc.get("schema") if isinstance(doc, dict) else type(doc).__name__
+        raise DataError(f"{path}: schema {got!r}, expected {SCHEMA!r}")
+    return doc
+
+
+def find_sets(root: str | Path, product: str | None = None) -> list[Path]:
+    """set.json files under a capture root (or under one product's folder)."""
+    root = Path(root)
+    pattern = "*/*/*/set.json" if product is None else f"{_safe(product, 'product')}/*/*/set.json"
+    found = sorted(root.glob(pattern))
+    if not found and product is None:  # root may be one product's folder
+        found = sorted(root.glob("*/*/set.json"))
+    return [p for p in found if not p.parent.name.startswith(".tmp-")]
+
+
+class CaptureDataset:
+    """Image sets from a capture root: ``len`` and ``[i] -> ImageSet``.
+
+    ``split``: "train" = normal sets (label 0; with ``trust_verdicts`` also unreviewed passes),
+    "test"/"val"/"test_public" = reviewed sets (label 0 or 1), "all" = every set.
+    ``lights`` picks images by name; a set lacking one is a DataError naming it.
+    """
+
+    def __init__(self, root: str | Path, product: str | None = None, split: str = "train",
+                 lights: tuple[str, ...] = DEFAULT_LIGHTS, size: int | None = None,
+                 trust_verdicts: bool = False) -> None:
+        if split not in CAPTURE_SPLITS:
+            raise DataError(f"unknown capture split {split!r}: expected one of {list(CAPTURE_SPLITS)}")
+        self.root = Path(root)
+        self.product = product
+        self.split = split
+        self.lights = tuple(lights)
+        self.size = size
+        self.trust_verdicts = trust_verdicts
+        self.sets: list[Path] = []
+        self._docs: list[dict] = []
+        for path in find_sets(self.root, product):
+            doc = load_set_json(path)
+            if self._keep(doc):
+                self.sets.append(path.parent)
+                self._docs.append(doc)
+
+    def _keep(self, doc: dict) -> bool:
+        label = doc.get("label")
+        if self.split == "all":
+            return True
+        if self.split == "train":
+            return label == 0 or (
+                self.trust_verdicts and label is None and doc.get("verdict") == "pass"
+            )
+        return label in (0, 1)
+
+    def __len__(self) -> int:
+        return len(self.sets)
+
+    @property
+    def labels(self) -> list[int | None]:
+        return [self._label(doc) for doc in self._docs]
+
+    def _label(self, doc: dict) -> int | None:
+        if self.split == "train":
+            return 0
+        return doc.get("label")
+
+    def __getitem__(self, i: int) -> ImageSet:
+        set_dir, doc = self.sets[i], self._docs[i]
+        what = f"capture {set_dir}"
+        files = doc.get("files", {})
+        missing = [light for light in self.lights if light not in files]
+        if missing:
+            raise DataError(f"{what}: no image for lights {missing} (set has {list(files)})")
+        images = np.stack([read_rgb(set_dir / files[light], what) for light in self.lights])
+        mask = None
+        if doc.get("mask"):
+            mask = read_mask(set_dir / doc["mask"], what)
+        label = self._label(doc)
+        if mask is None and label == 0:
+            mask = np.zeros(images.shape[1:3], np.uint8)
+        images, mask = resize_set(images, mask, self.size)
+        ts = doc.get("timestamps") or []
+        by_light = dict(zip(doc.get("lights", []), ts, strict=False))
+        return ImageSet(
+            images=np.ascontiguousarray(images),
+            lights=self.lights,
+            part_id=str(doc.get("part_id", set_dir.name)),
+            product=str(doc.get("product", "")),
+            label=label,
+            mask=mask,
+            timestamps=[float(by_light[light]) for light in self.lights if light in by_light],
+            meta={"source": "capture", "path": str(set_dir), "verdict": doc.get("verdict"),
+                  "score": doc.get("score"), "threshold": doc.get("threshold"),
+                  "model": doc.get("model")},
+        )
+
+    def __iter__(self):
+        for i in range(len(self)):
+            yield self[i]
