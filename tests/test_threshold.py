@@ -96,8 +96,12 @@ def test_cli_on_a_dataset_on_disk(toy, tmp_path, capsys):
     rng = np.random.default_rng(3)
     root = tmp_path / "captures"
     for s in make_sets(rng, 30, (120, 230), label=0):
-        capture.write_capture(root, s, {"verdict": "pass"})
+        capture.write_capture(root, s, {"verdict": "pass", "label": 0})
+    for s in make_sets(rng, 5, (200, 255), label=1):
+        s.part_id = "d" + s.part_id
+        capture.write_capture(root, s, {"verdict": "fail", "label": 1})
     rc = calibrate_main(["threshold", str(toy.path), "--data", str(root), "--frr", "0.1"])
     out = capsys.readouterr().out
-    assert rc == 0 and "threshold" in out
-    assert Bundle.load(toy.path).threshold is not None
+    assert rc == 0 and "achieved FRR 0.1 " in out and "defective sets 5: false-accept rate" in out
+    b = Bundle.load(toy.path)
+    assert b.threshold is not None and b.meta["threshold"]["statistics"]["normal"]["n"] == 30
