@@ -61,6 +61,7 @@ class Job:
     error: tuple[str, str] | None = None  # (code, message)
     verdict: str = "error"
     t_published: float | None = None
+    stamps: dict = field(default_factory=dict)  # perf_counter per pipeline event (diagnostics)
     started: bool = False  # reached the acquire stage (counts as in flight until published)
 
 
@@ -204,7 +205,7 @@ class Pipeline:
             job.started = True
             with self._seq_lock:
                 self.in_flight += 1
-            t0 = time.perf_counter()
+            t0 = job.stamps["acquire_start"] = time.perf_counter()
             try:
                 job.imageset = self._acquire(job.part_id, job.product)
             except Exception as exc:
@@ -215,6 +216,7 @@ class Pipeline:
                 job.error = ("acquire", _describe(exc))
                 log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
             job.t_acquire = time.perf_counter() - t0
+            job.stamps["acquire_end"] = t0 + job.t_acquire
             self.q_acq.put(job)  # blocks when inference is behind: that is the backpressure
 
     def _infer_loop(self) -> None:
@@ -228,8 +230,10 @@ class Pipeline:
             if job is _STOP:
                 self.q_out.put(_STOP)
                 return
+            job.stamps["infer_dequeued"] = time.perf_counter()
             if job.error is None:
                 self._infer(job)
+            job.stamps["infer_end"] = time.perf_counter()
             self._emit(job)
 
     def _infer(self, job: Job) -> None:
@@ -270,7 +274,7 @@ class Pipeline:
                     rt = self._runtime
                     job.threshold = rt.threshold
                     job.model = {"name": rt.model_name, "sha256": rt.model_sha256}
-            job.t_published = time.perf_counter()
+            job.t_published = job.stamps["output_dequeued"] = time.perf_counter()
             msg = self.result_message(job)
             try:
                 self._sink(job, msg)

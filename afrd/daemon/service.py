@@ -450,6 +450,9 @@ def main(argv: list[str]) -> int:
     except AfrdError as exc:
         print(f"afrd run: error: {exc}", file=sys.stderr)
         return 2
+    # Hand the GIL over within 1 ms (default 5 ms): the acquire thread's rendering/conversion
+    # must not hold up the thread that publishes the previous part.
+    sys.setswitchinterval(0.001)
     svc = Service(args.config, cfg)
 
     def on_term(signum: int, _frame: object) -> None:

@@ -1,0 +1,189 @@
+"""Daemon benchmark: throughput and the daemon's own overhead per part, on the simulated cell.
+
+The real `afrd run` process, triggered over its control socket, results read from its PUB socket.
+Per engine (null: zero maps, no model; onnxruntime: a bundle's graph):
+
+- overhead per part (parts triggered one at a time): trigger-to-publish minus acquisition minus
+  inference, from each result's own latency_ms (the daemon's clocks);
+- throughput (parts/s) with the pipeline kept full (a window of outstanding triggers), and its
+  ratio to 1 / max(mean acquire, mean infer) measured in the same run: 1.0 means the pipeline
+  overlaps perfectly and only the slowest stage limits it.
+
+Goals (issue 6): overhead <= 3 ms per part at 256x256 with heatmaps on; ratio >= 0.9.
+
+    python bench/daemon.py [--quick] [--size 256] [--bundle DIR] [--afrd]
+
+``--bundle`` times an exported AFRD bundle; ``--afrd`` builds one (EfficientNet-Lite0 teacher,
+one epoch on a few sim parts, cached in .cache/afrd/bench: timing only, not a useful model);
+default: a cheap real ONNX graph (brightness), so the numbers isolate the daemon.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from afrd.daemon.launch import Daemon, make_brightness_bundle, wait_subscribed, write_config  # noqa: E402
+from afrd.daemon.schema import parse_message  # noqa: E402
+
+
+def _afrd_bundle(size: int) -> Path:
+    out = REPO / ".cache" / "afrd" / "bench" / f"afrd-lite0-{size}"
+    if (out / "bundle.json").exists():
+        return out
+    from afrd.drivers.sim_cell import SimCell
+    from afrd.export.onnx_export import export_onnx
+    from afrd.model.train import TrainConfig, train
+
+    with SimCell(size=size, seed=5, defect_rate=0.0) as cell:
+        seq = cell.sequencer()
+        sets = [seq.acquire(f"b{i}", "bench") for i in range(4)]
+    ckpt = train(
+        TrainConfig(out=str(out.parent / f"run-{size}"), teacher="efficientnet_lite0",
+                    fusion="attention-pooled", epochs=1, batch_size=4, image_size=size,
+                    progress=False),
+        sets=sets,
+    )
+    b = export_onnx(ckpt, out, force=True, echo=False)
+    b.set_threshold(1.0, source="bench (timing only)")
+    return out
+
+
+def _results(sub: zmq.Socket, timeout_ms: int) -> list[dict]:
+    out = []
+    while sub.poll(timeout_ms):
+        frames = sub.recv_multipart()
+        kind, _, msg, _ = parse_message(frames)
+        if kind == "result":
+            out.append(msg)
+        timeout_ms = 0
+    return out
+
+
+def run_engine(kind: str, bundle: Path, size: int, n_seq: int, n_tp: int, work: Path, threads: int) -> dict:
+    d = work / kind
+    d.mkdir(parents=True, exist_ok=True)
+    cfg = write_config(d, bundle, size=size, engine=kind, extra="[queues]\ntriggers = 64\nacquired = 2")
+    if kind == "onnxruntime" and threads != 1:
+        cfg.write_text(cfg.read_text().replace("threads = 1", f"threads = {threads}"))
+    dm = Daemon(cfg).start(timeout=300)
+    try:
+        sub = dm.subscriber()
+        wait_subscribed(sub)
+        ctl = dm.ctx.socket(zmq.REQ)
+        ctl.connect(f"ipc://{d}/ctl.sock")
+
+        def trig(pid: str) -> None:
+            ctl.send(json.dumps({"cmd": "trigger", "part_id": pid}).encode())
+            r = json.loads(ctl.recv())
+            assert r["ok"], r
+
+        for i in range(3):  # warm-up (first renders, allocations)
+            trig(f"warm-{i}")
+            while not _results(sub, 10000):
+                pass
+        # one part at a time: the daemon's own overhead without queueing
+        seq_res = []
+        for i in range(n_seq):
+            trig(f"seq-{i}")
+            got: list = []
+            while not got:
+                got = _results(sub, 10000)
+            seq_res += got
+        # pipeline kept full
+        window, sent, tp_res = 6, 0, []
+        t0 = time.perf_counter()
+        while len(tp_res) < n_tp:
+            while sent < n_tp and sent - len(tp_res) < window:
+                trig(f"tp-{sent}")
+                sent += 1
+            tp_res += _results(sub, 50)
+        t1 = time.perf_counter()
+        ctl.close()
+        sub.close()
+    finally:
+        rc = dm.stop()
+    bad = [r for r in seq_res + tp_res if r["verdict"] == "error"]
+    if bad:
+        raise RuntimeError(f"{kind}: {len(bad)} error verdicts, e.g. {bad[0]['error']}")
+
+    def mean(rs, key):
+        return statistics.fmean(r["latency_ms"][key] for r in rs)
+
+    over = [r["latency_ms"]["total"] - r["latency_ms"]["acquire"] - r["latency_ms"]["infer"] for r in seq_res]
+    over.sort()
+    acq, inf = mean(tp_res, "acquire"), mean(tp_res, "infer")
+    rate = n_tp / (t1 - t0)
+    bound = 1000.0 / max(acq, inf)
+    return {
+        "engine": kind,
+        "size": size,
+        "parts_sequential": n_seq,
+        "parts_throughput": n_tp,
+        "overhead_ms_p50": over[len(over) // 2],
+        "overhead_ms_p90": over[int(len(over) * 0.9)],
+        "overhead_ms_mean": statistics.fmean(over),
+        "acquire_ms_seq": mean(seq_res, "acquire"),
+        "infer_ms_seq": mean(seq_res, "infer"),
+        "total_ms_seq": mean(seq_res, "total"),
+        "acquire_ms_tp": acq,
+        "infer_ms_tp": inf,
+        "throughput_parts_s": rate,
+        "stage_bound_parts_s": bound,
+        "throughput_ratio": rate / bound,
+        "exit_code": rc,
+    }
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--size", type=int, default=256)
+    ap.add_argument("--engines", default="null,onnxruntime")
+    ap.add_argument("--bundle", type=Path, help="AFRD bundle to time with onnxruntime")
+    ap.add_argument("--afrd", action="store_true", help="build and time a small AFRD bundle")
+    ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
+    args = ap.parse_args(argv)
+    n_seq, n_tp = (20, 40) if args.quick else (100, 200)
+    work = REPO / ".cache" / "afrd" / "bench" / f"daemon-{args.size}"
+    work.mkdir(parents=True, exist_ok=True)
+    simple = work / "brightness-bundle"
+    if not (simple / "bundle.json").exists():
+        make_brightness_bundle(simple, size=args.size, threshold=0.5)
+    model_bundle = args.bundle or (_afrd_bundle(args.size) if args.afrd else simple)
+    rows = []
+    for kind in args.engines.split(","):
+        b = simple if kind == "null" else model_bundle
+        row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads)
+        row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
+        rows.append(row)
+    print(f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
+          f"{platform.processor() or platform.machine()}")
+    hdr = ("engine", "bundle", "overhead p50/p90 ms", "acq ms", "infer ms", "parts/s", "1/max(stage)", "ratio")
+    print("| " + " | ".join(hdr) + " |")
+    print("|" + "---|" * len(hdr))
+    for r in rows:
+        print(f"| {r['engine']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+              f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
+              f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |")
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+    print(f"wrote {args.out}")
+    ok = all(r["overhead_ms_p50"] <= 3.0 and r["throughput_ratio"] >= 0.9 for r in rows)
+    print("goals (overhead <= 3 ms, ratio >= 0.9):", "met" if ok else "NOT met")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
