@@ -108,7 +108,7 @@ def test_overrun_publishes_every_part(tmp_path):
     out = _run_pipeline(b, 25, triggers=1, acquired=1, burst=True)
     assert sorted(m["seq"] for m in out) == list(range(25))  # one result per part, none lost
     codes = [m.get("error", {}).get("code") for m in out]
-    assert "overrun" in codes and codes.count(None) >= 2
+    assert "overrun" in codes and codes.count(None) >= 1
 
 
 def test_schema_rejects_malformed_messages():
