@@ -1,0 +1,300 @@
+"""`afrd demo`: the whole inspection cell, simulated, in one command.
+
+1. a simulated cell: the lighting-controller emulator on a pseudo-terminal driven by the real
+   Gardasoft driver, and a camera that renders synthetic parts under whatever is lit;
+2. a model for it: AFRD (EfficientNet-Lite0 ImageNet teacher, pooled attention fusion) trained on
+   good parts imaged by that cell (cached under .cache/afrd/demo, keyed on the settings);
+3. exported to an ONNX bundle, threshold calibrated on held-out parts (target false-reject rate);
+4. the real daemon (`afrd run`) as a separate process on a cell config written to demo-out/;
+5. a live view of its verdicts against the simulator's ground truth, heatmap overlays saved in
+   demo-out/heatmaps/.
+
+Torch is imported only for training (step 2); with a cached model the demo runs without it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import shutil
+import sys
+import time
+from pathlib import Path
+
+import zmq
+
+from afrd.errors import ConfigError
+
+CACHE = Path(".cache/afrd/demo")
+TRAIN_SEED, CALIB_SEED, LINE_SEED = 101, 202, 303  # disjoint part streams
+
+
+def _key(args: argparse.Namespace, category: str) -> str:
+    from afrd import __version__
+
+    spec = {
+        "category": category,
+        "size": args.size,
+        "train_parts": args.train_parts,
+        "epochs": args.epochs,
+        "teacher": "efficientnet_lite0",
+        "fusion": "attention-pooled",
+        "seed": TRAIN_SEED,
+        "calib_parts": args.calib_parts,
+        "frr": args.frr,
+        "afrd": __version__,
+    }
+    return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12], spec
+
+
+def _sets(category: str, seed: int, n: int, size: int, defect_rate: float, prefix: str) -> list:
+    """Image sets imaged by a simulated cell (emulator + real driver + sim camera)."""
+    from afrd.drivers.sim_cell import SimCell
+
+    with SimCell(category=category, seed=seed, defect_rate=defect_rate, size=size) as cell:
+        seq = cell.sequencer()
+        return [seq.acquire(f"{prefix}-{i:04d}", "demo") for i in range(n)]
+
+
+def build_model(args: argparse.Namespace, category: str) -> Path:
+    """Train (or reuse) and export the demo model; returns the bundle directory."""
+    key, spec = _key(args, category)
+    root = CACHE / key
+    bundle_dir = root / "bundle"
+    if (bundle_dir / "bundle.json").exists() and not args.retrain:
+        from afrd.export.bundle import Bundle
+
+        b = Bundle.load(bundle_dir)
+        if b.threshold is not None:
+            print(f"  cached model {bundle_dir} (threshold {b.threshold:.4f}); --retrain to rebuild")
+            return bundle_dir
+    if root.exists():
+        shutil.rmtree(root)
+    root.mkdir(parents=True)
+    t0 = time.monotonic()
+    print(f"  imaging {args.train_parts} good training parts on the simulated cell ...", flush=True)
+    train_sets = _sets(category, TRAIN_SEED, args.train_parts, args.size, 0.0, "train")
+    print(
+        f"  training AFRD ({args.epochs} epochs, EfficientNet-Lite0 ImageNet teacher, "
+        f"{args.size}px, 6 lights) ...",
+        flush=True,
+    )
+    from afrd.model.train import TrainConfig, train  # torch: only here
+
+    ckpt = train(
+        TrainConfig(
+            out=str(root / "run"),
+            teacher="efficientnet_lite0",
+            fusion="attention-pooled",
+            epochs=args.epochs,
+            batch_size=8,
+            image_size=args.size,
+            seed=TRAIN_SEED,
+            progress=True,
+            extra={"demo": spec},
+        ),
+        sets=train_sets,
+    )
+    print(f"  trained in {time.monotonic() - t0:.0f} s; exporting ONNX bundle ...", flush=True)
+    from afrd.export.onnx_export import export_onnx
+
+    bundle = export_onnx(ckpt, bundle_dir, force=True, name=f"demo-{category}-{key}", echo=False)
+    print(
+        f"  calibrating the threshold on {args.calib_parts} held-out parts "
+        f"(target false-reject rate {args.frr}) ...",
+        flush=True,
+    )
+    from afrd.calibration.threshold import calibrate
+
+    calib = _sets(category, CALIB_SEED, args.calib_parts, args.size, 0.5, "calib")
+    stats = calibrate(bundle, calib, frr=args.frr, source={"demo": "sim cell", "seed": CALIB_SEED})
+    far = stats.get("far")
+    print(
+        f"  threshold {stats['threshold']:.4f}: false rejects {stats['achieved_frr']:.0%} of good, "
+        f"misses {far:.0%} of defective calibration parts"
+        if far is not None
+        else f"  threshold {stats['threshold']:.4f}"
+    )
+    return bundle_dir
+
+
+def main(argv: list[str]) -> int:
+    ap = argparse.ArgumentParser(prog="afrd demo", description=__doc__.split("\n\n")[0])
+    ap.add_argument("--parts", type=int, default=40, help="parts the line inspects")
+    ap.add_argument("--interval", type=float, default=0.3, help="seconds between parts")
+    ap.add_argument("--out", type=Path, default=Path("demo-out"))
+    ap.add_argument("--category", default=None, help="synthetic part type (default: the first)")
+    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--train-parts", type=int, default=48)
+    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--calib-parts", type=int, default=40)
+    ap.add_argument("--frr", type=float, default=0.05, help="target false-reject rate")
+    ap.add_argument("--defect-rate", type=float, default=0.3)
+    ap.add_argument("--retrain", action="store_true", help="ignore the cached model")
+    args = ap.parse_args(argv)
+    if args.parts < 1 or args.interval <= 0:
+        raise ConfigError("--parts must be >= 1 and --interval > 0")
+    from afrd.data import render as R
+
+    category = args.category or R.CATEGORIES[0]
+    if category not in R.CATEGORIES:
+        raise ConfigError(f"--category must be one of {list(R.CATEGORIES)}, got {category!r}")
+    t_start = time.monotonic()
+    print("afrd demo: a simulated six-light inspection cell, end to end\n")
+    print("[1/4] model for the simulated cell")
+    bundle_dir = build_model(args, category).resolve()
+
+    print("\n[2/4] cell config and the daemon (`afrd run`, a separate process)")
+    from afrd.daemon.launch import Daemon, sim_lighting_toml, wait_subscribed
+
+    out = args.out.resolve()
+    heat = out / "heatmaps"
+    if heat.exists():
+        shutil.rmtree(heat)
+    heat.mkdir(parents=True)
+    run_dir = Path(f"/tmp/afrd-demo-{abs(hash(out)) % 10**8}")  # ipc:// paths must stay short
+    run_dir.mkdir(exist_ok=True)
+    cfg_path = out / "cell.toml"
+    cfg_path.write_text(
+        f"""# written by `afrd demo`: run it yourself with `afrd run --config {cfg_path}`
+cell = "demo"
+heatmaps = true
+
+[camera]
+kind = "sim"
+category = "{category}"
+seed = {LINE_SEED}
+defect_rate = {args.defect_rate}
+size = {args.size}
+
+[controller]
+kind = "sim"
+
+[bundle]
+path = "{bundle_dir}"
+
+[engine]
+kind = "onnxruntime"
+options = {{ device = "cpu", threads = 1 }}
+
+[trigger]
+mode = "control"   # the demo plays the PLC: one `trigger` per part on the control socket
+
+[sockets]
+pub = "ipc://{run_dir}/pub.sock"
+control = "ipc://{run_dir}/ctl.sock"
+
+[metrics]
+port = 0
+
+{sim_lighting_toml()}"""
+    )
+    dm = Daemon(cfg_path)  # writes daemon.log next to its config
+    t0 = time.monotonic()
+    dm.start(timeout=300)
+    print(f"  daemon pid {dm.proc.pid} READY in {time.monotonic() - t0:.1f} s; config {cfg_path}")
+    print(f"  log {out / 'daemon.log'}; the demo triggers a part every {args.interval} s")
+    sub = dm.ctx.socket(zmq.SUB)
+    sub.setsockopt(zmq.SUBSCRIBE, b"")
+    sub.connect(f"ipc://{run_dir}/pub.sock")
+    wait_subscribed(sub)
+
+    print(f"\n[3/4] live verdicts ({args.parts} parts) against the simulator's ground truth")
+    from afrd.daemon.schema import parse_message
+    from afrd.drivers.sim_cell import SimParts
+
+    truth_src = SimParts(category, LINE_SEED, args.defect_rate, size=args.size)
+    n = correct = errors = 0
+    conf = {"tp": 0, "tn": 0, "fp": 0, "fn": 0}
+    totals: list[float] = []
+    seen: dict[int, str] = {}
+    deadline = time.monotonic() + args.parts * args.interval * 4 + 60
+    ctl = dm.ctx.socket(zmq.REQ)
+    ctl.setsockopt(zmq.LINGER, 0)
+    ctl.setsockopt(zmq.RCVTIMEO, 10000)
+    ctl.connect(f"ipc://{run_dir}/ctl.sock")
+    sent, next_t = 0, time.monotonic()
+    print(f"  {'part':<16} {'verdict':<7} {'truth':<9} {'score':>7} {'ms':>6}  running accuracy")
+    try:
+        while n < args.parts and time.monotonic() < deadline:
+            if sent < args.parts and time.monotonic() >= next_t:
+                ctl.send_json({"cmd": "trigger", "part_id": f"part-{sent:04d}", "product": category})
+                reply = ctl.recv_json()
+                if not reply.get("ok"):  # refused parts are still published as errors
+                    print(f"  trigger part-{sent:04d}: {reply.get('error')}")
+                sent += 1
+                next_t += args.interval
+            if not sub.poll(max(1, int(1000 * min(0.5, max(0.0, next_t - time.monotonic()))))):
+                continue
+            kind, _, msg, png = parse_message(sub.recv_multipart())
+            if kind == "heatmap" and png is not None:
+                t = seen.get(msg["seq"], "unknown")
+                name = f"{msg['seq']:04d}_{msg['part_id']}_{msg['verdict']}_truth-{t}.png"
+                (heat / name).write_bytes(png)
+                continue
+            if kind != "result":
+                continue
+            n += 1
+            truth = truth_src.truth(msg["part_id"])
+            seen[msg["seq"]] = "defective" if truth else "good"
+            v = msg["verdict"]
+            if v == "error":
+                errors += 1
+                mark = f"error: {msg['error']['message']}"
+            else:
+                ok = (v == "fail") == bool(truth)
+                correct += ok
+                conf[("t" if ok else "f") + ("p" if v == "fail" else "n")] += 1
+                mark = "ok" if ok else "WRONG"
+            totals.append(msg["latency_ms"]["total"] or 0.0)
+            score = "-" if msg["score"] is None else f"{msg['score']:.4f}"
+            print(
+                f"  {msg['part_id']:<16} {v.upper():<7} {seen[msg['seq']]:<9} {score:>7} "
+                f"{msg['latency_ms']['total'] or 0:6.0f}  {correct}/{n} = {correct / n:.0%}  {mark}",
+                flush=True,
+            )
+        # the heatmap of the last result follows it
+        end = time.monotonic() + 1.0
+        while time.monotonic() < end and sub.poll(200):
+            kind, _, msg, png = parse_message(sub.recv_multipart())
+            if kind == "heatmap" and png is not None:
+                t = seen.get(msg["seq"], "unknown")
+                name = f"{msg['seq']:04d}_{msg['part_id']}_{msg['verdict']}_truth-{t}.png"
+                (heat / name).write_bytes(png)
+    except KeyboardInterrupt:
+        print("  interrupted")
+    finally:
+        sub.close()
+        ctl.close()
+        rc = dm.stop()
+
+    print("\n[4/4] summary")
+    if n == 0:
+        print(f"  no results arrived; see {out / 'daemon.log'}")
+        return 1
+    print(f"  inspected {n} parts: accuracy {correct}/{n} = {correct / n:.1%} ({errors} errors)")
+    print(
+        f"  defective caught {conf['tp']}/{conf['tp'] + conf['fn']}, "
+        f"good passed {conf['tn']}/{conf['tn'] + conf['fp']}"
+    )
+    totals.sort()
+    print(f"  trigger-to-verdict latency p50 {totals[len(totals) // 2]:.0f} ms")
+    print(f"  heatmap overlays: {heat}/ ({len(list(heat.glob('*.png')))} PNG)")
+    print(f"  daemon exited {rc} after SIGTERM; total demo time {time.monotonic() - t_start:.0f} s")
+    summary = {
+        "parts": n,
+        "correct": correct,
+        "errors": errors,
+        "accuracy": correct / n,
+        "confusion": conf,
+        "latency_ms_p50": totals[len(totals) // 2],
+        "bundle": str(bundle_dir),
+        "daemon_exit": rc,
+    }
+    (out / "summary.json").write_text(json.dumps(summary, indent=2))
+    return 0 if rc == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
