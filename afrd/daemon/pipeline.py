@@ -327,7 +327,7 @@ class Pipeline:
             "width": w,
             "height": h,
             "format": "png",
-            "content": "overlay: jet colour map of the anomaly map (threshold at mid scale) over the diffuse view",
+            "content": "overlay: jet colour map of the anomaly map (blue = baseline, red = at/above threshold) over the diffuse view",
         }
         return msg, png
 
@@ -347,8 +347,11 @@ def overlay_png(imageset: Any, amap: np.ndarray, threshold: float) -> tuple[byte
     m = np.nan_to_num(np.asarray(amap, dtype=np.float32))
     if m.shape != (h, w):
         m = cv2.resize(m, (w, h), interpolation=cv2.INTER_LINEAR)
-    scale = 2.0 * threshold if threshold > 0 else max(float(m.max()), 1e-6)
-    m8 = np.clip(m / scale * 255.0, 0, 255).astype(np.uint8)
+    # blue = the part's own baseline (5th percentile of its map), red = at or above threshold:
+    # a red region is what makes the part fail
+    lo = float(np.percentile(m, 5))
+    hi = threshold if threshold > lo else max(float(m.max()), lo + 1e-6)
+    m8 = np.clip((m - lo) / (hi - lo) * 255.0, 0, 255).astype(np.uint8)
     colour = cv2.applyColorMap(m8, cv2.COLORMAP_JET)  # BGR
     bgr = cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
     out = cv2.addWeighted(bgr, 0.55, colour, 0.45, 0.0)
