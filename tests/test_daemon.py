@@ -310,3 +310,22 @@ def test_example_config_is_valid():
     from afrd.daemon.config_cli import check
 
     assert check(str(REPO / "systemd" / "cell.example.toml"), bundle=False) == []
+
+
+def test_free_run_trigger_inspects_on_its_own(bundle, tmp_path):
+    cfg = write_config(tmp_path, bundle, trigger='mode = "free-run"\ninterval_s = 0.1\nproduct = "fr"')
+    dm = Daemon(cfg).start()
+    try:
+        sub = dm.subscriber()
+        wait_subscribed(sub)
+        res = _results(collect(sub, 5, timeout=30))
+        assert len(res) == 5 and all(r["product"] == "fr" for r in res)
+        assert all(r["verdict"] in ("pass", "fail") for r in res), res
+        assert len({r["part_id"] for r in res}) == 5
+        assert dm.ctl({"cmd": "pause"})["ok"]
+        time.sleep(0.5)
+        n_paused = dm.ctl({"cmd": "status"})["result"]["parts"]
+        time.sleep(0.5)
+        assert dm.ctl({"cmd": "status"})["result"]["parts"] == n_paused  # paused: no new parts
+    finally:
+        assert dm.stop() == 0, dm.output()

@@ -91,6 +91,7 @@ class Pipeline:
         self._closing = False
         self.paused = False
         self.in_flight = 0
+        self.acquiring = False  # the acquire thread is imaging a part right now
         self.skip_error: Callable[[BaseException], bool] | None = None  # hardware-trigger mode
         self._threads = [
             threading.Thread(target=self._acquire_loop, name="afrd-acquire", daemon=True),
@@ -206,15 +207,18 @@ class Pipeline:
             with self._seq_lock:
                 self.in_flight += 1
             t0 = job.stamps["acquire_start"] = time.perf_counter()
+            self.acquiring = True
             try:
                 job.imageset = self._acquire(job.part_id, job.product)
             except Exception as exc:
+                self.acquiring = False
                 if self.skip_error is not None and self.skip_error(exc):
                     with self._seq_lock:
                         self.in_flight -= 1
                     continue
                 job.error = ("acquire", _describe(exc))
                 log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
+            self.acquiring = False
             job.t_acquire = time.perf_counter() - t0
             job.stamps["acquire_end"] = t0 + job.t_acquire
             self.q_acq.put(job)  # blocks when inference is behind: that is the backpressure

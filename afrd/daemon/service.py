@@ -263,10 +263,11 @@ class Service:
             self.stop_event.wait(max(0.0, nxt - time.monotonic()))
 
     def _hardware_loop(self) -> None:
-        """Keep one acquisition armed: the camera's grab waits for its hardware line."""
+        """Keep one acquisition armed: the camera's grab waits for its hardware line. The next
+        one is armed as soon as the previous part is imaged (inference overlaps)."""
         p = self.pipeline
         while not self.stop_event.is_set():
-            if not p.paused and p.q_trig.empty() and p.in_flight == 0:
+            if not p.paused and p.q_trig.empty() and not p.acquiring:
                 p.trigger(None, self.cfg.trigger.product)
             self.stop_event.wait(0.005)
 
