@@ -234,3 +234,36 @@ def test_recorder_keeps_fails_samples_passes_and_enforces_size(tmp_path):
     rec.cfg.max_bytes = int(per_part * 2.5)
     rec.enforce_retention()
     assert rec.total_bytes <= rec.cfg.max_bytes and len(rec._index) >= 1
+
+
+def test_control_over_curve_when_bound_wide(tmp_path):
+    import zmq
+    import zmq.auth
+
+    from afrd.daemon.control import ControlServer
+    from afrd.daemon.ctl import request
+
+    if not zmq.has("curve"):
+        pytest.skip("libzmq built without CURVE")
+    keys = tmp_path / "curve"
+    keys.mkdir()
+    zmq.auth.create_certificates(str(keys), "server")
+    (keys / "authorized_clients").mkdir()
+    zmq.auth.create_certificates(str(tmp_path), "client")
+    (keys / "authorized_clients" / "client.key").write_bytes((tmp_path / "client.key").read_bytes())
+    (tmp_path / "other").mkdir()
+    zmq.auth.create_certificates(str(tmp_path / "other"), "stranger")
+    ctx = zmq.Context()
+    srv = ControlServer("tcp://0.0.0.0:0", lambda c, r: {"pong": c}, keys, context=ctx)
+    srv.start()
+    try:
+        port = srv.bound.rsplit(":", 1)[1]
+        ep = f"tcp://127.0.0.1:{port}"
+        r = request(ep, {"cmd": "status"}, 5, keys / "server.key", tmp_path / "client.key_secret")
+        assert r == {"ok": True, "result": {"pong": "status"}}
+        stranger = tmp_path / "other" / "stranger.key_secret"
+        assert request(ep, {"cmd": "status"}, 1.5, keys / "server.key", stranger) is None
+        assert request(ep, {"cmd": "status"}, 1.5) is None  # plain text is not answered
+    finally:
+        srv.close()
+        ctx.term()
