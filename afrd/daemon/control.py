@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import zmq
+import zmq.auth
 
 from afrd.errors import AfrdError, ConfigError
 
@@ -56,7 +57,6 @@ def curve_server_keys(keys_dir: Path | None, endpoint: str) -> tuple[bytes, byte
     secret = Path(keys_dir) / "server.key_secret"
     if not secret.is_file():
         raise ConfigError(f"sockets.curve_keys_dir: {secret} not found (expected a CURVE secret key)")
-    import zmq.auth
 
     try:
         public, private = zmq.auth.load_certificate(str(secret))
