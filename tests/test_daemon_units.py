@@ -267,3 +267,17 @@ def test_control_over_curve_when_bound_wide(tmp_path):
     finally:
         srv.close()
         ctx.term()
+
+
+def test_daemon_path_imports_without_torch():
+    import subprocess
+
+    code = (
+        "import sys\n"
+        "import afrd.daemon.service, afrd.daemon.pipeline, afrd.daemon.watch, afrd.daemon.ctl\n"
+        "import afrd.daemon.demo, afrd.daemon.config_cli, afrd.daemon.recorder\n"
+        "import afrd.export.engines.onnxruntime\n"
+        "assert 'torch' not in sys.modules, 'torch imported'\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert p.returncode == 0, p.stderr
