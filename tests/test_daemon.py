@@ -329,3 +329,29 @@ def test_free_run_trigger_inspects_on_its_own(bundle, tmp_path):
         assert dm.ctl({"cmd": "status"})["result"]["parts"] == n_paused  # paused: no new parts
     finally:
         assert dm.stop() == 0, dm.output()
+
+
+def test_recorder_writes_sets_afrd_train_can_read(bundle, tmp_path):
+    from afrd.data.capture import CaptureDataset
+
+    rec = tmp_path / "captures"
+    extra = f'[recorder]\nenabled = true\ndir = "{rec}"\npass_sample_rate = 1.0\nmin_free_bytes = 0'
+    cfg = write_config(tmp_path, bundle, extra=extra)
+    dm = Daemon(cfg).start()
+    try:
+        sub = dm.subscriber()
+        wait_subscribed(sub)
+        for i in range(3):
+            assert dm.ctl({"cmd": "trigger", "part_id": f"rec-{i}", "product": "widget"})["ok"]
+        res = _results(collect(sub, 3))
+        deadline = time.monotonic() + 10
+        while dm.ctl({"cmd": "status"})["result"]["recorder"]["recorded"] < 3:
+            assert time.monotonic() < deadline, dm.output()
+            time.sleep(0.1)
+    finally:
+        assert dm.stop() == 0, dm.output()
+    ds = CaptureDataset(rec, split="all")
+    assert len(ds) == 3
+    got = sorted(ds[i].part_id for i in range(3))
+    assert got == ["rec-0", "rec-1", "rec-2"] and all(r["verdict"] != "error" for r in res)
+    assert ds[0].images.shape == (6, 64, 64, 3)
