@@ -67,3 +67,26 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path):
     verdicts = {r["part_id"]: r["verdict"] for r in res}
     wrong = [p for p in good if verdicts.get(p) != "pass"] + [p for p in bad if verdicts.get(p) != "fail"]
     assert not wrong, {p: (verdicts.get(p), parts.truth(p)) for p in wrong}
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path):
+    """`afrd demo` mechanics: train (1 epoch), export, calibrate, daemon process, live view."""
+    import json
+    import subprocess
+
+    from _daemon_helpers import REPO
+
+    p = subprocess.run(
+        [sys.executable, "-m", "afrd", "demo", "--train-parts", "8", "--epochs", "1",
+         "--calib-parts", "8", "--parts", "5", "--interval", "0.1", "--size", "64",
+         "--out", str(tmp_path / "demo-out")],
+        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo-out" / "summary.json").read_text())
+    assert summary["parts"] == 5 and summary["errors"] == 0 and summary["daemon_exit"] == 0
+    assert "running accuracy" in p.stdout and "part-0004" in p.stdout
+    assert len(list((tmp_path / "demo-out" / "heatmaps").glob("*.png"))) == 5
+    assert (tmp_path / ".cache" / "afrd" / "demo").is_dir()  # the model is cached for next time

@@ -119,6 +119,19 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     return bundle_dir
 
 
+def _save_overlay(folder: Path, msg: dict, png: bytes, truth: str) -> None:
+    """Save the daemon's overlay, enlarged to at least 384 px so a person can see it."""
+    import cv2
+    import numpy as np
+
+    img = cv2.imdecode(np.frombuffer(png, np.uint8), cv2.IMREAD_COLOR)
+    k = max(1, -(-384 // max(img.shape[:2])))
+    if k > 1:
+        img = cv2.resize(img, None, fx=k, fy=k, interpolation=cv2.INTER_CUBIC)
+    name = f"{msg['seq']:04d}_{msg['part_id']}_{msg['verdict']}_truth-{truth}.png"
+    cv2.imwrite(str(folder / name), img)
+
+
 def main(argv: list[str]) -> int:
     ap = argparse.ArgumentParser(prog="afrd demo", description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", type=int, default=40, help="parts the line inspects")
@@ -229,9 +242,7 @@ port = 0
                 continue
             kind, _, msg, png = parse_message(sub.recv_multipart())
             if kind == "heatmap" and png is not None:
-                t = seen.get(msg["seq"], "unknown")
-                name = f"{msg['seq']:04d}_{msg['part_id']}_{msg['verdict']}_truth-{t}.png"
-                (heat / name).write_bytes(png)
+                _save_overlay(heat, msg, png, seen.get(msg["seq"], "unknown"))
                 continue
             if kind != "result":
                 continue
@@ -259,9 +270,7 @@ port = 0
         while time.monotonic() < end and sub.poll(200):
             kind, _, msg, png = parse_message(sub.recv_multipart())
             if kind == "heatmap" and png is not None:
-                t = seen.get(msg["seq"], "unknown")
-                name = f"{msg['seq']:04d}_{msg['part_id']}_{msg['verdict']}_truth-{t}.png"
-                (heat / name).write_bytes(png)
+                _save_overlay(heat, msg, png, seen.get(msg["seq"], "unknown"))
     except KeyboardInterrupt:
         print("  interrupted")
     finally:
