@@ -281,3 +281,24 @@ def test_daemon_path_imports_without_torch():
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert p.returncode == 0, p.stderr
+
+
+def test_recorder_stops_on_a_full_disk_and_says_why(tmp_path, caplog):
+    import numpy as np
+
+    from afrd.daemon.config import RecorderConfig
+    from afrd.daemon.recorder import Recorder
+    from afrd.data.imageset import ImageSet
+
+    # "full": less free space than the configured minimum (as good as ENOSPC, and testable)
+    rec = Recorder(RecorderConfig(enabled=True, dir=tmp_path / "cap", min_free_bytes=10**18))
+    rec.start()
+    ims = ImageSet(np.zeros((6, 16, 16, 3), np.uint8),
+                   ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box"),
+                   part_id="p0", product="x")
+    with caplog.at_level("WARNING", logger="afrd.daemon.recorder"):
+        assert rec.submit(ims, {"part_id": "p0", "verdict": "fail"})
+        rec.close()
+    assert rec.recorded == 0 and "free" in (rec.stopped_reason or "")
+    assert "recording stopped" in caplog.text and "inspection goes on" in caplog.text
+    assert rec.submit(ims, {"part_id": "p1", "verdict": "fail"}) is False  # stays off
