@@ -104,11 +104,12 @@ class WideResNetTeacher(Teacher):
 
         net = wide_resnet50_2(weights=None)
         if weights is not None:
-            missing = net.load_state_dict(_load_state(weights), strict=False)
-            if missing.missing_keys:
+            result = net.load_state_dict(_load_state(weights), strict=False)
+            used = ("conv1.", "bn1.", "layer1.", "layer2.", "layer3.")
+            missing = [k for k in result.missing_keys if k.startswith(used)]
+            if missing:
                 raise ConfigError(
-                    f"{weights} is not a wide_resnet50_2 state dict: missing "
-                    f"{missing.missing_keys[:3]}"
+                    f"{weights} is not a wide_resnet50_2 state dict: missing {missing[:3]}"
                 )
         self.stem = nn.Sequential(net.conv1, net.bn1, net.relu, net.maxpool)
         self.layer1, self.layer2, self.layer3 = net.layer1, net.layer2, net.layer3

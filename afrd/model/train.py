@@ -126,9 +126,8 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
         if blob.get("optimizer"):
             opt.load_state_dict(blob["optimizer"])
         start, history = int(blob["epoch"]), list(blob.get("history", []))
-        torch.set_rng_state(torch.manual_seed(cfg.seed + start).get_state())
-        gen.manual_seed(cfg.seed + start)
     for epoch in range(start, cfg.epochs):
+        gen.manual_seed(cfg.seed * 100003 + epoch)  # per-epoch order: a resumed run matches
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
