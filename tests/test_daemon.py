@@ -8,6 +8,7 @@ test_daemon_model.py.
 from __future__ import annotations
 
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -355,3 +356,27 @@ def test_recorder_writes_sets_afrd_train_can_read(bundle, tmp_path):
     got = sorted(ds[i].part_id for i in range(3))
     assert got == ["rec-0", "rec-1", "rec-2"] and all(r["verdict"] != "error" for r in res)
     assert ds[0].images.shape == (6, 64, 64, 3)
+
+
+def test_daemon_with_a_genicam_camera_on_a_real_gentl_producer(bundle, tmp_path):
+    """`camera.kind = "genicam"` through harvesters on TLSimu (a real GenTL producer)."""
+    cti = Path(os.environ.get("AFRD_TEST_CTI", REPO / ".cache" / "genicam" / "1.5.0" / "TLSimu.cti"))
+    if not cti.is_file():
+        pytest.skip(f"{cti} missing: run scripts/fetch_test_assets.py")
+    cfg = write_config(tmp_path, bundle)
+    text = cfg.read_text()
+    start = text.index("[camera]")
+    end = text.index("[controller]")
+    cam = f'[camera]\nkind = "genicam"\nproducer = "{cti}"\nserial = "SN_InterfaceB_1"\ntimeout_s = 2.0\n\n'
+    cfg.write_text(text[:start] + cam + text[end:])
+    dm = Daemon(cfg).start(timeout=90)
+    try:
+        sub = dm.subscriber()
+        wait_subscribed(sub)
+        for i in range(2):
+            assert dm.ctl({"cmd": "trigger", "part_id": f"gc-{i}"})["ok"]
+        msgs = collect(sub, 2, timeout=30)
+        res = _results(msgs)
+        assert [r["verdict"] in ("pass", "fail") for r in res] == [True, True], res
+    finally:
+        assert dm.stop() == 0, dm.output()

@@ -45,6 +45,8 @@ class GenICamCameraConfig(_Strict):
     exposure_us: float | None = Field(None, gt=0)
     gain: float | None = None
     timeout_s: float = Field(2.0, gt=0)
+    trigger_source: str = "Line1"  # the hardware line when trigger.mode = "hardware"
+    trigger_activation: str = "RisingEdge"
 
 
 CameraConfig = Annotated[SimCameraConfig | GenICamCameraConfig, Field(discriminator="kind")]

@@ -108,6 +108,8 @@ class Cell:
                 exposure_us=cam.exposure_us,
                 gain=cam.gain,
                 trigger="hardware" if mode == "hardware" else "software",
+                trigger_source=cam.trigger_source,
+                trigger_activation=cam.trigger_activation,
                 timeout_s=cam.timeout_s,
             )
         self.camera.open()
