@@ -189,7 +189,7 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     per_cat: dict = {}
     for cat in categories:
-        data = sets[cat] if sets is not None else open_sets(data_root, split, cat, lights)
+        data = sets[cat] if sets is not None else open_sets(data_root, split, cat, lights, size)
         if len(data) == 0:
             raise DataError(f"no image sets for category {cat!r} in {data_root} split {split}")
         r = _run_category(infer, data, size, lights, batch_size, dev)

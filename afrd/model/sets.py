@@ -26,6 +26,8 @@ def resize_set(s: ImageSet, size: int, lights: Sequence[str] | None = None) -> n
         images = s.images[idx]
     else:
         images = s.images
+    if images.shape[1:3] == (size, size):
+        return np.ascontiguousarray(images)
     out = np.empty((len(images), size, size, 3), np.uint8)
     for i, im in enumerate(images):
         interp = cv2.INTER_AREA if im.shape[0] >= size else cv2.INTER_LINEAR
@@ -70,11 +72,39 @@ def collate_normal(items: list[dict]) -> torch.Tensor:
     return torch.stack(keep)
 
 
-def open_sets(path: str | Path, split: str, category: str | None, lights=None):
-    """afrd.data.datasets.open_dataset, with a clear error if the data layer is missing."""
+def open_sets(path: str | Path, split: str, category: str | None, lights=None,
+              size: int | None = None):
+    """afrd.data.datasets.open_dataset (resizing at load to ``size``)."""
     try:
         from afrd.data.datasets import open_dataset
     except ImportError as e:  # pragma: no cover - only before afrd.data is complete
         raise DataError(f"cannot read datasets: afrd.data.datasets is unavailable ({e})") from e
-    kwargs = {} if lights is None else {"lights": tuple(lights)}
+    kwargs: dict = {} if lights is None else {"lights": tuple(lights)}
+    if size is not None:
+        kwargs["size"] = size
     return open_dataset(path, split, category=category, **kwargs)
+
+
+def normal_subset(sets) -> list:
+    """Indices-backed view of the sets not labelled defective (uses ``labels`` when the dataset
+    knows them without loading images)."""
+    labels = getattr(sets, "labels", None)
+    if labels is None:
+        return sets
+    if callable(labels):
+        labels = labels()
+    keep = [i for i, lab in enumerate(labels) if lab != 1]
+    if len(keep) == len(sets):
+        return sets
+    return _Subset(sets, keep)
+
+
+class _Subset:
+    def __init__(self, sets, idx: list[int]) -> None:
+        self.sets, self.idx = sets, idx
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def __getitem__(self, i: int):
+        return self.sets[self.idx[i]]

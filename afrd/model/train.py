@@ -23,7 +23,7 @@ from afrd.model.checkpoint import read_checkpoint, save_checkpoint
 from afrd.model.inference import normalize
 from afrd.model.network import AFRD
 from afrd.model.scoring import LOSSES, distillation_loss
-from afrd.model.sets import SetDataset, collate_normal, open_sets
+from afrd.model.sets import SetDataset, collate_normal, normal_subset, open_sets
 
 # Config keys that must match when resuming (the rest, e.g. epochs, may change).
 _RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed")
@@ -87,7 +87,9 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
     if sets is None:
         if not cfg.data:
             raise ConfigError("train: --data DIR is required")
-        sets = open_sets(cfg.data, cfg.split, cfg.category, cfg.lights)
+        sets = normal_subset(
+            open_sets(cfg.data, cfg.split, cfg.category, cfg.lights, cfg.image_size)
+        )
     if cfg.max_sets is not None:
         sets = [sets[i] for i in range(min(cfg.max_sets, len(sets)))]
     if len(sets) == 0:
