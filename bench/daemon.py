@@ -49,9 +49,15 @@ def _afrd_bundle(size: int) -> Path:
         seq = cell.sequencer()
         sets = [seq.acquire(f"b{i}", "bench") for i in range(4)]
     ckpt = train(
-        TrainConfig(out=str(out.parent / f"run-{size}"), teacher="efficientnet_lite0",
-                    fusion="attention-pooled", epochs=1, batch_size=4, image_size=size,
-                    progress=False),
+        TrainConfig(
+            out=str(out.parent / f"run-{size}"),
+            teacher="efficientnet_lite0",
+            fusion="attention-pooled",
+            epochs=1,
+            batch_size=4,
+            image_size=size,
+            progress=False,
+        ),
         sets=sets,
     )
     b = export_onnx(ckpt, out, force=True, echo=False)
@@ -70,10 +76,14 @@ def _results(sub: zmq.Socket, timeout_ms: int) -> list[dict]:
     return out
 
 
-def run_engine(kind: str, bundle: Path, size: int, n_seq: int, n_tp: int, work: Path, threads: int) -> dict:
+def run_engine(
+    kind: str, bundle: Path, size: int, n_seq: int, n_tp: int, work: Path, threads: int
+) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
-    cfg = write_config(d, bundle, size=size, engine=kind, extra="[queues]\ntriggers = 64\nacquired = 2")
+    cfg = write_config(
+        d, bundle, size=size, engine=kind, extra="[queues]\ntriggers = 64\nacquired = 2"
+    )
     if kind == "onnxruntime" and threads != 1:
         cfg.write_text(cfg.read_text().replace("threads = 1", f"threads = {threads}"))
     dm = Daemon(cfg).start(timeout=300)
@@ -120,7 +130,10 @@ def run_engine(kind: str, bundle: Path, size: int, n_seq: int, n_tp: int, work: 
     def mean(rs, key):
         return statistics.fmean(r["latency_ms"][key] for r in rs)
 
-    over = [r["latency_ms"]["total"] - r["latency_ms"]["acquire"] - r["latency_ms"]["infer"] for r in seq_res]
+    over = [
+        r["latency_ms"]["total"] - r["latency_ms"]["acquire"] - r["latency_ms"]["infer"]
+        for r in seq_res
+    ]
     over.sort()
     acq, inf = mean(tp_res, "acquire"), mean(tp_res, "infer")
     rate = n_tp / (t1 - t0)
@@ -168,15 +181,28 @@ def main(argv: list[str] | None = None) -> int:
         row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads)
         row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
         rows.append(row)
-    print(f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
-          f"{platform.processor() or platform.machine()}")
-    hdr = ("engine", "bundle", "overhead p50/p90 ms", "acq ms", "infer ms", "parts/s", "1/max(stage)", "ratio")
+    print(
+        f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
+        f"{platform.processor() or platform.machine()}"
+    )
+    hdr = (
+        "engine",
+        "bundle",
+        "overhead p50/p90 ms",
+        "acq ms",
+        "infer ms",
+        "parts/s",
+        "1/max(stage)",
+        "ratio",
+    )
     print("| " + " | ".join(hdr) + " |")
     print("|" + "---|" * len(hdr))
     for r in rows:
-        print(f"| {r['engine']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
-              f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
-              f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |")
+        print(
+            f"| {r['engine']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
+            f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
     print(f"wrote {args.out}")

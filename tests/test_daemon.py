@@ -116,7 +116,11 @@ def test_threshold_pause_resume_and_metrics(daemon):
     port = st["endpoints"]["metrics_port"]
     text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
     assert 'afrd_parts_total{cell="t1",verdict="error"}' in text
-    fails = [ln for ln in text.splitlines() if ln.startswith('afrd_parts_total{cell="t1",verdict="fail"}')]
+    fails = [
+        ln
+        for ln in text.splitlines()
+        if ln.startswith('afrd_parts_total{cell="t1",verdict="fail"}')
+    ]
     assert fails and int(fails[0].split()[-1]) >= 1
     assert 'afrd_stage_seconds_count{cell="t1",stage="infer"}' in text
     assert 'afrd_queue_depth{cell="t1",queue="acquired"}' in text
@@ -150,10 +154,16 @@ def test_bad_config_exits_2_naming_the_key(bundle, tmp_path):
     cfg.write_text(text.replace("[camera]", "[camera]\nexposure = 5", 1))
     for cmd in (["run", "--config", str(cfg)], ["config", "check", str(cfg)]):
         p = subprocess.run(
-            [sys.executable, "-m", "afrd", *cmd], cwd=REPO, capture_output=True, text=True, timeout=60
+            [sys.executable, "-m", "afrd", *cmd],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=60,
         )
         assert p.returncode == 2, p.stderr
-        assert "lighting[1].channels[0].level" in p.stderr and "less than or equal to 100" in p.stderr
+        assert (
+            "lighting[1].channels[0].level" in p.stderr and "less than or equal to 100" in p.stderr
+        )
         assert "camera.exposure: unknown key" in p.stderr and str(cfg) in p.stderr
 
 
@@ -165,17 +175,27 @@ def test_config_must_cover_bundle_lights(bundle, tmp_path):
     cfg.write_text(text[:cut] + text[end:])
     p = subprocess.run(
         [sys.executable, "-m", "afrd", "run", "--config", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert p.returncode == 2 and "ring_left" in p.stderr, p.stderr
 
 
 def test_control_refuses_wide_bind_without_curve(bundle, tmp_path):
     cfg = write_config(tmp_path, bundle)
-    cfg.write_text(cfg.read_text().replace(f'control = "ipc://{tmp_path}/ctl.sock"', 'control = "tcp://0.0.0.0:0"'))
+    cfg.write_text(
+        cfg.read_text().replace(
+            f'control = "ipc://{tmp_path}/ctl.sock"', 'control = "tcp://0.0.0.0:0"'
+        )
+    )
     p = subprocess.run(
         [sys.executable, "-m", "afrd", "run", "--config", str(cfg)],
-        cwd=REPO, capture_output=True, text=True, timeout=60,
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=60,
     )
     assert p.returncode == 2 and "CURVE" in p.stderr, p.stderr
 
@@ -272,21 +292,44 @@ def test_subscriber_that_never_reads_does_not_slow_the_pipeline(bundle, tmp_path
 def test_watch_and_ctl_clients(daemon, tmp_path):
     ep = f"ipc://{daemon.dir}/pub.sock"
     watch = subprocess.Popen(
-        [sys.executable, "-m", "afrd", "watch", "--connect", ep, "--save", str(tmp_path / "hm"),
-         "--count", "2", "--timeout", "60"],
-        cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        [
+            sys.executable,
+            "-m",
+            "afrd",
+            "watch",
+            "--connect",
+            ep,
+            "--save",
+            str(tmp_path / "hm"),
+            "--count",
+            "2",
+            "--timeout",
+            "60",
+        ],
+        cwd=REPO,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
     )
     time.sleep(1.5)  # let the subscription settle
     ctl = [sys.executable, "-m", "afrd", "ctl", "--connect", f"ipc://{daemon.dir}/ctl.sock"]
     for i in range(2):
-        p = subprocess.run([*ctl, "trigger", "--part-id", f"w-{i}"], cwd=REPO, capture_output=True, text=True, timeout=30)
+        p = subprocess.run(
+            [*ctl, "trigger", "--part-id", f"w-{i}"],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
         assert p.returncode == 0 and json.loads(p.stdout)["ok"], p.stderr
     out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
     assert "w-0" in out and "w-1" in out
     pngs = sorted((tmp_path / "hm").glob("*.png"))
     assert len(pngs) >= 1 and cv2.imread(str(pngs[0])) is not None
-    p = subprocess.run([*ctl, "set-threshold", "nan"], cwd=REPO, capture_output=True, text=True, timeout=30)
+    p = subprocess.run(
+        [*ctl, "set-threshold", "nan"], cwd=REPO, capture_output=True, text=True, timeout=30
+    )
     assert p.returncode == 1  # refused by the daemon, reported as such
 
 
@@ -302,7 +345,9 @@ def test_systemd_unit_verifies(tmp_path):
     if not afrd_bin.exists():
         pytest.skip(f"{afrd_bin} missing (package not installed in this venv)")
     (tmp_path / "afrd.service").write_text(unit.replace("/opt/afrd/.venv/bin/afrd", str(afrd_bin)))
-    p = subprocess.run([exe, "verify", str(tmp_path / "afrd.service")], capture_output=True, text=True, timeout=60)
+    p = subprocess.run(
+        [exe, "verify", str(tmp_path / "afrd.service")], capture_output=True, text=True, timeout=60
+    )
     assert p.returncode == 0, p.stderr
     assert "Type=notify" in unit and "WatchdogSec=" in unit and "DeviceAllow=char-ttyUSB" in unit
 
@@ -314,7 +359,9 @@ def test_example_config_is_valid():
 
 
 def test_free_run_trigger_inspects_on_its_own(bundle, tmp_path):
-    cfg = write_config(tmp_path, bundle, trigger='mode = "free-run"\ninterval_s = 0.1\nproduct = "fr"')
+    cfg = write_config(
+        tmp_path, bundle, trigger='mode = "free-run"\ninterval_s = 0.1\nproduct = "fr"'
+    )
     dm = Daemon(cfg).start()
     try:
         sub = dm.subscriber()
@@ -360,7 +407,9 @@ def test_recorder_writes_sets_afrd_train_can_read(bundle, tmp_path):
 
 def test_daemon_with_a_genicam_camera_on_a_real_gentl_producer(bundle, tmp_path):
     """`camera.kind = "genicam"` through harvesters on TLSimu (a real GenTL producer)."""
-    cti = Path(os.environ.get("AFRD_TEST_CTI", REPO / ".cache" / "genicam" / "1.5.0" / "TLSimu.cti"))
+    cti = Path(
+        os.environ.get("AFRD_TEST_CTI", REPO / ".cache" / "genicam" / "1.5.0" / "TLSimu.cti")
+    )
     if not cti.is_file():
         pytest.skip(f"{cti} missing: run scripts/fetch_test_assets.py")
     cfg = write_config(tmp_path, bundle)

@@ -61,11 +61,17 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path):
             assert dm.ctl({"cmd": "trigger", "part_id": pid})["ok"]
         from afrd.daemon.schema import parse_message
 
-        res = [parse_message(m)[2] for m in collect(sub, 12, timeout=120) if m[0].startswith(b"result.")]
+        res = [
+            parse_message(m)[2]
+            for m in collect(sub, 12, timeout=120)
+            if m[0].startswith(b"result.")
+        ]
     finally:
         assert dm.stop() == 0, dm.output()
     verdicts = {r["part_id"]: r["verdict"] for r in res}
-    wrong = [p for p in good if verdicts.get(p) != "pass"] + [p for p in bad if verdicts.get(p) != "fail"]
+    wrong = [p for p in good if verdicts.get(p) != "pass"] + [
+        p for p in bad if verdicts.get(p) != "fail"
+    ]
     assert not wrong, {p: (verdicts.get(p), parts.truth(p)) for p in wrong}
 
 
@@ -78,10 +84,30 @@ def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path):
     from _daemon_helpers import REPO
 
     p = subprocess.run(
-        [sys.executable, "-m", "afrd", "demo", "--train-parts", "8", "--epochs", "1",
-         "--calib-parts", "8", "--parts", "5", "--interval", "0.1", "--size", "64",
-         "--out", str(tmp_path / "demo-out")],
-        cwd=tmp_path, capture_output=True, text=True, timeout=600,
+        [
+            sys.executable,
+            "-m",
+            "afrd",
+            "demo",
+            "--train-parts",
+            "8",
+            "--epochs",
+            "1",
+            "--calib-parts",
+            "8",
+            "--parts",
+            "5",
+            "--interval",
+            "0.1",
+            "--size",
+            "64",
+            "--out",
+            str(tmp_path / "demo-out"),
+        ],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
         env=dict(os.environ, PYTHONPATH=str(REPO)),
     )
     assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]

@@ -43,16 +43,21 @@ def _nan_bundle(out: Path, size: int = 32):
         helper.make_tensor("axes_s", TensorProto.INT64, [2], [1, 2]),
     ]
     g = helper.make_graph(
-        nodes, "nan",
+        nodes,
+        "nan",
         [helper.make_tensor_value_info("images", TensorProto.UINT8, ["b", 6, size, size, 3])],
-        [helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["b", size, size]),
-         helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b"])],
+        [
+            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["b", size, size]),
+            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b"]),
+        ],
         inits,
     )
     m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
     m.ir_version = 9
     onnx.save(m, str(out / "model.onnx"))
-    b = create_bundle(out, lights=DEFAULT_LIGHTS, input_size=(size, size), model={"kind": "test-nan"})
+    b = create_bundle(
+        out, lights=DEFAULT_LIGHTS, input_size=(size, size), model={"kind": "test-nan"}
+    )
     b.set_threshold(0.5)
     return b
 
@@ -113,9 +118,16 @@ def test_overrun_publishes_every_part(tmp_path):
 
 def test_schema_rejects_malformed_messages():
     good = {
-        "schema": "afrd.result/1", "cell": "c", "part_id": "p", "product": "x", "seq": 0,
-        "timestamp": "2026-01-01T00:00:00.000000Z", "verdict": "pass", "score": 0.1,
-        "threshold": 0.5, "latency_ms": {"acquire": 1.0, "infer": 1.0, "total": 3.0},
+        "schema": "afrd.result/1",
+        "cell": "c",
+        "part_id": "p",
+        "product": "x",
+        "seq": 0,
+        "timestamp": "2026-01-01T00:00:00.000000Z",
+        "verdict": "pass",
+        "score": 0.1,
+        "threshold": 0.5,
+        "latency_ms": {"acquire": 1.0, "infer": 1.0, "total": 3.0},
         "model": {"name": "m", "sha256": "0" * 64},
     }
     validate_result(dict(good))
@@ -152,7 +164,11 @@ def test_config_error_paths():
     assert parse_config(_cfg()).trigger.mode == "control"
     with pytest.raises(ConfigError) as e:
         parse_config(_cfg(camera={"kind": "webcam"}), "cell.toml")
-    assert "cell.toml" in str(e.value) and "camera" in str(e.value) and "'sim', 'genicam'" in str(e.value)
+    assert (
+        "cell.toml" in str(e.value)
+        and "camera" in str(e.value)
+        and "'sim', 'genicam'" in str(e.value)
+    )
     with pytest.raises(ConfigError) as e:
         parse_config(_cfg(controller={"kind": "gardasoft", "port": "/dev/ttyUSB0", "baud": 9600}))
     assert "controller.baud: unknown key" in str(e.value)
@@ -160,7 +176,9 @@ def test_config_error_paths():
         parse_config(_cfg(trigger={"mode": "free-run", "interval_s": 0}))
     assert "trigger.interval_s" in str(e.value)
     with pytest.raises(ConfigError) as e:
-        parse_config(_cfg(lighting=[{"name": "box", "channels": [{"channel": 5, "level": 36}]}] * 2))
+        parse_config(
+            _cfg(lighting=[{"name": "box", "channels": [{"channel": 5, "level": 36}]}] * 2)
+        )
     assert "unique" in str(e.value)
     with pytest.raises(ConfigError) as e:
         parse_config(_cfg(recorder={"pass_sample_rate": 2}))
@@ -185,7 +203,12 @@ def test_sd_notify_datagrams(tmp_path, abstract):
     n = Notifier(addr)
     assert n.ready("hello") and n.watchdog() and n.extend_timeout(1.5) and n.stopping()
     got = [s.recv(256).decode() for _ in range(4)]
-    assert got == ["READY=1\nSTATUS=hello", "WATCHDOG=1", "EXTEND_TIMEOUT_USEC=1500000", "STOPPING=1"]
+    assert got == [
+        "READY=1\nSTATUS=hello",
+        "WATCHDOG=1",
+        "EXTEND_TIMEOUT_USEC=1500000",
+        "STOPPING=1",
+    ]
     s.close()
     assert Notifier("").notify("READY=1") is False  # outside systemd: a no-op
 
@@ -218,14 +241,24 @@ def test_recorder_keeps_fails_samples_passes_and_enforces_size(tmp_path):
     from afrd.daemon.recorder import Recorder
     from afrd.data.imageset import ImageSet
 
-    rec = Recorder(RecorderConfig(enabled=True, dir=tmp_path / "cap", pass_sample_rate=0.25,
-                                  max_bytes=10**9, min_free_bytes=0))
+    rec = Recorder(
+        RecorderConfig(
+            enabled=True,
+            dir=tmp_path / "cap",
+            pass_sample_rate=0.25,
+            max_bytes=10**9,
+            min_free_bytes=0,
+        )
+    )
     rec.start()
     rng = np.random.default_rng(0)
     for i in range(12):
-        ims = ImageSet(rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8),
-                       ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box"),
-                       part_id=f"p{i}", product="x")
+        ims = ImageSet(
+            rng.integers(0, 255, (6, 32, 32, 3), dtype=np.uint8),
+            ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box"),
+            part_id=f"p{i}",
+            product="x",
+        )
         verdict = "fail" if i % 4 == 0 else "pass"
         rec.submit(ims, {"part_id": f"p{i}", "verdict": verdict, "score": 1.0, "threshold": 0.5})
     rec.close()
@@ -293,9 +326,12 @@ def test_recorder_stops_on_a_full_disk_and_says_why(tmp_path, caplog):
     # "full": less free space than the configured minimum (as good as ENOSPC, and testable)
     rec = Recorder(RecorderConfig(enabled=True, dir=tmp_path / "cap", min_free_bytes=10**18))
     rec.start()
-    ims = ImageSet(np.zeros((6, 16, 16, 3), np.uint8),
-                   ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box"),
-                   part_id="p0", product="x")
+    ims = ImageSet(
+        np.zeros((6, 16, 16, 3), np.uint8),
+        ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box"),
+        part_id="p0",
+        product="x",
+    )
     with caplog.at_level("WARNING", logger="afrd.daemon.recorder"):
         assert rec.submit(ims, {"part_id": "p0", "verdict": "fail"})
         rec.close()

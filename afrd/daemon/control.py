@@ -56,7 +56,9 @@ def curve_server_keys(keys_dir: Path | None, endpoint: str) -> tuple[bytes, byte
         )
     secret = Path(keys_dir) / "server.key_secret"
     if not secret.is_file():
-        raise ConfigError(f"sockets.curve_keys_dir: {secret} not found (expected a CURVE secret key)")
+        raise ConfigError(
+            f"sockets.curve_keys_dir: {secret} not found (expected a CURVE secret key)"
+        )
 
     try:
         public, private = zmq.auth.load_certificate(str(secret))
@@ -127,10 +129,16 @@ class ControlServer:
         except (ValueError, UnicodeDecodeError) as exc:
             return {"ok": False, "error": f"request is not JSON: {exc}"}
         if not isinstance(req, dict):
-            return {"ok": False, "error": f"request must be a JSON object, got {type(req).__name__}"}
+            return {
+                "ok": False,
+                "error": f"request must be a JSON object, got {type(req).__name__}",
+            }
         cmd = req.get("cmd")
         if cmd not in COMMANDS:
-            return {"ok": False, "error": f"unknown or missing 'cmd' {cmd!r}; expected one of {list(COMMANDS)}"}
+            return {
+                "ok": False,
+                "error": f"unknown or missing 'cmd' {cmd!r}; expected one of {list(COMMANDS)}",
+            }
         try:
             return {"ok": True, "result": self._handler(cmd, req)}
         except AfrdError as exc:

@@ -29,7 +29,6 @@ def request(
     s.setsockopt(zmq.LINGER, 0)
     s.setsockopt(zmq.RCVTIMEO, int(timeout_s * 1000))
     if server_key is not None:
-
         server_public, _ = zmq.auth.load_certificate(str(server_key))
         if client_key is not None:
             pub, sec = zmq.auth.load_certificate(str(client_key))

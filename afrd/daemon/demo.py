@@ -67,7 +67,9 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
 
         b = Bundle.load(bundle_dir)
         if b.threshold is not None:
-            print(f"  cached model {bundle_dir} (threshold {b.threshold:.4f}); --retrain to rebuild")
+            print(
+                f"  cached model {bundle_dir} (threshold {b.threshold:.4f}); --retrain to rebuild"
+            )
             return bundle_dir
     if root.exists():
         shutil.rmtree(root)
@@ -232,7 +234,9 @@ port = 0
     try:
         while n < args.parts and time.monotonic() < deadline:
             if sent < args.parts and time.monotonic() >= next_t:
-                ctl.send_json({"cmd": "trigger", "part_id": f"part-{sent:04d}", "product": category})
+                ctl.send_json(
+                    {"cmd": "trigger", "part_id": f"part-{sent:04d}", "product": category}
+                )
                 reply = ctl.recv_json()
                 if not reply.get("ok"):  # refused parts are still published as errors
                     print(f"  trigger part-{sent:04d}: {reply.get('error')}")

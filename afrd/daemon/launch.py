@@ -112,7 +112,7 @@ path = "{bundle}"
 
 [engine]
 kind = "{engine}"
-options = {{ {'threads = 1' if engine == 'onnxruntime' else ''} }}
+options = {{ {"threads = 1" if engine == "onnxruntime" else ""} }}
 
 [trigger]
 {trigger}

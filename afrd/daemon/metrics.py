@@ -54,23 +54,41 @@ class Metrics:
 
     def render(self) -> str:
         c = f'cell="{self.cell}"'
-        out = ["# HELP afrd_up 1 while the daemon runs", "# TYPE afrd_up gauge", f"afrd_up{{{c}}} 1"]
+        out = [
+            "# HELP afrd_up 1 while the daemon runs",
+            "# TYPE afrd_up gauge",
+            f"afrd_up{{{c}}} 1",
+        ]
         with self._lock:
-            out += ["# HELP afrd_parts_total Parts inspected by verdict", "# TYPE afrd_parts_total counter"]
+            out += [
+                "# HELP afrd_parts_total Parts inspected by verdict",
+                "# TYPE afrd_parts_total counter",
+            ]
             out += [f'afrd_parts_total{{{c},verdict="{v}"}} {n}' for v, n in self.parts.items()]
-            out += ["# HELP afrd_errors_total Error verdicts by reason", "# TYPE afrd_errors_total counter"]
-            out += [f'afrd_errors_total{{{c},code="{k}"}} {n}' for k, n in sorted(self.errors.items())]
+            out += [
+                "# HELP afrd_errors_total Error verdicts by reason",
+                "# TYPE afrd_errors_total counter",
+            ]
+            out += [
+                f'afrd_errors_total{{{c},code="{k}"}} {n}' for k, n in sorted(self.errors.items())
+            ]
             out += [
                 "# HELP afrd_stage_seconds Per-part time per pipeline stage",
                 "# TYPE afrd_stage_seconds histogram",
             ]
             for stage, h in self.hist.items():
                 lab = f'{c},stage="{stage}"'
-                out += [f'afrd_stage_seconds_bucket{{{lab},le="{b}"}} {n}' for b, n in zip(BUCKETS, h.counts, strict=True)]
+                out += [
+                    f'afrd_stage_seconds_bucket{{{lab},le="{b}"}} {n}'
+                    for b, n in zip(BUCKETS, h.counts, strict=True)
+                ]
                 out.append(f'afrd_stage_seconds_bucket{{{lab},le="+Inf"}} {h.count}')
                 out.append(f"afrd_stage_seconds_sum{{{lab}}} {h.sum:.6f}")
                 out.append(f"afrd_stage_seconds_count{{{lab}}} {h.count}")
-        out += ["# HELP afrd_queue_depth Items waiting in each pipeline queue", "# TYPE afrd_queue_depth gauge"]
+        out += [
+            "# HELP afrd_queue_depth Items waiting in each pipeline queue",
+            "# TYPE afrd_queue_depth gauge",
+        ]
         out += [f'afrd_queue_depth{{{c},queue="{q}"}} {n}' for q, n in self.queue_fn().items()]
         for name, v in self.gauges_fn().items():
             out += [f"# TYPE afrd_{name} gauge", f"afrd_{name}{{{c}}} {v}"]
@@ -99,7 +117,9 @@ class MetricsServer:
         self.httpd = ThreadingHTTPServer((host, port), Handler)
         self.httpd.daemon_threads = True
         self.port = self.httpd.server_address[1]
-        self._t = threading.Thread(target=self.httpd.serve_forever, name="afrd-metrics", daemon=True)
+        self._t = threading.Thread(
+            target=self.httpd.serve_forever, name="afrd-metrics", daemon=True
+        )
 
     def start(self) -> None:
         self._t.start()

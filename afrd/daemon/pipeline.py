@@ -304,7 +304,11 @@ class Pipeline:
             "verdict": job.verdict,
             "score": job.score,
             "threshold": job.threshold,
-            "latency_ms": {"acquire": ms(job.t_acquire), "infer": ms(job.t_infer), "total": ms(total)},
+            "latency_ms": {
+                "acquire": ms(job.t_acquire),
+                "infer": ms(job.t_infer),
+                "total": ms(total),
+            },
             "model": dict(job.model),
         }
         if job.verdict == "error":

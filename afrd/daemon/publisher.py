@@ -68,7 +68,9 @@ class Publisher:
             while not self._hb_stop.is_set():
                 try:
                     body = dict(status_fn())
-                    body.update(schema=STATUS_SCHEMA, cell=self.cell, timestamp=utc_iso(time.time()))
+                    body.update(
+                        schema=STATUS_SCHEMA, cell=self.cell, timestamp=utc_iso(time.time())
+                    )
                     self.status(body)
                 except Exception:  # a heartbeat bug must not kill the daemon
                     log.exception("heartbeat failed")

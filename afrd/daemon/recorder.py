@@ -52,7 +52,9 @@ class Recorder:
         """Index what earlier runs left (top-level entries under root except hidden ones)."""
         entries = []
         for p in self.root.rglob("*"):
-            if p.is_file() and not any(part.startswith(".") for part in p.relative_to(self.root).parts):
+            if p.is_file() and not any(
+                part.startswith(".") for part in p.relative_to(self.root).parts
+            ):
                 entries.append((p.stat().st_mtime, p, p.stat().st_size))
         entries.sort(key=lambda e: e[0])
         self._index = entries
