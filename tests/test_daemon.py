@@ -148,6 +148,29 @@ def test_sighup_reloads_threshold(daemon):
         assert daemon.ctl({"cmd": "reload"})["ok"]
 
 
+def test_reload_swaps_the_model_between_parts(daemon, bundle, tmp_path):
+    other = tmp_path / "other-bundle"
+    make_brightness_bundle(other, size=32, threshold=0.3)  # another graph: another sha256
+    cfg = daemon.config
+    original = cfg.read_text()
+    before = daemon.ctl({"cmd": "status"})["result"]["model"]["sha256"]
+    sub = daemon.subscriber()
+    wait_subscribed(sub)
+    try:
+        cfg.write_text(original.replace(f'path = "{bundle}"', f'path = "{other}"'))
+        r = daemon.ctl({"cmd": "reload"})
+        assert r["ok"], r
+        after = daemon.ctl({"cmd": "status"})["result"]
+        assert after["model"]["sha256"] != before and after["threshold"] == pytest.approx(0.3)
+        assert daemon.ctl({"cmd": "trigger", "part_id": "new-model"})["ok"]
+        (res,) = _results(collect(sub, 1))
+        assert res["model"]["sha256"] == after["model"]["sha256"] and res["verdict"] != "error"
+    finally:
+        sub.close()
+        cfg.write_text(original)
+        assert daemon.ctl({"cmd": "reload"})["ok"]
+
+
 def test_bad_config_exits_2_naming_the_key(bundle, tmp_path):
     cfg = write_config(tmp_path, bundle)
     text = cfg.read_text().replace("level = 100.0", "level = 180.0", 1)
@@ -203,7 +226,7 @@ def test_control_refuses_wide_bind_without_curve(bundle, tmp_path):
 def test_sigterm_mid_part_publishes_it_and_exits_0(bundle, tmp_path):
     # 6 lights x 60 ms settle: the part is certainly being imaged when SIGTERM lands
     cfg = write_config(tmp_path, bundle, controller='kind = "sim"\nsettle_s = 0.06')
-    dm = Daemon(cfg).start()
+    dm = Daemon(cfg, env={"WATCHDOG_USEC": "400000"}).start()  # systemd's WatchdogSec=0.4
     sub = dm.subscriber()
     wait_subscribed(sub)
     assert dm.ctl({"cmd": "trigger", "part_id": "inflight"})["ok"]
@@ -216,6 +239,7 @@ def test_sigterm_mid_part_publishes_it_and_exits_0(bundle, tmp_path):
     assert by_id["inflight"]["verdict"] in ("pass", "fail"), by_id
     assert by_id["queued"]["verdict"] == "error" and by_id["queued"]["error"]["code"] == "shutdown"
     assert any("STOPPING=1" in n for n in dm.notes)
+    assert any("WATCHDOG=1" in n for n in dm.notes)  # pinged every 0.2 s while healthy
 
 
 def test_controller_port_lost_gives_errors_then_recovers(bundle, tmp_path):
