@@ -11,6 +11,16 @@ from afrd.model.backbones import EfficientNetLite0Teacher, build_teacher, defaul
 from afrd.model.inference import IMAGENET_MEAN, IMAGENET_STD
 
 
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
+
 def test_lite0_teacher_weights_equal_the_packaged_file() -> None:
     path = default_weights_path("efficientnet_lite0")
     assert path.is_file(), path

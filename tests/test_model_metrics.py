@@ -7,10 +7,21 @@ import json
 import cv2
 import numpy as np
 import pytest
+import torch
 from _model_helpers import make_sets
 
 from afrd.model.evaluate import evaluate, format_table
 from afrd.model.metrics import aupro, auroc, pro_curve
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
 
 
 def test_auroc_matches_pairwise_definition() -> None:
@@ -44,8 +55,6 @@ def test_aupro_perfect_random_and_region_weighting() -> None:
 
 @pytest.mark.slow
 def test_evaluate_writes_json_table_and_pngs(tmp_path) -> None:
-    import torch
-
     from afrd.model.train import TrainConfig, train
 
     torch.manual_seed(0)

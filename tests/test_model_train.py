@@ -14,6 +14,16 @@ from afrd.model.inference import InferenceModel
 from afrd.model.sets import resize_set
 from afrd.model.train import TrainConfig, train
 
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_torch_thread():
+    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
+    n = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(n)
+
+
 SIZE = 64
 
 
@@ -100,3 +110,32 @@ def test_inference_model_exports_to_onnx_with_dynamic_batch(tmp_path) -> None:
     assert got_map.shape == (3, SIZE, SIZE) and got_score.shape == (3,)
     np.testing.assert_allclose(got_map, ref_map.numpy(), atol=1e-4)
     np.testing.assert_allclose(got_score, ref_score.numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+def test_cli_train_and_eval_on_rendered_eyecandies_layout(tmp_path, capsys) -> None:
+    """`afrd train` / `afrd eval` through afrd.data: a rendered dataset in the Eyecandies layout."""
+    synth = pytest.importorskip("afrd.data.synth_cli")
+    from afrd.cli import main as afrd
+
+    cat = list(synth.CATEGORIES)[0]
+    synth.synth(tmp_path / "data", [cat], n_train=4, n_test=4, size=64, defect_rate=0.5,
+                progress=False)
+    run = tmp_path / "run"
+    rc = afrd(["train", "--data", str(tmp_path / "data"), "--category", cat, "--teacher",
+               "efficientnet_lite0", "--teacher-weights", "random", "--fusion", "mean",
+               "--epochs", "1", "--image-size", "64", "--out", str(run), "--no-progress"])
+    assert rc == 0
+    assert "weights random" in capsys.readouterr().out
+    _, cfg = load_checkpoint(run / "model.pt")
+    assert cfg["data_summary"]["sets"] == 4 and cfg["category"] == cat
+    rc = afrd(["eval", str(run / "model.pt"), "--data", str(tmp_path / "data"), "--out",
+               str(tmp_path / "eval")])
+    assert rc == 0
+    out = capsys.readouterr().out
+    assert cat in out and "I-AUROC" in out
+    assert (tmp_path / "eval" / f"grid_{cat}.png").is_file()
+    rc = afrd(["train", "--data", str(tmp_path / "nowhere"), "--teacher", "efficientnet_lite0",
+               "--out", str(run)])
+    assert rc == 2
+    assert "nowhere" in capsys.readouterr().err

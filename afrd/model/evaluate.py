@@ -250,7 +250,10 @@ def main(argv: list[str]) -> int:
     p.add_argument("--out", default=None, help="output dir (default <checkpoint dir>/eval)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     a = p.parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     cats = a.category.split(",") if a.category else None
     out = a.out or str(Path(a.checkpoint).parent / "eval")
     result = evaluate(a.checkpoint, a.data, cats, out, a.split, batch_size=a.batch_size,

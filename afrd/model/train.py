@@ -180,11 +180,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads (1 is faster on a busy shared machine)")
     return p
 
 
 def main(argv: list[str]) -> int:
     a = build_parser().parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
     cfg = TrainConfig(
         data=a.data, out=a.out or f"runs/{a.category or 'train'}", category=a.category,
         teacher=a.teacher, teacher_weights=a.teacher_weights, fusion=a.fusion, loss=a.loss,
