@@ -241,7 +241,7 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="afrd eval", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="afrd eval", description=__doc__.split("\n")[0].replace("``", ""))
     p.add_argument("checkpoint", help="checkpoint from afrd train (model.pt)")
     p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
     p.add_argument("--category", default=None,

@@ -156,7 +156,7 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="afrd train", description=__doc__.split("\n")[0])
+    p = argparse.ArgumentParser(prog="afrd train", description=__doc__.split("\n")[0].replace("``", ""))
     p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
     p.add_argument("--category", default=None, help="Eyecandies class / product, e.g. CandyCane")
     p.add_argument("--out", default=None, help="output dir (default runs/<category or train>)")
