@@ -43,9 +43,12 @@ def round_trip(cell: SimCell, n: int) -> dict:
     return {k: v * 1e6 for k, v in _stats(ts).items()}
 
 
-def run_case(name: str, size: int, parts: int, cache: bool, pulse: bool, flat: bool) -> dict:
+def run_case(
+    name: str, size: int, parts: int, cache: bool, pipeline: bool, pulse: bool, flat: bool
+) -> dict:
     with SimCell(size=size, defect_rate=0.3) as cell:
         cell.controller.cache = cache
+        cell.controller.pipeline = pipeline
         conds = sim_lighting_conditions(pulse_us=100.0 if pulse else None)
         corr = None
         if flat:
@@ -54,11 +57,12 @@ def run_case(name: str, size: int, parts: int, cache: bool, pulse: bool, flat: b
         seq = cell.sequencer(conds, corrections=corr, settle_s=0.0)
         seq.acquire("warm-up")
         rt = round_trip(cell, 200)
-        totals, renders, overheads, trips, wire = [], [], [], [], []
+        totals, renders, overheads, trips, cmds, wire = [], [], [], [], [], []
         steps: dict[str, list[float]] = {k: [] for k in ("apply", "trigger", "grab", "correct")}
         for i in range(parts):
             ctl = cell.controller
             r0, n0, b0 = cell.camera.render_s, ctl.round_trips, ctl.bytes_out + ctl.bytes_in
+            c0 = ctl.commands_sent
             s = seq.acquire(f"bench-{i}")
             t = s.meta["timings"]
             render = cell.camera.render_s - r0
@@ -66,6 +70,7 @@ def run_case(name: str, size: int, parts: int, cache: bool, pulse: bool, flat: b
             renders.append(render)
             overheads.append(t["total"] - render)
             trips.append(ctl.round_trips - n0)
+            cmds.append(ctl.commands_sent - c0)
             # 8N1: 10 bits per byte on a real 115200 baud line (the pty has no baud rate)
             wire.append((ctl.bytes_out + ctl.bytes_in - b0) * 10 / ctl.baudrate)
             steps["apply"].append(t["apply"])
@@ -78,6 +83,7 @@ def run_case(name: str, size: int, parts: int, cache: bool, pulse: bool, flat: b
         "size": size,
         "parts": parts,
         "cache": cache,
+        "pipeline": pipeline,
         "pulse": pulse,
         "flatfield": flat,
         "total_ms": ms(totals),
@@ -85,6 +91,7 @@ def run_case(name: str, size: int, parts: int, cache: bool, pulse: bool, flat: b
         "overhead_ms": ms(overheads),
         "steps_ms": {k: ms(v) for k, v in steps.items()},
         "round_trips_per_part": statistics.fmean(trips),
+        "commands_per_part": statistics.fmean(cmds),
         "wire_ms_per_part_at_115200": round(statistics.fmean(wire) * 1e3, 3),
         "round_trip_us": {k: round(v, 1) for k, v in rt.items()},
     }
@@ -100,28 +107,32 @@ def main() -> int:
     cases = []
     for size in sizes:
         cases += [
-            ("continuous", size, parts, True, False, False),
-            ("continuous, no cache", size, parts, False, False, False),
-            ("pulse + strobe", size, parts, True, True, False),
-            ("continuous + flat-field", size, parts, True, False, True),
+            ("continuous", size, parts, True, True, False, False),
+            ("continuous, no pipelining", size, parts, True, False, False, False),
+            ("continuous, neither", size, parts, False, False, False, False),
+            ("pulse + strobe", size, parts, True, True, True, False),
+            ("continuous + flat-field", size, parts, True, True, False, True),
         ]
     results = [run_case(*c) for c in cases]
     hdr = (
-        f"{'case':<26}{'px':>5}{'total':>9}{'render':>9}{'overhead':>10}{'p95':>8}"
-        f"{'apply':>8}{'trig':>7}{'grab':>7}{'corr':>7}{'trips':>7}{'rt us':>7}{'wire':>7}"
+        f"{'case':<27}{'px':>5}{'total':>9}{'render':>9}{'overhead':>10}{'p95':>8}"
+        f"{'apply':>8}{'trig':>7}{'grab':>7}{'corr':>7}{'cmds':>6}{'xchg':>6}{'rt us':>7}{'wire':>7}"
     )
     print("per six-light part, ms (median over parts); exposure 0, settle 0;")
-    print("wire = serial bytes per part at 115200 8N1 (a real line adds this; the pty does not)")
+    print("cmds = controller commands, xchg = write/read exchanges (pipelined batches count once);")
+    print("rt us = one command's round trip; wire = bytes per part at 115200 8N1 (a real line")
+    print("adds this; the pty does not)")
     print(hdr)
     print("-" * len(hdr))
     for r in results:
         s = r["steps_ms"]
         print(
-            f"{r['case']:<26}{r['size']:>5}{r['total_ms']['median']:>9.2f}"
+            f"{r['case']:<27}{r['size']:>5}{r['total_ms']['median']:>9.2f}"
             f"{r['renderer_ms']['median']:>9.2f}{r['overhead_ms']['median']:>10.2f}"
             f"{r['overhead_ms']['p95']:>8.2f}{s['apply']['median']:>8.2f}"
             f"{s['trigger']['median']:>7.2f}{s['grab']['median']:>7.2f}"
-            f"{s['correct']['median']:>7.2f}{r['round_trips_per_part']:>7.1f}"
+            f"{s['correct']['median']:>7.2f}{r['commands_per_part']:>6.0f}"
+            f"{r['round_trips_per_part']:>6.0f}"
             f"{r['round_trip_us']['median']:>7.0f}{r['wire_ms_per_part_at_115200']:>7.2f}"
         )
     args.out.parent.mkdir(parents=True, exist_ok=True)

@@ -295,3 +295,32 @@ def test_daemon_path_imports_without_torch():
         " sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0
+
+
+@pytest.mark.parametrize("pipeline", [True, False])
+def test_pipelined_and_sequential_apply_agree(emu, pipeline):
+    c = GardasoftController(emu.port, timeout=0.3, pipeline=pipeline)
+    c.open()
+    try:
+        n0 = c.round_trips
+        c.apply(cond("a", (1, 50), (7, 30, 250.0)))
+        assert emu.lit() == {1: 50, 7: 30}
+        assert c.round_trips - n0 == (1 if pipeline else 8)
+        assert c.commands_sent >= 9
+    finally:
+        c.close()
+
+
+def test_error_inside_a_batch_names_that_command(emu, ctl):
+    ctl.apply(cond("a", (1, 50)))
+    # the next apply sends RS1,0 then RS2,40 in one write; the first fails, its batch stops
+    emu.inject("err", count=1, code=3)
+    with pytest.raises(DeviceError, match=r"'RS1,0' failed: Err 3"):
+        ctl.apply(cond("b", (2, 40)))
+    ctl.apply(cond("b", (2, 40)))  # cache dropped: retried in full
+    assert emu.lit() == {2: 40}
+    emu.inject("no_reply", count=1)
+    with pytest.raises(DeviceError, match="no reply to"):
+        ctl.apply(cond("c", (3, 40)))
+    ctl.apply(cond("c", (3, 40)))
+    assert emu.lit() == {3: 40}
