@@ -12,8 +12,12 @@ from afrd.data.imageset import ImageSet
 
 LIGHTS = ("ring_all", "ring_bottom", "ring_right", "ring_top", "ring_left", "box")
 _DIRS = {  # (azimuth deg, elevation deg); None = diffuse
-    "ring_all": None, "ring_bottom": (270, 25), "ring_right": (0, 25), "ring_top": (90, 25),
-    "ring_left": (180, 25), "box": None,
+    "ring_all": None,
+    "ring_bottom": (270, 25),
+    "ring_right": (0, 25),
+    "ring_top": (90, 25),
+    "ring_left": (180, 25),
+    "box": None,
 }
 
 
@@ -46,8 +50,12 @@ def make_set(seed: int, size: int = 64, defect: bool = False, lights=LIGHTS) -> 
         img = shade[..., None] * albedo + rng.normal(0, 0.01, (size, size, 3))
         images.append(np.clip(img * 255, 0, 255).astype(np.uint8))
     return ImageSet(
-        images=np.stack(images), lights=tuple(lights), part_id=f"p{seed}", product="tiny",
-        label=int(defect), mask=mask if defect else np.zeros_like(mask),
+        images=np.stack(images),
+        lights=tuple(lights),
+        part_id=f"p{seed}",
+        product="tiny",
+        label=int(defect),
+        mask=mask if defect else np.zeros_like(mask),
     )
 
 

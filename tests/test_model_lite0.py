@@ -20,7 +20,6 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-
 def test_lite0_teacher_weights_equal_the_packaged_file() -> None:
     path = default_weights_path("efficientnet_lite0")
     assert path.is_file(), path
@@ -28,7 +27,9 @@ def test_lite0_teacher_weights_equal_the_packaged_file() -> None:
     teacher, source = build_teacher("efficientnet_lite0", None)
     assert source == "imagenet:efficientnet-lite0-57934424.pth"
     assert torch.equal(teacher.stem[0].weight, state["_conv_stem.weight"])
-    assert torch.equal(teacher.stage3[-1]._project_conv.weight, state["_blocks.10._project_conv.weight"])
+    assert torch.equal(
+        teacher.stage3[-1]._project_conv.weight, state["_blocks.10._project_conv.weight"]
+    )
     random_teacher, src = build_teacher("efficientnet_lite0", "random")
     assert src == "random"
     assert not torch.equal(random_teacher.stem[0].weight, state["_conv_stem.weight"])
@@ -44,7 +45,9 @@ def test_lite0_weights_classify_a_cat() -> None:
     net.eval()
     img = torch.from_numpy(np.ascontiguousarray(skimage_data.chelsea())).permute(2, 0, 1)[None]
     x = F.interpolate(img.float() / 255, size=(224, 224), mode="bilinear", antialias=True)
-    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
+    x = (x - torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)) / torch.tensor(IMAGENET_STD).view(
+        1, 3, 1, 1
+    )
     with torch.no_grad():
         p = net(x).softmax(1)[0]
     assert int(p.argmax()) == 285  # ImageNet class 285: Egyptian cat

@@ -23,7 +23,6 @@ def _one_torch_thread():
     torch.set_num_threads(n)
 
 
-
 def test_auroc_matches_pairwise_definition() -> None:
     rng = np.random.default_rng(0)
     y = rng.integers(0, 2, 400)
@@ -58,9 +57,18 @@ def test_evaluate_writes_json_table_and_pngs(tmp_path) -> None:
     from afrd.model.train import TrainConfig, train
 
     torch.manual_seed(0)
-    ckpt = train(TrainConfig(out=str(tmp_path / "run"), teacher="efficientnet_lite0",
-                             teacher_weights="random", fusion="mean", epochs=1, image_size=64,
-                             progress=False), sets=make_sets(4, 64))
+    ckpt = train(
+        TrainConfig(
+            out=str(tmp_path / "run"),
+            teacher="efficientnet_lite0",
+            teacher_weights="random",
+            fusion="mean",
+            epochs=1,
+            image_size=64,
+            progress=False,
+        ),
+        sets=make_sets(4, 64),
+    )
     sets = {"tiny": make_sets(3, 64, defect=True, seed0=50) + make_sets(3, 64, seed0=60)}
     res = evaluate(ckpt, None, None, tmp_path / "eval", sets=sets)
     cat = res["categories"]["tiny"]

@@ -158,7 +158,13 @@ def test_wrn_weights_load_from_torch_cache(tmp_path, monkeypatch) -> None:
     ],
 )
 def test_bad_config_errors(kwargs: dict, match: str) -> None:
-    args = {"teacher": "efficientnet_lite0", "fusion": "mean", "n_lights": 6, "image_size": 32,
-            "teacher_weights": "random", **kwargs}
+    args = {
+        "teacher": "efficientnet_lite0",
+        "fusion": "mean",
+        "n_lights": 6,
+        "image_size": 32,
+        "teacher_weights": "random",
+        **kwargs,
+    }
     with pytest.raises(ConfigError, match=match):
         AFRD(**args)

@@ -28,9 +28,16 @@ SIZE = 64
 
 
 def _cfg(tmp_path, **kw) -> TrainConfig:
-    base = {"out": str(tmp_path / "run"), "teacher": "efficientnet_lite0",
-            "teacher_weights": "random", "fusion": "attention-pooled", "epochs": 2,
-            "image_size": SIZE, "batch_size": 4, "progress": False}
+    base = {
+        "out": str(tmp_path / "run"),
+        "teacher": "efficientnet_lite0",
+        "teacher_weights": "random",
+        "fusion": "attention-pooled",
+        "epochs": 2,
+        "image_size": SIZE,
+        "batch_size": 4,
+        "progress": False,
+    }
     return TrainConfig(**{**base, **kw})
 
 
@@ -65,8 +72,9 @@ def test_resume_matches_uninterrupted_run(tmp_path) -> None:
     resumed = train(_cfg(tmp_path / "b", epochs=3, resume=True), sets=sets)
     a, b = read_checkpoint(full), read_checkpoint(resumed)
     assert b["epoch"] == 3 and len(b["history"]) == 3
-    assert [h["loss"] for h in b["history"]] == pytest.approx([h["loss"] for h in a["history"]],
-                                                              rel=1e-4)
+    assert [h["loss"] for h in b["history"]] == pytest.approx(
+        [h["loss"] for h in a["history"]], rel=1e-4
+    )
     for k, v in a["model"].items():
         torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
     with pytest.raises(ConfigError, match="fusion"):
@@ -99,9 +107,15 @@ def test_inference_model_exports_to_onnx_with_dynamic_batch(tmp_path) -> None:
     infer = InferenceModel(AFRD("efficientnet_lite0", "restore-max", 3, SIZE, "random")).eval()
     x = torch.randint(0, 256, (2, 3, SIZE, SIZE, 3), dtype=torch.uint8)
     onnx_path = tmp_path / "m.onnx"
-    torch.onnx.export(infer, (x,), str(onnx_path), input_names=["images"],
-                      output_names=["map", "score"], dynamo=False,
-                      dynamic_axes={"images": {0: "b"}, "map": {0: "b"}, "score": {0: "b"}})
+    torch.onnx.export(
+        infer,
+        (x,),
+        str(onnx_path),
+        input_names=["images"],
+        output_names=["map", "score"],
+        dynamo=False,
+        dynamic_axes={"images": {0: "b"}, "map": {0: "b"}, "score": {0: "b"}},
+    )
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     x3 = torch.randint(0, 256, (3, 3, SIZE, SIZE, 3), dtype=torch.uint8)
     got_map, got_score = sess.run(None, {"images": x3.numpy()})
@@ -119,23 +133,60 @@ def test_cli_train_and_eval_on_rendered_eyecandies_layout(tmp_path, capsys) -> N
     from afrd.cli import main as afrd
 
     cat = list(synth.CATEGORIES)[0]
-    synth.synth(tmp_path / "data", [cat], n_train=4, n_test=4, size=64, defect_rate=0.5,
-                progress=False)
+    synth.synth(
+        tmp_path / "data", [cat], n_train=4, n_test=4, size=64, defect_rate=0.5, progress=False
+    )
     run = tmp_path / "run"
-    rc = afrd(["train", "--data", str(tmp_path / "data"), "--category", cat, "--teacher",
-               "efficientnet_lite0", "--teacher-weights", "random", "--fusion", "mean",
-               "--epochs", "1", "--image-size", "64", "--out", str(run), "--no-progress"])
+    rc = afrd(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "data"),
+            "--category",
+            cat,
+            "--teacher",
+            "efficientnet_lite0",
+            "--teacher-weights",
+            "random",
+            "--fusion",
+            "mean",
+            "--epochs",
+            "1",
+            "--image-size",
+            "64",
+            "--out",
+            str(run),
+            "--no-progress",
+        ]
+    )
     assert rc == 0
     assert "weights random" in capsys.readouterr().out
     _, cfg = load_checkpoint(run / "model.pt")
     assert cfg["data_summary"]["sets"] == 4 and cfg["category"] == cat
-    rc = afrd(["eval", str(run / "model.pt"), "--data", str(tmp_path / "data"), "--out",
-               str(tmp_path / "eval")])
+    rc = afrd(
+        [
+            "eval",
+            str(run / "model.pt"),
+            "--data",
+            str(tmp_path / "data"),
+            "--out",
+            str(tmp_path / "eval"),
+        ]
+    )
     assert rc == 0
     out = capsys.readouterr().out
     assert cat in out and "I-AUROC" in out
     assert (tmp_path / "eval" / f"grid_{cat}.png").is_file()
-    rc = afrd(["train", "--data", str(tmp_path / "nowhere"), "--teacher", "efficientnet_lite0",
-               "--out", str(run)])
+    rc = afrd(
+        [
+            "train",
+            "--data",
+            str(tmp_path / "nowhere"),
+            "--teacher",
+            "efficientnet_lite0",
+            "--out",
+            str(run),
+        ]
+    )
     assert rc == 2
     assert "nowhere" in capsys.readouterr().err

@@ -82,7 +82,9 @@ class OneClassBottleneck(nn.Module):
         self.down2 = _conv_bn(c2, c3, 3, 2)
         self.out_channels = 2 * c3
         layers: list[nn.Module] = [Bottleneck(3 * c3, width, self.out_channels, stride=2)]
-        layers += [Bottleneck(self.out_channels, width, self.out_channels) for _ in range(blocks - 1)]
+        layers += [
+            Bottleneck(self.out_channels, width, self.out_channels) for _ in range(blocks - 1)
+        ]
         self.layers = nn.Sequential(*layers)
 
     def forward(self, feats: list[torch.Tensor]) -> torch.Tensor:

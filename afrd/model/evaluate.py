@@ -59,7 +59,11 @@ def _run_category(model: InferenceModel, sets, size: int, lights, batch: int, de
         maps[start : start + len(chunk)] = amap.cpu().numpy()
         scores[start : start + len(chunk)] = score.cpu().numpy()
     return {
-        "maps": maps, "scores": scores, "labels": labels, "masks": masks, "images": images,
+        "maps": maps,
+        "scores": scores,
+        "labels": labels,
+        "masks": masks,
+        "images": images,
         "timing": {
             "load_cpu_s_per_part": load_cpu / n,
             "infer_cpu_s_per_part": infer_cpu / n,
@@ -98,26 +102,56 @@ def draw_roc(r: dict, title: str, path: Path, px: int = 480) -> None:
         cv2.line(img, (a, m0), (a, m1), (230, 230, 230), 1)
         cv2.line(img, (m0, a), (m1, a), (230, 230, 230), 1)
         cv2.putText(img, f"{t:.1f}", (a - 10, m1 + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0))
-        cv2.putText(img, f"{1 - t:.1f}", (m0 - 30, a + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0))
+        cv2.putText(
+            img, f"{1 - t:.1f}", (m0 - 30, a + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0)
+        )
     cv2.rectangle(img, (m0, m0), (m1, m1), (0, 0, 0), 1)
     cv2.line(img, (m0, m1), (m1, m0), (160, 160, 160), 1, cv2.LINE_AA)
     cv2.putText(img, title, (m0, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(img, "x: false positive rate, y: true positive rate", (m0, 45),
-                cv2.FONT_HERSHEY_SIMPLEX, 0.4, (80, 80, 80), 1, cv2.LINE_AA)
+    cv2.putText(
+        img,
+        "x: false positive rate, y: true positive rate",
+        (m0, 45),
+        cv2.FONT_HERSHEY_SIMPLEX,
+        0.4,
+        (80, 80, 80),
+        1,
+        cv2.LINE_AA,
+    )
     legend_y = m1 - 40
     known = r["labels"] >= 0
     curves = []
     if r["metrics"]["i_auroc"] is not None:
-        curves.append(("image", roc_curve(r["labels"][known], r["scores"][known]),
-                       r["metrics"]["i_auroc"], (200, 80, 0)))
+        curves.append(
+            (
+                "image",
+                roc_curve(r["labels"][known], r["scores"][known]),
+                r["metrics"]["i_auroc"],
+                (200, 80, 0),
+            )
+        )
     if r["metrics"]["p_auroc"] is not None:
-        curves.append(("pixel", roc_curve(r["masks"].ravel(), r["maps"].ravel()),
-                       r["metrics"]["p_auroc"], (0, 120, 255)))
+        curves.append(
+            (
+                "pixel",
+                roc_curve(r["masks"].ravel(), r["maps"].ravel()),
+                r["metrics"]["p_auroc"],
+                (0, 120, 255),
+            )
+        )
     for i, (name, (fpr, tpr), auc, color) in enumerate(curves):
         pts = to_px(np.stack([fpr, tpr], 1) if len(fpr) < 2000 else _curve_points(fpr, tpr))
         cv2.polylines(img, [pts], False, color, 2, cv2.LINE_AA)
-        cv2.putText(img, f"{name} AUROC {auc:.3f}", (m1 - 170, legend_y + 18 * i),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, color, 1, cv2.LINE_AA)
+        cv2.putText(
+            img,
+            f"{name} AUROC {auc:.3f}",
+            (m1 - 170, legend_y + 18 * i),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            color,
+            1,
+            cv2.LINE_AA,
+        )
     cv2.imwrite(str(path), img)
 
 
@@ -136,8 +170,16 @@ def draw_grid(r: dict, lights: Sequence[str], title: str, path: Path, rows: int 
     out = np.full((header * 2 + len(pick) * (tile + header), cols * tile, 3), 255, np.uint8)
     cv2.putText(out, title, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
     for c, name in enumerate([*lights, "ground truth", "anomaly map"]):
-        cv2.putText(out, name[:16], (c * tile + 4, header + 16), cv2.FONT_HERSHEY_SIMPLEX, 0.4,
-                    (0, 0, 0), 1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            name[:16],
+            (c * tile + 4, header + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.4,
+            (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     for row, i in enumerate(pick):
         y = header * 2 + row * (tile + header)
         imgs = r["images"][i]
@@ -145,8 +187,9 @@ def draw_grid(r: dict, lights: Sequence[str], title: str, path: Path, rows: int 
             out[y : y + tile, c * tile : (c + 1) * tile] = cv2.cvtColor(
                 cv2.resize(imgs[c], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR
             )
-        base = cv2.cvtColor(cv2.resize(imgs[-1], (tile, tile), interpolation=cv2.INTER_AREA),
-                            cv2.COLOR_RGB2BGR)
+        base = cv2.cvtColor(
+            cv2.resize(imgs[-1], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR
+        )
         mask = cv2.resize(r["masks"][i], (tile, tile), interpolation=cv2.INTER_NEAREST)
         gt = base.copy()
         contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
@@ -158,9 +201,16 @@ def draw_grid(r: dict, lights: Sequence[str], title: str, path: Path, rows: int 
         out[y : y + tile, len(lights) * tile : (len(lights) + 1) * tile] = gt
         out[y : y + tile, (len(lights) + 1) * tile :] = over
         label = {1: "defective", 0: "good"}.get(int(labels[i]), "unlabelled")
-        cv2.putText(out, f"{label}  score {scores[i]:.3f}", (4, y + tile + 16),
-                    cv2.FONT_HERSHEY_SIMPLEX, 0.45, (0, 0, 180) if labels[i] == 1 else (0, 0, 0),
-                    1, cv2.LINE_AA)
+        cv2.putText(
+            out,
+            f"{label}  score {scores[i]:.3f}",
+            (4, y + tile + 16),
+            cv2.FONT_HERSHEY_SIMPLEX,
+            0.45,
+            (0, 0, 180) if labels[i] == 1 else (0, 0, 0),
+            1,
+            cv2.LINE_AA,
+        )
     cv2.imwrite(str(path), out)
 
 
@@ -202,19 +252,35 @@ def evaluate(
         draw_grid(r, lights, f"{name}: {split}", out / f"grid_{name}.png")
         r["timing"]["plots_cpu_s"] = time.process_time() - c0
         per_cat[name] = {
-            **r["metrics"], "sets": len(data), "defective": int((r["labels"] == 1).sum()),
+            **r["metrics"],
+            "sets": len(data),
+            "defective": int((r["labels"] == 1).sum()),
             "timing": r["timing"],
         }
     mean = {
-        k: (float(np.mean(v)) if (v := [c[k] for c in per_cat.values() if c[k] is not None])
-            else None)
+        k: (
+            float(np.mean(v))
+            if (v := [c[k] for c in per_cat.values() if c[k] is not None])
+            else None
+        )
         for k in METRICS
     }
     result = {
         "checkpoint": str(checkpoint),
         "split": split,
-        "model": {k: cfg.get(k) for k in ("teacher", "teacher_weights_source", "fusion", "loss",
-                                          "image_size", "lights", "epochs", "seed")},
+        "model": {
+            k: cfg.get(k)
+            for k in (
+                "teacher",
+                "teacher_weights_source",
+                "fusion",
+                "loss",
+                "image_size",
+                "lights",
+                "epochs",
+                "seed",
+            )
+        },
         "device": str(dev),
         "torch_threads": torch.get_num_threads(),
         "categories": per_cat,
@@ -229,23 +295,30 @@ def format_table(result: dict) -> str:
     def f(v: float | None) -> str:
         return "   -  " if v is None else f"{v:.4f}"
 
-    rows = [f"{'category':<20} {'I-AUROC':>8} {'P-AUROC':>8} {'AUPRO':>8} {'sets':>5} "
-            f"{'ms/part (CPU)':>14}"]
+    rows = [
+        f"{'category':<20} {'I-AUROC':>8} {'P-AUROC':>8} {'AUPRO':>8} {'sets':>5} "
+        f"{'ms/part (CPU)':>14}"
+    ]
     for name, c in result["categories"].items():
         ms = 1000 * (c["timing"]["load_cpu_s_per_part"] + c["timing"]["infer_cpu_s_per_part"])
-        rows.append(f"{name:<20} {f(c['i_auroc']):>8} {f(c['p_auroc']):>8} {f(c['aupro']):>8} "
-                    f"{c['sets']:>5} {ms:>14.1f}")
+        rows.append(
+            f"{name:<20} {f(c['i_auroc']):>8} {f(c['p_auroc']):>8} {f(c['aupro']):>8} "
+            f"{c['sets']:>5} {ms:>14.1f}"
+        )
     m = result["mean"]
     rows.append(f"{'mean':<20} {f(m['i_auroc']):>8} {f(m['p_auroc']):>8} {f(m['aupro']):>8}")
     return "\n".join(rows)
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="afrd eval", description=__doc__.split("\n")[0].replace("``", ""))
+    p = argparse.ArgumentParser(
+        prog="afrd eval", description=__doc__.split("\n")[0].replace("``", "")
+    )
     p.add_argument("checkpoint", help="checkpoint from afrd train (model.pt)")
     p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
-    p.add_argument("--category", default=None,
-                   help="comma-separated categories (default: the checkpoint's)")
+    p.add_argument(
+        "--category", default=None, help="comma-separated categories (default: the checkpoint's)"
+    )
     p.add_argument("--split", default="test_public")
     p.add_argument("--out", default=None, help="output dir (default <checkpoint dir>/eval)")
     p.add_argument("--batch-size", type=int, default=8)
@@ -256,10 +329,13 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(a.threads)
     cats = a.category.split(",") if a.category else None
     out = a.out or str(Path(a.checkpoint).parent / "eval")
-    result = evaluate(a.checkpoint, a.data, cats, out, a.split, batch_size=a.batch_size,
-                      device=a.device)
+    result = evaluate(
+        a.checkpoint, a.data, cats, out, a.split, batch_size=a.batch_size, device=a.device
+    )
     print(format_table(result))
-    print(f"teacher {result['model']['teacher']} ({result['model']['teacher_weights_source']}), "
-          f"fusion {result['model']['fusion']}, loss {result['model']['loss']}")
+    print(
+        f"teacher {result['model']['teacher']} ({result['model']['teacher_weights_source']}), "
+        f"fusion {result['model']['fusion']}, loss {result['model']['loss']}"
+    )
     print(f"wrote {out}/metrics.json, roc_*.png, grid_*.png")
     return 0

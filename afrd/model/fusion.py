@@ -57,7 +57,9 @@ class Fusion(nn.Module):
             for c in channels:
                 self.fcs.append(nn.Linear(n_lights * c, n_lights))
         if light is not None:
-            self.register_buffer("onehot", nn.functional.one_hot(torch.tensor(light), n_lights).float())
+            self.register_buffer(
+                "onehot", nn.functional.one_hot(torch.tensor(light), n_lights).float()
+            )
 
     def _weights(self, s: int, f: torch.Tensor) -> torch.Tensor:
         if self.kind == "attention":

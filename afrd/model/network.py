@@ -50,7 +50,9 @@ class AFRD(nn.Module):
         )
         self.views = n_lights if kind == "restore-max" else 1
         if self.views > 1:  # which light the student should restore, added to the code
-            self.light_embed = nn.Parameter(torch.zeros(n_lights, self.bottleneck.out_channels, 1, 1))
+            self.light_embed = nn.Parameter(
+                torch.zeros(n_lights, self.bottleneck.out_channels, 1, 1)
+            )
         self.last_fusion_weights: list[torch.Tensor] = []
 
     def teacher_features(self, x: torch.Tensor) -> list[torch.Tensor]:

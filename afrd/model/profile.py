@@ -35,7 +35,10 @@ def profile(teacher: str, fusion: str, n_lights: int, size: int) -> dict:
     flops = {p: sum(counts.get(f"AFRD.{p}", {}).values()) for p in PARTS}
     flops["scoring"] = counter.get_total_flops() - sum(counts.get("AFRD", {}).values())
     return {
-        "teacher": teacher, "fusion": fusion, "lights": n_lights, "size": size,
+        "teacher": teacher,
+        "fusion": fusion,
+        "lights": n_lights,
+        "size": size,
         "params_M": {k: v / 1e6 for k, v in params.items()},
         "params_total_M": sum(params.values()) / 1e6,
         "trainable_M": (sum(params.values()) - params["teacher"]) / 1e6,
@@ -51,19 +54,25 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lights", type=int, default=6)
     ap.add_argument("--json", default=None, help="also write the rows to this JSON file")
     a = ap.parse_args(argv)
-    rows = [profile(a.teacher, f, a.lights, a.size)
-            for f in ("attention", "attention-pooled", "mean", "single:0", "restore-max")]
+    rows = [
+        profile(a.teacher, f, a.lights, a.size)
+        for f in ("attention", "attention-pooled", "mean", "single:0", "restore-max")
+    ]
     print(f"{a.teacher}, {a.lights} lights at {a.size}x{a.size}, per part (one image set)\n")
-    print("| fusion | params teacher / fusion / bottleneck / decoder (M) | trainable (M) "
-          "| GFLOPs teacher / fusion / bottleneck / decoder / scoring | GFLOPs total |")
+    print(
+        "| fusion | params teacher / fusion / bottleneck / decoder (M) | trainable (M) "
+        "| GFLOPs teacher / fusion / bottleneck / decoder / scoring | GFLOPs total |"
+    )
     print("|---|---|---|---|---|")
     for r in rows:
         p, g = r["params_M"], r["gflops"]
         dec = p["decoder"] + p["light_embed"]
-        print(f"| {r['fusion']} | {p['teacher']:.1f} / {p['fusion']:.2f} / {p['bottleneck']:.1f}"
-              f" / {dec:.1f} | {r['trainable_M']:.1f} | {g['teacher']:.1f} / {g['fusion']:.3f} / "
-              f"{g['bottleneck']:.2f} / {g['decoder']:.1f} / {g['scoring']:.3f} | "
-              f"{r['gflops_total']:.1f} |")
+        print(
+            f"| {r['fusion']} | {p['teacher']:.1f} / {p['fusion']:.2f} / {p['bottleneck']:.1f}"
+            f" / {dec:.1f} | {r['trainable_M']:.1f} | {g['teacher']:.1f} / {g['fusion']:.3f} / "
+            f"{g['bottleneck']:.2f} / {g['decoder']:.1f} / {g['scoring']:.3f} | "
+            f"{r['gflops_total']:.1f} |"
+        )
     if a.json:
         with open(a.json, "w") as f:
             json.dump(rows, f, indent=2)

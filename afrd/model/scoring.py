@@ -83,4 +83,3 @@ class AnomalyScorer(nn.Module):
     ) -> tuple[torch.Tensor, torch.Tensor]:
         amap = self.blur(self.raw_map(teacher, student))
         return amap, amap.flatten(1).amax(dim=1)
-

@@ -72,8 +72,9 @@ def collate_normal(items: list[dict]) -> torch.Tensor:
     return torch.stack(keep)
 
 
-def open_sets(path: str | Path, split: str, category: str | None, lights=None,
-              size: int | None = None):
+def open_sets(
+    path: str | Path, split: str, category: str | None, lights=None, size: int | None = None
+):
     """afrd.data.datasets.open_dataset (resizing at load to ``size``)."""
     try:
         from afrd.data.datasets import open_dataset

