@@ -161,6 +161,37 @@ def gpu_part(size: int, iters: int) -> dict:
     return r
 
 
+def int8_accuracy(ckpt: Path, data: Path, category: str | None, work: Path, threads: int) -> dict:
+    """I-AUROC of the fp32 graph and of its static INT8 QDQ variant on the same test split."""
+    from afrd.data.datasets import open_dataset
+    from afrd.export.engines import create_engine
+    from afrd.export.onnx_export import export_onnx
+    from afrd.export.precision import INT8_FILE, calibration_sets, make_int8_qdq
+    from afrd.model.metrics import auroc
+
+    bundle = export_onnx(ckpt, work / "accuracy-bundle", force=True, echo=False)
+    make_int8_qdq(bundle, calibration_sets(data, bundle, "train", category, limit=32))
+    test = open_dataset(data, "test_public", category=category, lights=bundle.lights)
+    sets = [test[i] for i in range(len(test))]
+    labels = np.array([s.label for s in sets])
+    out = {
+        "checkpoint": str(ckpt),
+        "data": str(data),
+        "category": category,
+        "test_sets": len(sets),
+        "defective": int(labels.sum()),
+    }
+    for key, onnx_file in (("fp32", "model.onnx"), ("int8", INT8_FILE)):
+        eng = create_engine(
+            "onnxruntime", bundle, device="cpu", threads=threads, onnx_file=onnx_file
+        )
+        scores = np.concatenate([eng.infer(s.images)[1] for s in sets])
+        out[f"i_auroc_{key}"] = auroc(labels, scores)
+        eng.close()
+    out["i_auroc_loss"] = out["i_auroc_fp32"] - out["i_auroc_int8"]
+    return out
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="few iterations (shared 2-core machines)")
@@ -172,6 +203,14 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--no-single", action="store_true", help="skip the six single-light models")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "out" / "engines.json")
     p.add_argument("--workdir", type=Path, help="keep checkpoints/bundles here (default: temp)")
+    p.add_argument(
+        "--accuracy-ckpt",
+        type=Path,
+        help="trained checkpoint: report the I-AUROC of fp32 vs INT8 QDQ on --accuracy-data",
+    )
+    p.add_argument("--accuracy-data", type=Path, help="dataset with train and test_public splits")
+    p.add_argument("--accuracy-category")
+    p.add_argument("--skip-timing", action="store_true", help="only the --accuracy-* part")
     a = p.parse_args(argv)
     iters = a.iters or (5 if a.quick else 50)
     warmup = 1 if a.quick else 5
@@ -230,7 +269,17 @@ def main(argv: list[str] | None = None) -> int:
             flush=True,
         )
 
-    for teacher in [t.strip() for t in a.teachers.split(",") if t.strip()]:
+    if a.accuracy_ckpt:
+        acc = int8_accuracy(a.accuracy_ckpt, a.accuracy_data, a.accuracy_category, work, a.threads)
+        result["int8_accuracy"] = acc
+        print(
+            f"INT8 QDQ accuracy ({acc['test_sets']} test sets, {acc['defective']} defective): "
+            f"I-AUROC fp32 {acc['i_auroc_fp32']:.4f}, int8 {acc['i_auroc_int8']:.4f}, "
+            f"loss {acc['i_auroc_loss']:+.4f}",
+            flush=True,
+        )
+    teachers = [] if a.skip_timing else [t.strip() for t in a.teachers.split(",") if t.strip()]
+    for teacher in teachers:
         label = f"{teacher} attention 6 lights {a.size}px"
         print(f"\n== {label} (random weights) ==", flush=True)
         model, bundle, export_s = make_bundle(work, teacher, "attention", DEFAULT_LIGHTS, a.size)
@@ -294,6 +343,10 @@ def main(argv: list[str] | None = None) -> int:
             )
         del model
 
+    if a.skip_timing:
+        a.out.parent.mkdir(parents=True, exist_ok=True)
+        a.out.write_text(json.dumps(result, indent=2) + "\n")
+        return 0
     print("\n== GPU: PyTorch CUDA fp16 + channels-last, paper model (WRN50-2 attention), B=1 ==")
     g = gpu_part(a.size, 200 if not a.quick else 50)
     result["gpu"] = g
