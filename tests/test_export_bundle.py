@@ -148,3 +148,15 @@ def test_daemon_path_imports_without_torch():
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_trt_cli_checks_before_building(toy, capsys):
+    from afrd.cli import main as afrd_main
+    from afrd.export.engines import tensorrt as trt_mod
+
+    assert afrd_main(["export", "trt", str(toy.path), "--int8"]) == 2
+    assert "--int8 needs --calib DIR" in capsys.readouterr().err
+    if trt_mod.trt is None:
+        assert afrd_main(["export", "trt", str(toy.path), "--fp16"]) == 2
+        assert "TensorRT not installed" in capsys.readouterr().err
+        assert not (toy.path / "model.fp16.onnx").exists()  # failed before any conversion
