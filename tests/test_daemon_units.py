@@ -338,3 +338,14 @@ def test_recorder_stops_on_a_full_disk_and_says_why(tmp_path, caplog):
     assert rec.recorded == 0 and "free" in (rec.stopped_reason or "")
     assert "recording stopped" in caplog.text and "inspection goes on" in caplog.text
     assert rec.submit(ims, {"part_id": "p1", "verdict": "fail"}) is False  # stays off
+
+
+def test_sd_notify_never_blocks_on_a_full_receiver(tmp_path):
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    s.bind(str(tmp_path / "notify"))  # nobody reads: the datagram queue fills up
+    n = Notifier(str(tmp_path / "notify"))
+    t0 = time.monotonic()
+    sent = [n.status(f"message {i}") for i in range(200)]
+    assert time.monotonic() - t0 < 2.0  # a blocking send would hang here forever
+    assert sent[0] is True and sent[-1] is False
+    s.close()

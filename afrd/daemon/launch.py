@@ -17,6 +17,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -148,6 +149,10 @@ class Daemon:
         self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
         self._nsock.bind(sock_path)
         self._nsock.settimeout(0.2)
+        self._notes_stop = threading.Event()
+        # drain notifications as systemd does (a full datagram queue would drop them)
+        self._notes_thread = threading.Thread(target=self._read_notes, daemon=True)
+        self._notes_thread.start()
         env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", **self.env)
         self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -166,12 +171,18 @@ class Daemon:
                 raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
         raise RuntimeError(f"daemon not READY in {timeout}s:\n{self.output()}")
 
-    def poll_notes(self) -> list[str]:
-        try:
-            while True:
+    def _read_notes(self) -> None:
+        while not self._notes_stop.is_set():
+            try:
                 self.notes.append(self._nsock.recv(4096).decode())
-        except (TimeoutError, BlockingIOError):
-            pass
+            except (TimeoutError, BlockingIOError):
+                continue
+            except OSError:
+                return
+
+    def poll_notes(self) -> list[str]:
+        """The sd_notify messages received so far (read continuously in the background)."""
+        time.sleep(0.05)
         return self.notes
 
     def output(self) -> str:
@@ -210,7 +221,9 @@ class Daemon:
             except subprocess.TimeoutExpired:
                 self.proc.kill()
                 self.proc.wait()
-        self.poll_notes()
+        time.sleep(0.3)  # the reader's last recv() picks up STOPPING=1
+        self._notes_stop.set()
+        self._notes_thread.join(timeout=2)
         self.log.close()
         self._nsock.close()
         return self.proc.returncode

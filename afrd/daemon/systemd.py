@@ -23,16 +23,17 @@ class Notifier:
         return self._addr is not None
 
     def notify(self, *fields: str) -> bool:
-        """Send ``KEY=value`` lines; True when sent. Never raises (systemd being gone is not our
-        failure to report)."""
+        """Send ``KEY=value`` lines; True when sent. Never raises and never blocks: a receiver
+        whose queue is full (net.unix.max_dgram_qlen) loses this message rather than stalling
+        the thread that reports, which may be the one publishing verdicts."""
         if self._addr is None:
             return False
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as s:
                 s.connect(self._addr)
-                s.sendall("\n".join(fields).encode())
+                s.send("\n".join(fields).encode(), socket.MSG_DONTWAIT)
             return True
-        except OSError:
+        except OSError:  # includes BlockingIOError (queue full) and a vanished socket
             return False
 
     def ready(self, status: str = "") -> bool:
