@@ -27,7 +27,7 @@ import zmq
 from afrd.errors import ConfigError
 
 CACHE = Path(".cache/afrd/demo")
-TRAIN_SEED, CALIB_SEED, LINE_SEED = 101, 202, 303  # disjoint part streams
+TRAIN_SEED, CALIB_SEED, LINE_SEED, NORM_SEED = 101, 202, 303, 404  # disjoint part streams
 
 
 def _key(args: argparse.Namespace, category: str) -> str:
@@ -42,6 +42,8 @@ def _key(args: argparse.Namespace, category: str) -> str:
         "fusion": "attention-pooled",
         "seed": TRAIN_SEED,
         "calib_parts": args.calib_parts,
+        "norm_parts": args.norm_parts,
+        "lr": args.lr,
         "frr": args.frr,
         "afrd": __version__,
     }
@@ -90,6 +92,7 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
             teacher="efficientnet_lite0",
             fusion="attention-pooled",
             epochs=args.epochs,
+            lr=args.lr,
             batch_size=8,
             image_size=args.size,
             seed=TRAIN_SEED,
@@ -98,6 +101,15 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
         ),
         sets=train_sets,
     )
+    if args.norm_parts:
+        # The raw map is far noisier where good parts vary most (a button's holes at a random
+        # rotation under the highlight), so its max sat there on every part; z-score each pixel
+        # against good parts the student never saw (afrd.model.mapnorm), inside the exported graph.
+        print(f"  per-pixel map statistics on {args.norm_parts} more good parts ...", flush=True)
+        from afrd.model.mapnorm import fit_checkpoint
+
+        norm_sets = _sets(category, NORM_SEED, args.norm_parts, args.size, 0.0, "norm")
+        fit_checkpoint(ckpt, norm_sets)
     print(f"  trained in {time.monotonic() - t0:.0f} s; exporting ONNX bundle ...", flush=True)
     from afrd.export.onnx_export import export_onnx
 
@@ -142,8 +154,15 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--category", default=None, help="synthetic part type (default: the first)")
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--train-parts", type=int, default=48)
-    ap.add_argument("--epochs", type=int, default=12)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--calib-parts", type=int, default=40)
+    ap.add_argument(
+        "--norm-parts",
+        type=int,
+        default=24,
+        help="good parts for per-pixel anomaly-map statistics (0: raw map)",
+    )
+    ap.add_argument("--lr", type=float, default=2e-3, help="training learning rate")
     ap.add_argument("--frr", type=float, default=0.05, help="target false-reject rate")
     ap.add_argument("--defect-rate", type=float, default=0.3)
     ap.add_argument("--retrain", action="store_true", help="ignore the cached model")

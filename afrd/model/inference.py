@@ -14,8 +14,9 @@ IMAGENET_STD = (0.229, 0.224, 0.225)
 
 class InferenceModel(nn.Module):
     """uint8 [B, N, H, W, 3] RGB (H = W = model.image_size) -> (map float32 [B, H, W],
-    score float32 [B]). Normalization, scoring and the max live inside, so the ONNX graph
-    (dynamic batch, no data-dependent control flow) is the whole function."""
+    score float32 [B]). Normalization, scoring, the per-pixel normal-map statistics
+    (``model.map_mean``/``map_std``, identity unless fitted) and the max live inside, so the
+    ONNX graph (dynamic batch, no data-dependent control flow) is the whole function."""
 
     def __init__(self, model: AFRD, sigma: float = 4.0) -> None:
         super().__init__()
@@ -32,8 +33,10 @@ class InferenceModel(nn.Module):
         x = images.permute(0, 1, 4, 2, 3).float()
         x = (x - self.mean) / self.std
         teacher, student = self.model(x)
-        amap, score = self.scorer(teacher, student)
-        return amap.float(), score.float()
+        amap, _ = self.scorer(teacher, student)
+        # z-score per pixel against normal parts (identity unless fitted, afrd.model.mapnorm)
+        amap = (amap - self.model.map_mean) / self.model.map_std
+        return amap.float(), amap.flatten(1).amax(dim=1).float()
 
 
 def normalize(images: torch.Tensor) -> torch.Tensor:

@@ -54,6 +54,17 @@ class AFRD(nn.Module):
                 torch.zeros(n_lights, self.bottleneck.out_channels, 1, 1)
             )
         self.last_fusion_weights: list[torch.Tensor] = []
+        # Per-pixel statistics of the anomaly map on normal parts (see afrd.model.mapnorm):
+        # identity (0, 1) until fitted; checkpoints from before they existed load as identity.
+        self.register_buffer("map_mean", torch.zeros(image_size, image_size))
+        self.register_buffer("map_std", torch.ones(image_size, image_size))
+        self._register_load_state_dict_pre_hook(self._default_map_stats)
+
+    def _default_map_stats(self, state_dict: dict, prefix: str, *args, **kwargs) -> None:
+        for name, buf in (("map_mean", self.map_mean), ("map_std", self.map_std)):
+            state_dict.setdefault(
+                prefix + name, torch.zeros_like(buf) if name == "map_mean" else torch.ones_like(buf)
+            )
 
     def teacher_features(self, x: torch.Tensor) -> list[torch.Tensor]:
         """Per-light teacher maps [B, n, C, h, w] (n = 1 for single:K, else N)."""
