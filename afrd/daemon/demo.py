@@ -153,8 +153,8 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument("--category", default=None, help="synthetic part type (default: the first)")
     ap.add_argument("--size", type=int, default=128)
-    ap.add_argument("--train-parts", type=int, default=48)
-    ap.add_argument("--epochs", type=int, default=20)
+    ap.add_argument("--train-parts", type=int, default=96)
+    ap.add_argument("--epochs", type=int, default=40)
     ap.add_argument("--calib-parts", type=int, default=40)
     ap.add_argument(
         "--norm-parts",
