@@ -10,14 +10,7 @@ import torch.nn.functional as F
 from afrd.model.backbones import EfficientNetLite0Teacher, build_teacher, default_weights_path
 from afrd.model.inference import IMAGENET_MEAN, IMAGENET_STD
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_lite0_teacher_weights_equal_the_packaged_file() -> None:

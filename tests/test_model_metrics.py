@@ -13,14 +13,7 @@ from _model_helpers import make_sets
 from afrd.model.evaluate import evaluate, format_table
 from afrd.model.metrics import aupro, auroc, pro_curve
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 def test_auroc_matches_pairwise_definition() -> None:

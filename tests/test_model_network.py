@@ -11,14 +11,7 @@ from afrd.model.inference import InferenceModel, normalize
 from afrd.model.network import AFRD
 from afrd.model.scoring import GaussianBlur, loss_flat, loss_pixel
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 FUSIONS = ("attention", "attention-pooled", "mean", "single:1", "restore-max")

@@ -14,14 +14,7 @@ from afrd.model.inference import InferenceModel
 from afrd.model.sets import resize_set
 from afrd.model.train import TrainConfig, train
 
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread():
-    """One intra-op thread: on a shared 2-core box, 2 spinning OpenMP threads run ~8x slower."""
-    n = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(n)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 
 SIZE = 64
