@@ -203,11 +203,11 @@ def test_capture_errors_name_the_file(tmp_path: Path):
 
 
 def test_afrd_synth_writes_a_deterministic_eyecandies_layout(tmp_path: Path, capsys):
-    args = ["synth", "--categories", "plate", "gummy", "--train", "3", "--test", "8",
+    args = ["synth", "--categories", "plate", "gummy", "--train", "3", "--val", "2", "--test", "8",
             "--size", "32", "--seed", "7", "--defect-rate", "0.6", "--no-progress"]
     assert afrd_main([*args, "--out", str(tmp_path / "a")]) == 0
     assert afrd_main([*args, "--out", str(tmp_path / "b")]) == 0
-    assert "wrote 22 image sets" in capsys.readouterr().out
+    assert "wrote 26 image sets" in capsys.readouterr().out
     assert (tmp_path / "a" / "plate" / "train" / "data" / "000_image_5.png").is_file()
     assert (tmp_path / "a" / "plate" / "test_public" / "data" / "07_image_0.png").is_file()
     a = open_dataset(tmp_path / "a", "test_public", "gummy")
@@ -220,6 +220,7 @@ def test_afrd_synth_writes_a_deterministic_eyecandies_layout(tmp_path: Path, cap
         assert (sa.mask.sum() > 0) == (sa.label == 1)
     train = open_dataset(tmp_path / "a", "train", "plate")
     assert train.labels == [0, 0, 0]
+    assert open_dataset(tmp_path / "a", "val", "plate").labels == [0, 0]
     c = tmp_path / "c"
     other = [x if x != "7" else "8" for x in args]  # another seed
     assert afrd_main([*other, "--out", str(c)]) == 0

@@ -90,7 +90,9 @@ class Cell:
             from afrd.drivers.sim_camera import SimCamera
             from afrd.drivers.sim_cell import SimParts
 
-            self.parts = SimParts(cam.category, cam.seed, cam.defect_rate, size=cam.size)
+            self.parts = SimParts(
+                cam.category, cam.seed, cam.defect_rate, size=cam.size, pose=cam.pose
+            )
             lit = self.emulator if self.emulator is not None else self.controller.lit
             self.camera = SimCamera(lit, self.parts, cam.size, noise_seed=cam.noise_seed)
         else:

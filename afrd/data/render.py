@@ -395,22 +395,37 @@ def _resolve_defect(defect: str | None, category: str, rng: np.random.Generator)
     return defect
 
 
-def sample_part(category: str, seed: int, defect: str | None = None, size: int = 256) -> Part:
+# How far a part's pose varies between samples, as fractions of the "free" draw: "free" is a part
+# dropped anywhere in the view at any rotation (Eyecandies-like); "fixtured" is a part held in a
+# nest on the line, as an inline inspection cell images it (about +-4 deg, +-2% scale, +-1.5%
+# shift).
+POSES: dict[str, tuple[float, float, float]] = {"free": (1.0, 1.0, 1.0),
+                                                "fixtured": (4.0 / 180.0, 0.25, 0.3)}
+
+
+def sample_part(category: str, seed: int, defect: str | None = None, size: int = 256,
+                pose: str = "free") -> Part:
     """Draw part ``seed`` of ``category``; ``defect`` is None (good), 'any', a type or a name.
 
     The same (category, seed, size) gives the same part with or without a defect, so the
-    defect-free twin of a defective part is ``sample_part(category, seed, None, size)``.
+    defect-free twin of a defective part is ``sample_part(category, seed, None, size)``. ``pose``
+    (a key of POSES) only narrows the pose draw: everything else about the part is the same.
     """
     if category not in _BUILDERS:
         raise ValueError(f"unknown category {category!r}: expected one of {list(CATEGORIES)}")
+    if pose not in POSES:
+        raise ValueError(f"unknown pose {pose!r}: expected one of {list(POSES)}")
     n = int(size)
     cat_idx = CATEGORIES.index(category)
     rng = _rng(seed, cat_idx, 0)
     params_fn, build, translucency = _BUILDERS[category]
     p = params_fn(rng, n)
+    f_rot, f_scale, f_shift = POSES[pose]
     theta = rng.uniform(0, 2 * np.pi)
-    scale = rng.uniform(0.92, 1.08)
-    tx, ty = rng.uniform(-0.05, 0.05, 2)
+    if f_rot != 1.0:
+        theta = (theta - np.pi) * f_rot
+    scale = 1.0 + rng.uniform(-0.08, 0.08) * f_scale
+    tx, ty = rng.uniform(-0.05, 0.05, 2) * f_shift
     gain = (1 + rng.normal(0, 0.03, 3)) * (1 + rng.normal(0, 0.05))
     bg_tex = _noise(rng, n, 2.0)
     bg_albedo = (0.12 + 0.01 * bg_tex)[..., None] * np.array([1.0, 1.0, 1.05], np.float32)

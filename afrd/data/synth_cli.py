@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from afrd.data.lights import DEFAULT_LIGHTS, EYECANDIES_FILES
-from afrd.data.render import CATEGORIES, DEFECTS, _normals, render_set, sample_part
+from afrd.data.render import CATEGORIES, DEFECTS, POSES, _normals, render_set, sample_part
 from afrd.errors import ConfigError
 
 _SPLIT_INDEX = {"train": 0, "val": 1, "test_public": 2, "test_private": 3}
@@ -68,7 +68,8 @@ def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed:
 
 def synth(out: str | Path, categories=CATEGORIES, n_train: int = 100, n_val: int = 0,
           n_test: int = 50, size: int = 256, seed: int = 0, defect_rate: float = 0.5,
-          lights: tuple[str, ...] = DEFAULT_LIGHTS, progress: bool = True) -> Path:
+          lights: tuple[str, ...] = DEFAULT_LIGHTS, progress: bool = True,
+          pose: str = "free") -> Path:
     """Render the dataset; returns ``out``. Parts render at 2x ``size`` (max 512) then shrink,
     as a camera's optics and pixel area would average."""
     from tqdm import tqdm
@@ -95,7 +96,7 @@ def synth(out: str | Path, categories=CATEGORIES, n_train: int = 100, n_val: int
         data_dir.mkdir(parents=True, exist_ok=True)
         s = sample_seed(seed, c, split, i)
         defect = plan_defect(seed, c, split, i, defect_rate)
-        part = sample_part(c, s, defect, native)
+        part = sample_part(c, s, defect, native, pose)
         write_sample(data_dir, stem, part, lights, size, noise_seed=s ^ 0x5EED)
         bar.set_postfix_str(f"{c}/{split}")
     return out
@@ -110,16 +111,20 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--categories", nargs="+", default=list(CATEGORIES),
                     help=f"categories to render (default: all of {', '.join(CATEGORIES)})")
     ap.add_argument("--train", type=int, default=100, help="good sets per category in train")
-    ap.add_argument("--val", type=int, default=0, help="good sets per category in val")
+    ap.add_argument("--val", type=int, default=20,
+                    help="good sets per category in val (afrd train fits the map statistics on "
+                         "them)")
     ap.add_argument("--test", type=int, default=50, help="sets per category in test_public")
     ap.add_argument("--size", type=int, default=256, help="image size in pixels (square)")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--defect-rate", type=float, default=0.5,
                     help="fraction of test sets with a defect (types drawn evenly)")
+    ap.add_argument("--pose", choices=list(POSES), default="free",
+                    help="free: any rotation and place (Eyecandies-like); fixtured: held in a nest")
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
     out = synth(a.out, a.categories, a.train, a.val, a.test, a.size, a.seed, a.defect_rate,
-                progress=not a.no_progress)
+                progress=not a.no_progress, pose=a.pose)
     total = len(a.categories) * (a.train + a.val + a.test)
     print(f"wrote {total} image sets ({len(DEFAULT_LIGHTS)} lights, {a.size}px) to {out}")
     return 0

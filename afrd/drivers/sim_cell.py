@@ -64,7 +64,9 @@ def _seed(*parts: object) -> int:
 class SimParts:
     """Deterministic synthetic parts: the same (category, seed, part_id) is always the same part,
     defective with probability ``defect_rate`` (the renderer picks the defect from the id too).
-    ``size``: the parts' native resolution (render it at that size for the fastest frames)."""
+    ``size``: the parts' native resolution (render it at that size for the fastest frames).
+    ``pose``: afrd.data.render.POSES key; "fixtured" (default) is a part held in a nest, as on a
+    line; "free" is a part at any rotation and place, as in the Eyecandies-like datasets."""
 
     def __init__(
         self,
@@ -73,10 +75,14 @@ class SimParts:
         defect_rate: float = 0.3,
         size: int = 256,
         cache: int = 16,
+        pose: str = "fixtured",
     ) -> None:
         from afrd.data import render as R
 
         cats = list(R.CATEGORIES)
+        if pose not in R.POSES:
+            raise ConfigError(f"sim camera: pose {pose!r} is not one of {list(R.POSES)}")
+        self.pose = pose
         if category is None:
             category = cats[0]
         if category not in cats:
@@ -113,7 +119,9 @@ class SimParts:
             p = flat_target(self.size, 0.5 if part_id == WHITE_TARGET else 0.0)
         else:
             seed, defective = self._draw(part_id)
-            p = R.sample_part(self.category, seed, "any" if defective else None, self.size)
+            p = R.sample_part(
+                self.category, seed, "any" if defective else None, self.size, self.pose
+            )
         self._cache[part_id] = p
         while len(self._cache) > self._cache_n:
             self._cache.popitem(last=False)
@@ -164,8 +172,9 @@ class SimCell:
         timeout_s: float = 1.0,
         noise_seed: int | None = None,
         lights: tuple[str, ...] | list[str] = DEFAULT_LIGHTS,
+        pose: str = "fixtured",
     ) -> None:
-        self.parts = SimParts(category, seed, defect_rate, size=size)
+        self.parts = SimParts(category, seed, defect_rate, size=size, pose=pose)
         self.emulator = ControllerEmulator(n_channels=n_channels)
         self.size = size
         self.timeout_s = timeout_s
