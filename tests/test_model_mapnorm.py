@@ -99,3 +99,24 @@ def test_exported_onnx_graph_applies_the_fitted_stats(tmp_path) -> None:
     np.testing.assert_allclose(maps, want_map.numpy(), rtol=1e-3, atol=1e-3)
     raw = raw_maps(model, held)
     assert not np.allclose(maps, raw.numpy(), atol=1e-2)  # not the un-normalised map
+
+
+def test_train_fits_stats_on_the_val_split_and_says_when_there_is_none(tmp_path, capsys) -> None:
+    """`afrd train` on a dataset: map statistics from its val split, or a warning without one."""
+    from afrd.data.synth_cli import synth
+    from afrd.model.train import main as train_main
+
+    common = ["--category", "plate", "--teacher", "efficientnet_lite0", "--teacher-weights",
+              "random", "--fusion", "mean", "--epochs", "1", "--batch-size", "4",
+              "--image-size", "32", "--no-progress"]
+    with_val = synth(tmp_path / "a", ["plate"], 4, 4, 0, 32, progress=False)
+    assert train_main(["--data", str(with_val), "--out", str(tmp_path / "ra"), *common]) == 0
+    model, config = load_checkpoint(tmp_path / "ra" / "model.pt")
+    assert config["map_stats"]["split"] == "val" and config["map_stats"]["sets"] == 4
+    assert float(model.map_std.min()) > 0 and float(model.map_mean.abs().max()) > 0
+
+    no_val = synth(tmp_path / "b", ["plate"], 4, 0, 0, 32, progress=False)
+    assert train_main(["--data", str(no_val), "--out", str(tmp_path / "rb"), *common]) == 0
+    model, config = load_checkpoint(tmp_path / "rb" / "model.pt")
+    assert config["map_stats"] is None and float(model.map_std.min()) == 1.0
+    assert "anomaly map is not normalised" in capsys.readouterr().out

@@ -43,6 +43,9 @@ def _norm(x: torch.Tensor, infer) -> torch.Tensor:
     return (x.permute(0, 1, 4, 2, 3).float() - infer.mean) / infer.std
 
 
+MIN_SETS = 4  # fewer normal sets make a useless per-pixel std
+
+
 @torch.no_grad()
 def fit_map_stats(
     model: AFRD, sets: Sequence, floor_quantile: float = 0.9, sigma: float = 4.0
@@ -53,8 +56,10 @@ def fit_map_stats(
     the std is floored at its ``floor_quantile`` over the image, so flat background pixels whose
     map never moves cannot turn sensor noise into a huge z-score.
     """
-    if len(sets) < 4:
-        raise DataError(f"map statistics need at least 4 normal image sets, got {len(sets)}")
+    if len(sets) < MIN_SETS:
+        raise DataError(
+            f"map statistics need at least {MIN_SETS} normal image sets, got {len(sets)}"
+        )
     if any(getattr(s, "label", 0) for s in sets):
         raise DataError("map statistics must be fitted on normal (label 0) image sets only")
     was_training = model.training

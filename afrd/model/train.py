@@ -2,6 +2,8 @@
 
 Checkpoints go to ``<out>/last.pt`` after every epoch (with optimizer state, for ``--resume``)
 and ``<out>/model.pt`` at the end (what export and eval read). Both carry the full config.
+Before ``model.pt`` is written, the per-pixel map statistics (afrd.model.mapnorm) are fitted on
+the normal sets of the ``val`` split (parts the student never trained on), when there are any.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ class TrainConfig:
     seed: int = 0
     lights: tuple[str, ...] | None = None  # None: the dataset's lights, in its order
     split: str = "train"
+    norm_split: str | None = "val"  # held-out normal sets for the map statistics; None: skip
     max_sets: int | None = None  # use only the first K sets (quick runs)
     resume: bool = False
     device: str = "auto"
@@ -76,10 +79,13 @@ def _check(cfg: TrainConfig) -> None:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
 
 
-def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
+def train(
+    cfg: TrainConfig, sets: Sequence | None = None, norm_sets: Sequence | None = None
+) -> Path:
     """Train and return the path of the final checkpoint (``<out>/model.pt``).
 
-    ``sets`` (a sequence of ImageSets) replaces reading ``cfg.data`` from disk.
+    ``sets`` (a sequence of ImageSets) replaces reading ``cfg.data`` from disk, ``norm_sets``
+    replaces reading ``cfg.norm_split`` for the map statistics.
     """
     _check(cfg)
     _seed_all(cfg.seed)
@@ -160,7 +166,39 @@ def train(cfg: TrainConfig, sets: Sequence | None = None) -> Path:
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
         save_checkpoint(last, model, config, opt, epoch + 1, history)
     model.eval()
+    if norm_sets is None and cfg.data and cfg.norm_split:
+        norm_sets = _held_out_normals(cfg, lights)
+    config["map_stats"] = _fit_map_stats(model, norm_sets or [], lights, cfg)
     return save_checkpoint(out / "model.pt", model, config, None, cfg.epochs, history)
+
+
+def _held_out_normals(cfg: TrainConfig, lights: tuple[str, ...]) -> list:
+    """Normal sets of ``cfg.norm_split``; empty (with a warning later) when the split is absent."""
+    try:
+        sets = normal_subset(
+            open_sets(cfg.data, cfg.norm_split, cfg.category, lights, cfg.image_size)
+        )
+    except DataError:
+        return []
+    return [sets[i] for i in range(len(sets))]
+
+
+def _fit_map_stats(model: AFRD, norm_sets: Sequence, lights, cfg: TrainConfig) -> dict | None:
+    """Fit the per-pixel map statistics, or say why the map stays un-normalised."""
+    from afrd.model.mapnorm import MIN_SETS, fit_map_stats
+    from afrd.model.sets import resize_set
+
+    if len(norm_sets) < MIN_SETS:
+        print(
+            f"afrd train: warning: {len(norm_sets)} held-out normal sets (split "
+            f"{cfg.norm_split!r} of {cfg.data or 'the given sets'}); need {MIN_SETS} to fit the "
+            "per-pixel map statistics, so the anomaly map is not normalised (fit later with "
+            "afrd.model.mapnorm.fit_checkpoint)",
+            flush=True,
+        )
+        return None
+    arrays = [resize_set(s, cfg.image_size, lights) for s in norm_sets]
+    return {"split": cfg.norm_split, **fit_map_stats(model, arrays)}
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -197,6 +235,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lights", default=None, help="comma-separated light names (default: all)")
     p.add_argument("--max-sets", type=int, default=None, help="train on the first K sets only")
+    p.add_argument(
+        "--norm-split",
+        default="val",
+        help="split of held-out normal sets for the per-pixel map statistics ('none': skip)",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -229,6 +272,7 @@ def main(argv: list[str]) -> int:
         seed=a.seed,
         lights=tuple(a.lights.split(",")) if a.lights else None,
         max_sets=a.max_sets,
+        norm_split=None if a.norm_split.lower() == "none" else a.norm_split,
         resume=a.resume,
         device=a.device,
         workers=a.workers,
