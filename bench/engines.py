@@ -100,32 +100,12 @@ def time_six_single(engines: list, size: int, iters: int, warmup: int, seed: int
 
 
 def make_bundle(work: Path, teacher: str, fusion: str, lights: tuple[str, ...], size: int) -> tuple:
-    import torch
-
     from afrd.export.onnx_export import export_onnx
-    from afrd.model.checkpoint import save_checkpoint
-    from afrd.model.network import AFRD
 
-    torch.manual_seed(0)
     tag = f"{teacher}-{fusion.replace(':', '')}-{len(lights)}l-{size}"
-    ckpt = work / f"{tag}.pt"
-    model = AFRD(
-        teacher=teacher,
-        fusion=fusion,
-        n_lights=len(lights),
-        image_size=size,
-        teacher_weights="random",
-    ).eval()
-    save_checkpoint(
-        ckpt,
-        model,
-        {
-            "lights": list(lights),
-            "loss": "pixel",
-            "epochs": 0,
-            "data": "none: random weights, timing only",
-        },
-    )
+    from afrd.model.checkpoint import random_checkpoint
+
+    model, ckpt = random_checkpoint(work / f"{tag}.pt", teacher, fusion, lights, size)
     t0 = time.perf_counter()
     bundle = export_onnx(ckpt, work / tag, force=True, echo=False)
     return model, bundle, time.perf_counter() - t0
@@ -138,15 +118,10 @@ def gpu_part(size: int, iters: int) -> dict:
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
     from afrd.export.engines.pytorch import PyTorchEngine
-    from afrd.model.network import AFRD
+    from afrd.model.checkpoint import build_model
 
-    model = AFRD(
-        teacher="wide_resnet50_2",
-        fusion="attention",
-        n_lights=6,
-        image_size=size,
-        teacher_weights="random",
-    ).eval()
+    arch = {"teacher": "wide_resnet50_2", "fusion": "attention", "lights": DEFAULT_LIGHTS}
+    model = build_model({**arch, "image_size": size}).eval()
 
     class _B:  # the engine only needs lights and input size from a bundle
         lights = DEFAULT_LIGHTS
@@ -212,6 +187,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--accuracy-category")
     p.add_argument("--skip-timing", action="store_true", help="only the --accuracy-* part")
     a = p.parse_args(argv)
+    if a.workdir:
+        a.workdir.mkdir(parents=True, exist_ok=True)
+        return run(a, a.workdir)
+    with tempfile.TemporaryDirectory(prefix="afrd-bench-") as tmp:  # removed on any exit
+        return run(a, Path(tmp))
+
+
+def run(a: argparse.Namespace, work: Path) -> int:
+    """The benchmark proper, with checkpoints and bundles under ``work``."""
     iters = a.iters or (5 if a.quick else 50)
     warmup = 1 if a.quick else 5
     tp_batch, tp_iters = (2, 1) if a.quick else (8, 5)
@@ -221,13 +205,6 @@ def main(argv: list[str] | None = None) -> int:
     from afrd.export.engines import create_engine
 
     torch.set_num_threads(a.threads)
-    tmp = None
-    if a.workdir:
-        work = a.workdir
-        work.mkdir(parents=True, exist_ok=True)
-    else:
-        tmp = tempfile.TemporaryDirectory(prefix="afrd-bench-")
-        work = Path(tmp.name)
 
     rows: list[dict] = []
     result = {
@@ -363,8 +340,6 @@ def main(argv: list[str] | None = None) -> int:
     a.out.write_text(json.dumps(result, indent=2) + "\n")
     print(f"\nwrote {a.out}")
     print("\n" + markdown_table(rows))
-    if tmp is not None:
-        tmp.cleanup()
     return 0
 
 

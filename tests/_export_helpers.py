@@ -73,24 +73,7 @@ def make_checkpoint(
     seed: int = 0,
 ) -> Path:
     """An untrained AFRD with a RANDOM teacher, saved as a real checkpoint (export/timing tests)."""
-    import torch
+    from afrd.model.checkpoint import random_checkpoint
 
-    from afrd.model.checkpoint import save_checkpoint
-    from afrd.model.network import AFRD
-
-    torch.manual_seed(seed)
-    model = AFRD(
-        teacher=teacher,
-        fusion=fusion,
-        n_lights=len(lights),
-        image_size=size,
-        teacher_weights="random",
-    )
-    cfg = {
-        "lights": list(lights),
-        "loss": "pixel",
-        "epochs": 0,
-        "seed": seed,
-        "data": "none (untrained, for export tests)",
-    }
-    return save_checkpoint(path, model.eval(), cfg)
+    data = "none (untrained, for export tests)"
+    return random_checkpoint(path, teacher, fusion, lights, size, seed=seed, data=data)[1]

@@ -196,14 +196,19 @@ def test_config_must_cover_bundle_lights(bundle, tmp_path):
     cut = text.index('[[lighting]]\nname = "ring_left"')
     end = text.index("[[lighting]]", cut + 5)
     cfg.write_text(text[:cut] + text[end:])
-    p = subprocess.run(
+    p = _run_to_exit(cfg)
+    assert p.returncode == 2 and "ring_left" in p.stderr, p.stderr
+
+
+def _run_to_exit(cfg: Path) -> subprocess.CompletedProcess:
+    """`afrd run` expected to refuse its config and exit at once."""
+    return subprocess.run(
         [sys.executable, "-m", "afrd", "run", "--config", str(cfg)],
         cwd=REPO,
         capture_output=True,
         text=True,
         timeout=60,
     )
-    assert p.returncode == 2 and "ring_left" in p.stderr, p.stderr
 
 
 def test_control_refuses_wide_bind_without_curve(bundle, tmp_path):
@@ -213,13 +218,7 @@ def test_control_refuses_wide_bind_without_curve(bundle, tmp_path):
             f'control = "ipc://{tmp_path}/ctl.sock"', 'control = "tcp://0.0.0.0:0"'
         )
     )
-    p = subprocess.run(
-        [sys.executable, "-m", "afrd", "run", "--config", str(cfg)],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        timeout=60,
-    )
+    p = _run_to_exit(cfg)
     assert p.returncode == 2 and "CURVE" in p.stderr, p.stderr
 
 

@@ -22,46 +22,6 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import make_brightness_bundle  # noqa: E402
 
 
-def _nan_bundle(out: Path, size: int = 32):
-    """A real graph whose score is sqrt(-max brightness): NaN for every lit part."""
-    import onnx
-    from onnx import TensorProto, helper
-
-    from afrd.data.lights import DEFAULT_LIGHTS
-    from afrd.export.bundle import create_bundle
-
-    out.mkdir(parents=True)
-    nodes = [
-        helper.make_node("Cast", ["images"], ["f"], to=TensorProto.FLOAT),
-        helper.make_node("ReduceMean", ["f", "axes_m"], ["anomaly_map"], keepdims=0),
-        helper.make_node("ReduceMax", ["anomaly_map", "axes_s"], ["mx"], keepdims=0),
-        helper.make_node("Neg", ["mx"], ["neg"]),
-        helper.make_node("Sqrt", ["neg"], ["score"]),
-    ]
-    inits = [
-        helper.make_tensor("axes_m", TensorProto.INT64, [2], [1, 4]),
-        helper.make_tensor("axes_s", TensorProto.INT64, [2], [1, 2]),
-    ]
-    g = helper.make_graph(
-        nodes,
-        "nan",
-        [helper.make_tensor_value_info("images", TensorProto.UINT8, ["b", 6, size, size, 3])],
-        [
-            helper.make_tensor_value_info("anomaly_map", TensorProto.FLOAT, ["b", size, size]),
-            helper.make_tensor_value_info("score", TensorProto.FLOAT, ["b"]),
-        ],
-        inits,
-    )
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 18)])
-    m.ir_version = 9
-    onnx.save(m, str(out / "model.onnx"))
-    b = create_bundle(
-        out, lights=DEFAULT_LIGHTS, input_size=(size, size), model={"kind": "test-nan"}
-    )
-    b.set_threshold(0.5)
-    return b
-
-
 def _runtime(bundle) -> Runtime:
     from afrd.export.engines import create_engine
 
@@ -94,7 +54,7 @@ def _run_pipeline(bundle, n: int, triggers: int = 16, acquired: int = 2, burst: 
 
 
 def test_nan_score_is_an_error_verdict(tmp_path):
-    out = _run_pipeline(_nan_bundle(tmp_path / "nan"), 3)
+    out = _run_pipeline(make_brightness_bundle(tmp_path / "nan", 32, nan_score=True), 3)
     assert [m["verdict"] for m in out] == ["error"] * 3
     assert all(m["error"]["code"] == "nan_score" and m["score"] is None for m in out)
 

@@ -1,12 +1,23 @@
-"""`afrd calibrate threshold|flatfield|exposure`: dispatch to each calibration's own module."""
+"""`afrd calibrate threshold|flatfield|exposure`: dispatch to each calibration's own module.
+
+Also the command-line pieces the calibrations imaged on the cell (flat-field, exposure) share:
+their source options and output folder, the cell they open, and how they report an error.
+"""
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import sys
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
-    "threshold": ("afrd.calibration.threshold", "set a bundle's threshold from held-out normal sets"),
+    "threshold": (
+        "afrd.calibration.threshold",
+        "set a bundle's threshold from held-out normal sets",
+    ),
     "flatfield": ("afrd.calibration.flatfield", "flat-field and dark correction per lighting"),
     "exposure": ("afrd.calibration.exposure", "exposure per lighting to a target grey level"),
 }
@@ -22,3 +33,73 @@ def main(argv: list[str]) -> int:
         print(f"afrd calibrate: unknown calibration {argv[0]!r}", file=sys.stderr)
         return 2
     return int(importlib.import_module(SUBCOMMANDS[argv[0]][0]).main(argv[1:]) or 0)
+
+
+# ------------------------------------------------------------ shared by flatfield and exposure
+def cell_parser(
+    prog: str, description: str, default_file: str, images: bool = False
+) -> argparse.ArgumentParser:
+    """--sim | --config (| --images), --out, --name, --lights, --size; the caller adds its own."""
+    ap = argparse.ArgumentParser(prog=prog, description=description)
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--sim", action="store_true", help="calibrate the simulated cell")
+    src.add_argument("--config", type=Path, help="cell config (TOML): calibrate that cell")
+    if images:
+        src.add_argument("--images", type=Path, help="folder of white-target and dark frames")
+    ap.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
+    ap.add_argument("--name", default=default_file, help=f"file name (default {default_file})")
+    ap.add_argument("--lights", help="comma-separated lighting names (default: all)")
+    ap.add_argument("--size", type=int, default=128, help="--sim: image size")
+    return ap
+
+
+def output_dir(args: argparse.Namespace) -> Path:
+    """--out, else the config's folder; ConfigError when neither is given."""
+    from afrd.errors import ConfigError
+
+    if args.out:
+        return Path(args.out)
+    if args.config:
+        return args.config.parent
+    others = "/--images" if "images" in vars(args) else ""
+    raise ConfigError(f"--out is required with --sim{others}")
+
+
+def source(args: argparse.Namespace) -> str:
+    """Where the frames came from, for the report: ``sim`` or ``config:<path>``."""
+    return "sim" if args.sim else f"config:{args.config}"
+
+
+@contextmanager
+def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
+    """(controller, camera, conditions) of --sim or --config, open while inside; the camera
+    shows the white target (the simulated one does; real cameras ignore it)."""
+    from afrd.data.lights import DEFAULT_LIGHTS
+    from afrd.drivers.sim_cell import WHITE_TARGET, SimCell
+
+    lights = args.lights.split(",") if args.lights else None
+    if args.sim:
+        with SimCell(size=args.size, lights=lights or DEFAULT_LIGHTS) as sim:
+            sim.camera.start_part(WHITE_TARGET)
+            yield sim.controller, sim.camera, sim.conditions()
+        return
+    from afrd.daemon.config import load_config
+    from afrd.daemon.service import Cell
+
+    cfg = load_config(args.config)
+    names = lights or [c.name for c in cfg.lighting]
+    conds = cfg.conditions_for(names, source="calibration")
+    cell = Cell(cfg)
+    try:
+        cell.open()
+        cell.controller.open()  # the daemon tolerates a missing controller; calibration does not
+        cell.camera.start_part(WHITE_TARGET)
+        yield cell.controller, cell.camera, conds
+    finally:
+        cell.close()
+
+
+def failed(prog: str, exc: Exception) -> int:
+    """Report a calibration error on stderr; the exit code for it (2)."""
+    print(f"{prog}: {exc}", file=sys.stderr)
+    return 2

@@ -15,13 +15,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from afrd.calibration.cli import calibration_cell, cell_parser, failed, output_dir, source
 from afrd.drivers.lighting import LightingCondition
 from afrd.errors import AfrdError, ConfigError
 
@@ -119,7 +119,7 @@ def calibrate(
 
             def shoot(x: float, cond: LightingCondition = cond) -> np.ndarray:
                 camera.set_exposure(x)
-                return _frame(controller, camera, cond, timeout_s)
+                return frame_under(controller, camera, cond, timeout_s)
 
             r = search(shoot, start_us, target, *limits_us, metric=metric, tol=tol)
             out[cond.name] = {"exposure_us": round(r["value"], 2)}
@@ -131,7 +131,7 @@ def calibrate(
             def shoot(x: float, cond: LightingCondition = cond) -> np.ndarray:
                 c = scale_condition(cond, x)
                 controller.apply(c)
-                return _frame(controller, camera, c, timeout_s)
+                return frame_under(controller, camera, c, timeout_s)
 
             r = search(shoot, 1.0, target, 0.001, 100.0 / top, metric=metric, tol=tol)
             scaled = scale_condition(cond, r["value"])
@@ -152,7 +152,8 @@ def calibrate(
     }
 
 
-def _frame(controller, camera, cond: LightingCondition, timeout_s: float) -> np.ndarray:
+def frame_under(controller, camera, cond: LightingCondition, timeout_s: float) -> np.ndarray:
+    """One frame with ``cond`` applied: trigger the camera, strobe a pulsed lighting, grab."""
     if camera.has_trigger:
         camera.trigger()
     if cond.pulsed:
@@ -197,36 +198,28 @@ def lighting_toml(report: dict) -> str:
     return "\n".join(lines)
 
 
+PROG = "afrd calibrate exposure"
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="afrd calibrate exposure",
-        description="Per-lighting exposure (or light level) to a target grey on a white target.",
+    ap = cell_parser(
+        PROG,
+        "Per-lighting exposure (or light level) to a target grey on a white target.",
+        DEFAULT_FILE,
     )
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--sim", action="store_true", help="calibrate the simulated cell")
-    src.add_argument("--config", type=Path, help="cell config (TOML): calibrate that cell")
-    ap.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
-    ap.add_argument("--name", default=DEFAULT_FILE)
     ap.add_argument("--target", type=float, default=128.0, help="target grey level, DN")
     ap.add_argument("--metric", choices=METRICS, default="mean")
     ap.add_argument("--knob", choices=("exposure", "level"), default="exposure")
     ap.add_argument("--tolerance", type=float, default=2.0, help="DN")
     ap.add_argument("--start-us", type=float, default=1000.0)
-    ap.add_argument("--lights", help="comma-separated lighting names (default: all)")
-    ap.add_argument("--size", type=int, default=128, help="--sim: image size")
     return ap
 
 
 def main(argv: list[str]) -> int:
-    from afrd.calibration.flatfield import open_cell_for_calibration
-
     args = _parser().parse_args(argv)
     try:
-        out_dir = args.out or (args.config.parent if args.config else None)
-        if out_dir is None:
-            raise ConfigError("afrd calibrate exposure: --out is required with --sim")
-        controller, camera, conds, closer = open_cell_for_calibration(args)
-        try:
+        out_dir = output_dir(args)
+        with calibration_cell(args) as (controller, camera, conds):
             report = calibrate(
                 controller,
                 camera,
@@ -237,15 +230,12 @@ def main(argv: list[str]) -> int:
                 tol=args.tolerance,
                 start_us=args.start_us,
             )
-        finally:
-            closer()
-        report["source"] = "sim" if args.sim else f"config:{args.config}"
-        path = Path(out_dir) / args.name
+        report["source"] = source(args)
+        path = out_dir / args.name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")
     except AfrdError as e:
-        print(f"afrd calibrate exposure: {e}", file=sys.stderr)
-        return 2
+        return failed(PROG, e)
     key = "exposure_us" if args.knob == "exposure" else "level_scale"
     print(f"{'light':<12} {key:>12} {'grey':>7} {'iter':>5}  converged")
     for name, r in report["lights"].items():

@@ -18,13 +18,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
 
+from afrd.calibration.cli import calibration_cell, cell_parser, failed, output_dir, source
+from afrd.calibration.exposure import frame_under, load_exposures
 from afrd.errors import AfrdError, ConfigError, DataError
 
 SCHEMA = "afrd.flatfield/1"
@@ -185,14 +186,9 @@ def capture_flatfield(
         controller.all_off()
         darks[cond.name] = np.stack([_shot(camera, timeout_s) for _ in range(frames)])
         controller.apply(cond)
-        shots = []
-        for _ in range(frames):
-            if camera.has_trigger:
-                camera.trigger()
-            if cond.pulsed:
-                controller.strobe(cond)
-            shots.append(camera.grab(timeout_s))
-        flats[cond.name] = np.stack(shots)
+        flats[cond.name] = np.stack(
+            [frame_under(controller, camera, cond, timeout_s) for _ in range(frames)]
+        )
     controller.all_off()
     return flats, darks
 
@@ -248,20 +244,17 @@ def read_folder(folder: Path, lights: Sequence[str] | None):
 
 
 # ------------------------------------------------------------------------------- CLI
+PROG = "afrd calibrate flatfield"
+
+
 def _parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(
-        prog="afrd calibrate flatfield",
-        description="Per-lighting dark + flat-field correction from frames of a white target.",
+    ap = cell_parser(
+        PROG,
+        "Per-lighting dark + flat-field correction from frames of a white target.",
+        DEFAULT_FILE,
+        images=True,
     )
-    src = ap.add_mutually_exclusive_group(required=True)
-    src.add_argument("--sim", action="store_true", help="calibrate the simulated cell")
-    src.add_argument("--config", type=Path, help="cell config (TOML): calibrate that cell")
-    src.add_argument("--images", type=Path, help="folder of white-target and dark frames")
-    ap.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
-    ap.add_argument("--name", default=DEFAULT_FILE, help=f"file name (default {DEFAULT_FILE})")
     ap.add_argument("--frames", type=int, default=4, help="frames averaged per lighting")
-    ap.add_argument("--lights", help="comma-separated lighting names (default: all)")
-    ap.add_argument("--size", type=int, default=128, help="--sim: image size")
     ap.add_argument("--max-gain", type=float, default=8.0)
     ap.add_argument(
         "--exposure", type=Path, help="exposure.json from `afrd calibrate exposure` to capture at"
@@ -269,65 +262,33 @@ def _parser() -> argparse.ArgumentParser:
     return ap
 
 
-def open_cell_for_calibration(args):
-    """(controller, camera, conditions, closer) for --sim or --config; the sim cell shows its
-    white target."""
-    from afrd.data.lights import DEFAULT_LIGHTS
-    from afrd.drivers.sim_cell import WHITE_TARGET, SimCell
-
-    lights = args.lights.split(",") if args.lights else None
-    if args.sim:
-        cell = SimCell(size=args.size, lights=lights or DEFAULT_LIGHTS).__enter__()
-        cell.camera.start_part(WHITE_TARGET)
-        return cell.controller, cell.camera, cell.conditions(), cell.__exit__
-    from afrd.daemon.config import load_config
-    from afrd.daemon.service import Cell
-
-    cfg = load_config(args.config)
-    names = lights or [c.name for c in cfg.lighting]
-    conds = cfg.conditions_for(names, source="calibration")
-    cell = Cell(cfg)
-    cell.open()
-    cell.controller.open()  # the daemon tolerates a missing controller; calibration does not
-    cell.camera.start_part(WHITE_TARGET)  # the simulated camera shows its target; others ignore
-    return cell.controller, cell.camera, conds, cell.close
-
-
 def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
-        out_dir = args.out or (args.config.parent if args.config else None)
-        if out_dir is None:
-            raise ConfigError("afrd calibrate flatfield: --out is required with --sim/--images")
+        out_dir = output_dir(args)
         if args.frames < 1:
             raise ConfigError("--frames must be >= 1")
         if args.images:
             lights = args.lights.split(",") if args.lights else None
             flats, darks = read_folder(args.images, lights)
-            source = f"images:{args.images}"
+            src = f"images:{args.images}"
         else:
-            controller, camera, conds, closer = open_cell_for_calibration(args)
-            try:
+            with calibration_cell(args) as (controller, camera, conds):
                 exposures = None
                 if args.exposure:
-                    from afrd.calibration.exposure import load_exposures
-
                     exposures = load_exposures(args.exposure, [c.name for c in conds])
                 flats, darks = capture_flatfield(
                     controller, camera, conds, args.frames, exposures=exposures
                 )
-            finally:
-                closer()
-            source = "sim" if args.sim else f"config:{args.config}"
+            src = source(args)
         ff = FlatField.from_captures(flats, darks, max_gain=args.max_gain)
-        ff.meta["source"] = source
+        ff.meta["source"] = src
         ff.meta["frames"] = args.frames
-        path = ff.save(Path(out_dir) / args.name)
+        path = ff.save(out_dir / args.name)
         report = path.with_suffix(".json")
         report.write_text(json.dumps(ff.meta, indent=2) + "\n")
     except AfrdError as e:
-        print(f"afrd calibrate flatfield: {e}", file=sys.stderr)
-        return 2
+        return failed(PROG, e)
     print(f"{'light':<12} {'white DN':>9} {'dark DN':>8} {'min/max':>8} {'gain range':>14}")
     for light, s in ff.meta["stats"].items():
         print(

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -19,6 +20,7 @@ import sys
 import tempfile
 import threading
 import time
+import weakref
 from pathlib import Path
 
 import zmq
@@ -28,7 +30,11 @@ from afrd.data.lights import DEFAULT_LIGHTS
 REPO = Path(__file__).resolve().parents[2]
 
 
-def make_brightness_bundle(out: Path, size: int = 64, lights=DEFAULT_LIGHTS, threshold=0.5):
+def make_brightness_bundle(
+    out: Path, size: int = 64, lights=DEFAULT_LIGHTS, threshold=0.5, nan_score: bool = False
+):
+    """The brightness bundle in ``out``. ``nan_score``: the score is sqrt(-max brightness)
+    instead, NaN for every lit part (the daemon's ``nan_score`` error path)."""
     import onnx
     from onnx import TensorProto, helper
 
@@ -42,6 +48,12 @@ def make_brightness_bundle(out: Path, size: int = 64, lights=DEFAULT_LIGHTS, thr
         helper.make_node("Div", ["m", "k255"], ["anomaly_map"]),
         helper.make_node("ReduceMax", ["anomaly_map", "axes_s"], ["score"], keepdims=0),
     ]
+    if nan_score:
+        nodes[-1:] = [
+            helper.make_node("ReduceMax", ["anomaly_map", "axes_s"], ["mx"], keepdims=0),
+            helper.make_node("Neg", ["mx"], ["neg"]),
+            helper.make_node("Sqrt", ["neg"], ["score"]),
+        ]
     inits = [
         helper.make_tensor("axes_m", TensorProto.INT64, [2], [1, 4]),
         helper.make_tensor("axes_s", TensorProto.INT64, [2], [1, 2]),
@@ -134,7 +146,12 @@ port = 0
 
 
 class Daemon:
-    """`afrd run` as a child process; ``start()`` waits for READY=1 on a notify socket."""
+    """`afrd run` as a child process; ``start()`` waits for READY=1 on a notify socket.
+
+    The notify socket lives in a private ``/tmp/afrd-notify-*`` directory (short: AF_UNIX paths
+    are limited to ~107 bytes). ``stop()`` removes it, and so does a ``start()`` that fails (after
+    killing the child); should neither run, it goes when this object is collected or at exit.
+    """
 
     def __init__(self, config: Path, env: dict | None = None) -> None:
         self.config = config
@@ -143,33 +160,44 @@ class Daemon:
         self.proc: subprocess.Popen | None = None
         self.notes: list[str] = []
         self.ctx = zmq.Context.instance()
+        self.log = None
+        self._nsock: socket.socket | None = None
+        self._notes_stop = threading.Event()
+        self._notes_thread: threading.Thread | None = None
+        self._notify_dir: weakref.finalize | None = None
 
     def start(self, timeout: float = 60.0) -> Daemon:
-        sock_path = tempfile.mktemp(prefix="afrd-notify-", dir="/tmp")
-        self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-        self._nsock.bind(sock_path)
-        self._nsock.settimeout(0.2)
-        self._notes_stop = threading.Event()
-        # drain notifications as systemd does (a full datagram queue would drop them)
-        self._notes_thread = threading.Thread(target=self._read_notes, daemon=True)
-        self._notes_thread.start()
-        env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", **self.env)
-        self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "afrd", "run", "--config", str(self.config)],
-            cwd=self.dir,
-            env=env,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            self.poll_notes()
-            if any("READY=1" in n for n in self.notes):
-                return self
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
-        raise RuntimeError(f"daemon not READY in {timeout}s:\n{self.output()}")
+        tmp = tempfile.mkdtemp(prefix="afrd-notify-", dir="/tmp")
+        self._notify_dir = weakref.finalize(self, shutil.rmtree, tmp, ignore_errors=True)
+        self._notes_stop.clear()
+        try:
+            sock_path = os.path.join(tmp, "notify")
+            self._nsock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+            self._nsock.bind(sock_path)
+            self._nsock.settimeout(0.2)
+            # drain notifications as systemd does (a full datagram queue would drop them)
+            self._notes_thread = threading.Thread(target=self._read_notes, daemon=True)
+            self._notes_thread.start()
+            env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", **self.env)
+            self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115
+            self.proc = subprocess.Popen(
+                [sys.executable, "-m", "afrd", "run", "--config", str(self.config)],
+                cwd=self.dir,
+                env=env,
+                stdout=self.log,
+                stderr=subprocess.STDOUT,
+            )
+            deadline = time.monotonic() + timeout
+            while time.monotonic() < deadline:
+                self.poll_notes()
+                if any("READY=1" in n for n in self.notes):
+                    return self
+                if self.proc.poll() is not None:
+                    raise RuntimeError(f"daemon exited {self.proc.returncode}:\n{self.output()}")
+            raise RuntimeError(f"daemon not READY in {timeout}s:\n{self.output()}")
+        except BaseException:
+            self.stop(signal.SIGKILL, timeout=10.0)
+            raise
 
     def _read_notes(self) -> None:
         while not self._notes_stop.is_set():
@@ -212,21 +240,30 @@ class Daemon:
         return s
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
-        if self.proc is None:
-            return 0
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-            try:
-                self.proc.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        time.sleep(0.3)  # the reader's last recv() picks up STOPPING=1
-        self._notes_stop.set()
-        self._notes_thread.join(timeout=2)
-        self.log.close()
-        self._nsock.close()
-        return self.proc.returncode
+        """Signal the child and wait (kill after ``timeout``); close and remove the notify socket.
+        Returns the child's exit code (0 if none was started). Safe to call again."""
+        try:
+            if self.proc is not None and self.proc.poll() is None:
+                self.proc.send_signal(sig)
+                try:
+                    self.proc.wait(timeout)
+                except subprocess.TimeoutExpired:
+                    self.proc.kill()
+                    self.proc.wait()
+            if self._notes_thread is not None:
+                if self.proc is not None:
+                    time.sleep(0.3)  # the reader's last recv() picks up STOPPING=1
+                self._notes_stop.set()
+                self._notes_thread.join(timeout=2)
+                self._notes_thread = None
+        finally:
+            if self.log is not None:
+                self.log.close()
+            if self._nsock is not None:
+                self._nsock.close()
+            if self._notify_dir is not None:
+                self._notify_dir()  # removes the directory (once)
+        return 0 if self.proc is None else self.proc.returncode
 
 
 def wait_subscribed(sub: zmq.Socket, timeout: float = 10.0) -> None:

@@ -11,6 +11,7 @@ import os
 import queue
 import re
 import select
+import shutil
 import tempfile
 import threading
 import tty
@@ -91,10 +92,7 @@ class ControllerEmulator:
             self._thread = None
         self._close_pty()
         if self._own_dir:
-            try:
-                os.rmdir(self._dir)
-            except OSError:
-                pass
+            shutil.rmtree(self._dir, ignore_errors=True)
 
     def __enter__(self) -> ControllerEmulator:
         return self.start()

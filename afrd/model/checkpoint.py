@@ -69,6 +69,32 @@ def build_model(config: dict) -> AFRD:
     )
 
 
+def random_checkpoint(
+    path: str | os.PathLike,
+    teacher: str,
+    fusion: str,
+    lights: tuple[str, ...],
+    size: int,
+    seed: int = 0,
+    data: str = "none: random weights, timing only",
+) -> tuple[AFRD, Path]:
+    """An untrained AFRD (RANDOM teacher and student, seeded) saved as a real checkpoint, for
+    timing and export tests where the weights' values do not matter. Returns (model, path)."""
+    cfg = {
+        "teacher": teacher,
+        "fusion": fusion,
+        "lights": list(lights),
+        "image_size": size,
+        "loss": "pixel",
+        "epochs": 0,
+        "seed": seed,
+        "data": data,
+    }
+    torch.manual_seed(seed)
+    model = build_model(cfg).eval()
+    return model, save_checkpoint(path, model, cfg)
+
+
 def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD, dict]:
     """(AFRD in eval mode, config with ``lights`` as a tuple)."""
     blob = read_checkpoint(path)
