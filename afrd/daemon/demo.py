@@ -25,7 +25,7 @@ from pathlib import Path
 
 import zmq
 
-from afrd.errors import ConfigError
+from afrd.errors import AfrdError, ConfigError
 
 CACHE = Path(".cache/afrd/demo")
 TRAIN_SEED, CALIB_SEED, LINE_SEED, NORM_SEED = 101, 202, 303, 404  # disjoint part streams
@@ -158,7 +158,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument(
         "--category",
         default=DEFAULT_CATEGORY,
-        help=f"synthetic part type (default {DEFAULT_CATEGORY}: its quick model separates parts best)",
+        help=f"synthetic part type (default {DEFAULT_CATEGORY}: its quick model separates parts "
+        "best)",
     )
     ap.add_argument("--size", type=int, default=128)
     ap.add_argument("--train-parts", type=int, default=64)
@@ -238,7 +239,12 @@ port = 0
     )
     dm = Daemon(cfg_path)  # writes daemon.log next to its config
     t0 = time.monotonic()
-    dm.start(timeout=300)
+    try:
+        dm.start(timeout=300)
+    except RuntimeError as exc:  # exited or never READY: its log says why
+        shutil.rmtree(run_dir, ignore_errors=True)
+        log = out / "daemon.log"
+        raise AfrdError(f"afrd demo: the daemon did not start ({log}):\n{exc}") from exc
     print(f"  daemon pid {dm.proc.pid} READY in {time.monotonic() - t0:.1f} s; config {cfg_path}")
     print(f"  log {out / 'daemon.log'}; the demo triggers a part every {args.interval} s")
     sub = dm.ctx.socket(zmq.SUB)
