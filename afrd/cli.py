@@ -20,7 +20,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "train": ("afrd.model.train", "train an AFRD model on multi-light image sets"),
     "eval": ("afrd.model.evaluate", "evaluate a checkpoint: I-AUROC, P-AUROC, AUPRO, plots"),
     "synth": ("afrd.data.synth_cli", "render synthetic multi-light parts in the Eyecandies layout"),
-    "export": ("afrd.export.cli", "export a checkpoint to a bundle (onnx) or build a TensorRT engine (trt)"),
+    "export": (
+        "afrd.export.cli",
+        "export a checkpoint to a bundle (onnx) or build a TensorRT engine (trt)",
+    ),
     "calibrate": ("afrd.calibration.cli", "calibrate threshold, flat-field or exposure"),
 }
 

@@ -31,7 +31,10 @@ from afrd.data.lights import DEFAULT_LIGHTS  # noqa: E402
 from afrd.data.render import CATEGORIES  # noqa: E402
 
 METHODS = tuple(f"single:{k}" for k in range(len(DEFAULT_LIGHTS))) + (
-    "mean", "attention", "attention-pooled", "restore-max",
+    "mean",
+    "attention",
+    "attention-pooled",
+    "restore-max",
 )
 
 CONFIGS: dict[str, dict] = {
@@ -40,16 +43,43 @@ CONFIGS: dict[str, dict] = {
     # sets, 12 epochs (96 optimiser steps). lr 2e-3, not the paper's 4e-4: at 96 steps the
     # student is far from converged, and 2e-3 scored higher for both a single light and attention
     # in a 64-set/12-epoch trial (button + plate). Read it as a short-schedule comparison.
-    "cpu": {"teacher": "efficientnet_lite0", "image_size": 128, "epochs": 12, "batch_size": 8,
-            "lr": 2e-3, "train": 64, "val": 32, "test": 48, "categories": list(CATEGORIES),
-            "defect_rate": 0.5},
+    "cpu": {
+        "teacher": "efficientnet_lite0",
+        "image_size": 128,
+        "epochs": 12,
+        "batch_size": 8,
+        "lr": 2e-3,
+        "train": 64,
+        "val": 32,
+        "test": 48,
+        "categories": list(CATEGORIES),
+        "defect_rate": 0.5,
+    },
     # The paper's setting, for a GPU machine (ImageNet WRN50-2 weights from a local file).
-    "paper": {"teacher": "wide_resnet50_2", "image_size": 256, "epochs": 100, "batch_size": 8,
-              "lr": 4e-4, "train": 200, "val": 20, "test": 100, "categories": list(CATEGORIES),
-              "defect_rate": 0.5},
-    "quick": {"teacher": "efficientnet_lite0", "image_size": 64, "epochs": 1, "batch_size": 4,
-              "lr": 4e-4, "train": 4, "val": 4, "test": 6, "categories": list(CATEGORIES[:2]),
-              "defect_rate": 0.5},
+    "paper": {
+        "teacher": "wide_resnet50_2",
+        "image_size": 256,
+        "epochs": 100,
+        "batch_size": 8,
+        "lr": 4e-4,
+        "train": 200,
+        "val": 20,
+        "test": 100,
+        "categories": list(CATEGORIES),
+        "defect_rate": 0.5,
+    },
+    "quick": {
+        "teacher": "efficientnet_lite0",
+        "image_size": 64,
+        "epochs": 1,
+        "batch_size": 4,
+        "lr": 4e-4,
+        "train": 4,
+        "val": 4,
+        "test": 6,
+        "categories": list(CATEGORIES[:2]),
+        "defect_rate": 0.5,
+    },
 }
 
 
@@ -69,8 +99,18 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
     stamp_file = root / "stamp.json"
     if stamp_file.is_file() and json.loads(stamp_file.read_text()) == stamp:
         return root
-    synth(root, cfg["categories"], cfg["train"], cfg["val"], cfg["test"], cfg["image_size"], seed,
-          cfg["defect_rate"], progress=True, pose=cfg["pose"])
+    synth(
+        root,
+        cfg["categories"],
+        cfg["train"],
+        cfg["val"],
+        cfg["test"],
+        cfg["image_size"],
+        seed,
+        cfg["defect_rate"],
+        progress=True,
+        pose=cfg["pose"],
+    )
     stamp_file.write_text(json.dumps(stamp))
     return root
 
@@ -91,8 +131,11 @@ def table(results: dict, categories: list[str], methods: list[str]) -> str:
             x = r["categories"].get(c)
             cells.append(f"{fmt(x['i_auroc']) + '/' + fmt(x['p_auroc']) if x else '-':>12}")
         mean = r.get("mean", {})
-        lines.append(f"{method_label(m):<18}" + "".join(cells)
-                     + f"{fmt(mean.get('i_auroc')) + '/' + fmt(mean.get('p_auroc')):>12}")
+        lines.append(
+            f"{method_label(m):<18}"
+            + "".join(cells)
+            + f"{fmt(mean.get('i_auroc')) + '/' + fmt(mean.get('p_auroc')):>12}"
+        )
     return "\n".join(lines)
 
 
@@ -100,8 +143,11 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["cpu", "paper"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 categories, 64 px, 1 epoch")
-    ap.add_argument("--data", default=None,
-                    help="dataset root (Eyecandies layout); default: render synthetic parts")
+    ap.add_argument(
+        "--data",
+        default=None,
+        help="dataset root (Eyecandies layout); default: render synthetic parts",
+    )
     ap.add_argument("--categories", nargs="+", default=None)
     ap.add_argument("--methods", nargs="+", default=list(METHODS))
     ap.add_argument("--epochs", type=int, default=None)
@@ -109,8 +155,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--test", type=int, default=None, help="synthetic test sets per category")
     ap.add_argument("--image-size", type=int, default=None)
     ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument("--pose", choices=["free", "fixtured"], default="free",
-                    help="synthetic parts at any rotation (default) or held in a nest")
+    ap.add_argument(
+        "--pose",
+        choices=["free", "fixtured"],
+        default="free",
+        help="synthetic parts at any rotation (default) or held in a nest",
+    )
     ap.add_argument("--teacher-weights", default=None, help="local ImageNet weights file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -129,8 +179,14 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     name = "quick" if a.quick else a.config
     cfg = dict(CONFIGS[name], pose=a.pose)
-    for key, val in (("epochs", a.epochs), ("train", a.train), ("test", a.test),
-                     ("image_size", a.image_size), ("categories", a.categories), ("lr", a.lr)):
+    for key, val in (
+        ("epochs", a.epochs),
+        ("train", a.train),
+        ("test", a.test),
+        ("image_size", a.image_size),
+        ("categories", a.categories),
+        ("lr", a.lr),
+    ):
         if val is not None:
             cfg[key] = val
     out_json = Path(a.out)
@@ -141,14 +197,23 @@ def main(argv: list[str] | None = None) -> int:
         data = ensure_data(work / "data", cfg, a.seed)
     categories = list(cfg["categories"])
 
-    report = {"config": name, "settings": cfg, "seed": a.seed, "data": str(data),
-              "synthetic": a.data is None, "methods": a.methods,
-              "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                          "torch_threads": torch.get_num_threads(), "torch": torch.__version__,
-                          "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available()
-                          else None},
-              "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
-              "results": {}}
+    report = {
+        "config": name,
+        "settings": cfg,
+        "seed": a.seed,
+        "data": str(data),
+        "synthetic": a.data is None,
+        "methods": a.methods,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "torch": torch.__version__,
+            "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        },
+        "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
+        "results": {},
+    }
     if a.resume and out_json.is_file():
         old = json.loads(out_json.read_text())
         if old.get("settings") == cfg and old.get("seed") == a.seed:
@@ -161,39 +226,61 @@ def main(argv: list[str] | None = None) -> int:
                 continue
             run_dir = work / "runs" / method.replace(":", "_") / cat
             t0 = time.perf_counter()
-            tc = TrainConfig(data=str(data), out=str(run_dir), category=cat,
-                             teacher=cfg["teacher"], teacher_weights=a.teacher_weights,
-                             fusion=method, epochs=cfg["epochs"], batch_size=cfg["batch_size"],
-                             lr=cfg["lr"],
-                             image_size=cfg["image_size"], seed=a.seed, lights=DEFAULT_LIGHTS,
-                             device=a.device, progress=False)
+            tc = TrainConfig(
+                data=str(data),
+                out=str(run_dir),
+                category=cat,
+                teacher=cfg["teacher"],
+                teacher_weights=a.teacher_weights,
+                fusion=method,
+                epochs=cfg["epochs"],
+                batch_size=cfg["batch_size"],
+                lr=cfg["lr"],
+                image_size=cfg["image_size"],
+                seed=a.seed,
+                lights=DEFAULT_LIGHTS,
+                device=a.device,
+                progress=False,
+            )
             ckpt = train(tc)
             t1 = time.perf_counter()
             r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
             c = r["categories"][cat]
             res["categories"][cat] = {
-                "i_auroc": c["i_auroc"], "p_auroc": c["p_auroc"], "aupro": c.get("aupro"),
-                "test_sets": c["sets"], "defective": c["defective"],
-                "train_s": round(t1 - t0, 1), "eval_s": round(time.perf_counter() - t1, 1),
+                "i_auroc": c["i_auroc"],
+                "p_auroc": c["p_auroc"],
+                "aupro": c.get("aupro"),
+                "test_sets": c["sets"],
+                "defective": c["defective"],
+                "train_s": round(t1 - t0, 1),
+                "eval_s": round(time.perf_counter() - t1, 1),
                 "teacher_weights_source": r["model"].get("teacher_weights_source"),
                 "map_normalised": read_checkpoint(ckpt)["config"].get("map_stats") is not None,
             }
             vals = [x for x in res["categories"].values()]
             res["mean"] = {
-                k: (sum(x[k] for x in vals if x[k] is not None)
-                    / max(1, sum(x[k] is not None for x in vals)))
+                k: (
+                    sum(x[k] for x in vals if x[k] is not None)
+                    / max(1, sum(x[k] is not None for x in vals))
+                )
                 for k in ("i_auroc", "p_auroc")
             }
             report["wall_s"] = round(time.perf_counter() - t_all, 1)
             out_json.parent.mkdir(parents=True, exist_ok=True)
             out_json.write_text(json.dumps(report, indent=1))
-            print(f"[{report['wall_s']:7.0f}s] {method_label(method):<18} {cat:<10} "
-                  f"I-AUROC {fmt(c['i_auroc'])} P-AUROC {fmt(c['p_auroc'])} "
-                  f"(train {t1 - t0:.0f}s)", flush=True)
+            print(
+                f"[{report['wall_s']:7.0f}s] {method_label(method):<18} {cat:<10} "
+                f"I-AUROC {fmt(c['i_auroc'])} P-AUROC {fmt(c['p_auroc'])} "
+                f"(train {t1 - t0:.0f}s)",
+                flush=True,
+            )
     print()
     print(table(report["results"], categories, a.methods))
-    singles = {m: r["mean"]["i_auroc"] for m, r in report["results"].items()
-               if m.startswith("single:") and r.get("mean")}
+    singles = {
+        m: r["mean"]["i_auroc"]
+        for m, r in report["results"].items()
+        if m.startswith("single:") and r.get("mean")
+    }
     if singles:
         best = max(singles, key=singles.get)
         report["best_single"] = {"method": best, "i_auroc": singles[best]}

@@ -50,8 +50,20 @@ def viky_path() -> Path | None:
 
 
 def _pip_download(dest: Path, extra: list[str]) -> None:
-    cmd = [sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-           "--disable-pip-version-check", "-q", f"genicam=={VERSION}", "-d", str(dest), *extra]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pip",
+        "download",
+        "--no-deps",
+        "--only-binary=:all:",
+        "--disable-pip-version-check",
+        "-q",
+        f"genicam=={VERSION}",
+        "-d",
+        str(dest),
+        *extra,
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=PIP_TIMEOUT_S)
     if proc.returncode != 0:
         lines = (proc.stderr or proc.stdout).strip().splitlines()
@@ -72,8 +84,17 @@ def download_wheel(dest: Path) -> Path:
         if sys.platform != "linux" or machine not in ("x86_64", "aarch64"):
             raise
         try:
-            _pip_download(dest, ["--python-version", "3.11", "--implementation", "cp",
-                                 "--platform", f"manylinux2014_{machine}"])
+            _pip_download(
+                dest,
+                [
+                    "--python-version",
+                    "3.11",
+                    "--implementation",
+                    "cp",
+                    "--platform",
+                    f"manylinux2014_{machine}",
+                ],
+            )
         except RuntimeError as second:
             raise RuntimeError(f"{first}; fallback: {second}") from None
     wheels = sorted(dest.glob(f"genicam-{VERSION}-*.whl"))

@@ -80,8 +80,9 @@ def test_test_private_has_no_labels_or_masks(eyecandies_root: Path):
 
 
 def test_lights_are_picked_by_name_and_resized(eyecandies_root: Path):
-    ds = EyecandiesDataset(eyecandies_root, "CandyCane", "test_public",
-                           lights=("box", "ring_left"), size=12)
+    ds = EyecandiesDataset(
+        eyecandies_root, "CandyCane", "test_public", lights=("box", "ring_left"), size=12
+    )
     s = ds[1]
     assert s.lights == ("box", "ring_left") and s.images.shape == (2, 12, 12, 3)
     k_box, k_left = int(EYECANDIES_FILES["box"][-1]), int(EYECANDIES_FILES["ring_left"][-1])
@@ -145,19 +146,31 @@ def _set(part_id: str, value: int, label=None, mask=False, t=1_763_900_000.0) ->
     m = np.zeros((16, 20), np.uint8)
     if mask:
         m[2:5, 3:9] = 1
-    return ImageSet(images=images, lights=DEFAULT_LIGHTS, part_id=part_id, product="bracket A",
-                    label=label, mask=m if mask else None,
-                    timestamps=[t + 0.01 * k for k in range(6)], meta={"cell": "c1"})
+    return ImageSet(
+        images=images,
+        lights=DEFAULT_LIGHTS,
+        part_id=part_id,
+        product="bracket A",
+        label=label,
+        mask=m if mask else None,
+        timestamps=[t + 0.01 * k for k in range(6)],
+        meta={"cell": "c1"},
+    )
 
 
 def test_capture_round_trip_and_training_rule(tmp_path: Path):
     root = tmp_path / "captures"
-    res = {"verdict": "pass", "score": np.float32(0.12), "threshold": 0.5,
-           "model": {"name": "m", "sha256": "ab"}}
+    res = {
+        "verdict": "pass",
+        "score": np.float32(0.12),
+        "threshold": 0.5,
+        "model": {"name": "m", "sha256": "ab"},
+    }
     p_good = write_capture(root, _set("p-1", 1), {**res, "label": 0})
     write_capture(root, _set("p-2", 2), res)  # unreviewed pass
-    p_fail = write_capture(root, _set("p/3", 3, label=1, mask=True),
-                           {**res, "verdict": "fail", "score": 0.9})
+    p_fail = write_capture(
+        root, _set("p/3", 3, label=1, mask=True), {**res, "verdict": "fail", "score": 0.9}
+    )
     again = write_capture(root, _set("p-1", 4), res)  # the same part inspected twice
     assert p_good.parent.name == "2025-11-23" and p_good.parent.parent.name == "bracket_A"
     assert again.name == "p-1~2" and p_fail.name == "p_3"
@@ -203,8 +216,25 @@ def test_capture_errors_name_the_file(tmp_path: Path):
 
 
 def test_afrd_synth_writes_a_deterministic_eyecandies_layout(tmp_path: Path, capsys):
-    args = ["synth", "--categories", "plate", "gummy", "--train", "3", "--val", "2", "--test", "8",
-            "--size", "32", "--seed", "7", "--defect-rate", "0.6", "--no-progress"]
+    args = [
+        "synth",
+        "--categories",
+        "plate",
+        "gummy",
+        "--train",
+        "3",
+        "--val",
+        "2",
+        "--test",
+        "8",
+        "--size",
+        "32",
+        "--seed",
+        "7",
+        "--defect-rate",
+        "0.6",
+        "--no-progress",
+    ]
     assert afrd_main([*args, "--out", str(tmp_path / "a")]) == 0
     assert afrd_main([*args, "--out", str(tmp_path / "b")]) == 0
     assert "wrote 26 image sets" in capsys.readouterr().out

@@ -54,8 +54,15 @@ def viky_cti() -> str:
 
 @pytest.fixture
 def mono() -> GenICamCamera:
-    cam = GenICamCamera(tlsimu_cti(), serial="SN_InterfaceA_0", pixel_format="Mono8",
-                        width=64, height=48, trigger="software", timeout_s=2.0)
+    cam = GenICamCamera(
+        tlsimu_cti(),
+        serial="SN_InterfaceA_0",
+        pixel_format="Mono8",
+        width=64,
+        height=48,
+        trigger="software",
+        timeout_s=2.0,
+    )
     cam.open()
     yield cam
     cam.close()
@@ -88,8 +95,9 @@ def test_fetch_timeout_without_trigger_is_quick_device_error(mono: GenICamCamera
 
 
 def test_colour_device_asked_for_bayer_converts_what_the_buffer_says() -> None:
-    with GenICamCamera(tlsimu_cti(), serial="SN_InterfaceB_1", pixel_format="BayerRG8",
-                       width=64, height=32) as cam:
+    with GenICamCamera(
+        tlsimu_cti(), serial="SN_InterfaceB_1", pixel_format="BayerRG8", width=64, height=32
+    ) as cam:
         assert cam.name == "TLSimuColor SN_InterfaceB_1"
         cam.trigger()
         img = cam.grab(2.0)
@@ -102,8 +110,9 @@ def test_unknown_features_are_skipped_and_bad_values_refused() -> None:
     cti = tlsimu_cti()
     with GenICamCamera(cti, serial="SN_InterfaceA_0", exposure_us=500, gain=2.0) as cam:
         assert cam.skipped == ["ExposureTime", "Gain"]
-        with pytest.raises(DeviceError, match="TLSimuMono SN_InterfaceA_0: device has no "
-                                              "ExposureTime"):
+        with pytest.raises(
+            DeviceError, match="TLSimuMono SN_InterfaceA_0: device has no ExposureTime"
+        ):
             cam.set_exposure(800)
     with pytest.raises(DeviceError, match=r"PixelFormat='Mono9' not available.*'Mono8'"):
         GenICamCamera(cti, serial="SN_InterfaceA_0", pixel_format="Mono9").open()
@@ -116,14 +125,21 @@ def test_device_selection() -> None:
     cti = tlsimu_cti()
     with GenICamCamera(cti, serial="SN_InterfaceB_0") as cam:
         assert cam.name == "TLSimuMono SN_InterfaceB_0"
-    with GenICamCamera(cti, model="TLSimuColor", serial="SN_InterfaceA_1",
-                       user_name="Center") as cam:
+    with GenICamCamera(
+        cti, model="TLSimuColor", serial="SN_InterfaceA_1", user_name="Center"
+    ) as cam:
         assert cam.name == "TLSimuColor SN_InterfaceA_1"
-    with pytest.raises(DeviceError, match=r"no GenICam device with serial_number='NOPE'.*"
-                                          r"devices found:.*SN_InterfaceA_0.*SN_InterfaceB_1"):
+    with pytest.raises(
+        DeviceError,
+        match=r"no GenICam device with serial_number='NOPE'.*"
+        r"devices found:.*SN_InterfaceA_0.*SN_InterfaceB_1",
+    ):
         GenICamCamera(cti, serial="NOPE").open()
-    with pytest.raises(DeviceError, match=r"no GenICam device with serial_number='SN_InterfaceA_0'"
-                                          r" model='TLSimuColor'"):
+    with pytest.raises(
+        DeviceError,
+        match=r"no GenICam device with serial_number='SN_InterfaceA_0'"
+        r" model='TLSimuColor'",
+    ):
         GenICamCamera(cti, serial="SN_InterfaceA_0", model="TLSimuColor").open()
     # Two TLSimuColor devices: picking one silently could image the wrong station.
     with pytest.raises(DeviceError, match=r"2 GenICam devices match model='TLSimuColor'"):
@@ -131,8 +147,9 @@ def test_device_selection() -> None:
 
 
 def test_producer_from_environment(monkeypatch) -> None:
-    monkeypatch.setenv("GENICAM_GENTL64_PATH",
-                       os.pathsep.join(["/nonexistent", str(Path(tlsimu_cti()).parent)]))
+    monkeypatch.setenv(
+        "GENICAM_GENTL64_PATH", os.pathsep.join(["/nonexistent", str(Path(tlsimu_cti()).parent)])
+    )
     with GenICamCamera(serial="SN_InterfaceA_0", width=32, height=32) as cam:
         cam.trigger()
         assert cam.grab(2.0).shape == (32, 32, 3)
@@ -162,8 +179,9 @@ def test_keeps_the_daemons_signal_handlers(mono: GenICamCamera) -> None:
 
 def test_lost_device_is_reopened_with_backoff() -> None:
     cti = tlsimu_cti()
-    cam = GenICamCamera(cti, serial="SN_InterfaceA_0", width=32, height=32,
-                        reopen_backoff_s=(0.3, 1.0))
+    cam = GenICamCamera(
+        cti, serial="SN_InterfaceA_0", width=32, height=32, reopen_backoff_s=(0.3, 1.0)
+    )
     cam.open()
     try:
         cam.trigger()
@@ -193,8 +211,15 @@ def test_lost_device_is_reopened_with_backoff() -> None:
 def test_viky_free_run_rgba8_keeps_colours() -> None:
     cti = viky_cti()
     for serial, channel in (("0", 0), ("2", 2)):  # red ball, blue ball on white
-        with GenICamCamera(cti, serial=serial, pixel_format="RGBa8", width=128, height=100,
-                           trigger="free-run", timeout_s=2.0) as cam:
+        with GenICamCamera(
+            cti,
+            serial=serial,
+            pixel_format="RGBa8",
+            width=128,
+            height=100,
+            trigger="free-run",
+            timeout_s=2.0,
+        ) as cam:
             assert not cam.has_trigger
             cam.trigger()  # a no-op in free-run
             img = cam.grab()
@@ -208,8 +233,9 @@ def test_viky_free_run_rgba8_keeps_colours() -> None:
         assert cam.last_pixel_format == "RGBa8"
         c = img.astype(int)
         others = [k for k in range(3) if k != channel]
-        ball = (c[..., channel] - c[..., others[0]] > 100) & (c[..., channel] - c[..., others[1]]
-                                                            > 100)
+        ball = (c[..., channel] - c[..., others[0]] > 100) & (
+            c[..., channel] - c[..., others[1]] > 100
+        )
         assert ball.sum() > 50, f"no {'RGB'[channel]} ball in Viky {serial}"
         assert (c[..., others[0]] - c[..., channel] > 100).sum() == 0
 
@@ -219,8 +245,11 @@ def test_viky_mono8_and_missing_trigger() -> None:
     with GenICamCamera(cti, serial="1", pixel_format="Mono8", trigger="free-run") as cam:
         img = cam.grab(2.0)
     assert img.shape == (400, 400, 3) and (img[..., 0] == img[..., 2]).all()
-    with pytest.raises(DeviceError, match=r"trigger='software' needs the TriggerMode, "
-                                          r"TriggerSource, TriggerSoftware.*free-run"):
+    with pytest.raises(
+        DeviceError,
+        match=r"trigger='software' needs the TriggerMode, "
+        r"TriggerSource, TriggerSoftware.*free-run",
+    ):
         GenICamCamera(cti, serial="1").open()
     with pytest.raises(DeviceError, match=r"Width=64 failed.*Min = 100"):
         GenICamCamera(cti, serial="1", width=64, trigger="free-run").open()

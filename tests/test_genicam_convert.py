@@ -53,8 +53,9 @@ def test_bayer_single_red_site_lands_in_red_channel() -> None:
         assert rgb[2:-2, 2:-2, 1:].max() == 0, pattern
 
 
-@pytest.mark.parametrize(("fmt", "full"), [("Mono8", 255), ("Mono10", 1023), ("Mono12", 4095),
-                                           ("Mono16", 65535)])
+@pytest.mark.parametrize(
+    ("fmt", "full"), [("Mono8", 255), ("Mono10", 1023), ("Mono12", 4095), ("Mono16", 65535)]
+)
 def test_mono_scales_full_scale_to_255(fmt: str, full: int) -> None:
     dtype = np.uint8 if full == 255 else np.uint16
     raw = np.array([[0, full // 2 + 1, full]], dtype)
@@ -86,9 +87,16 @@ def test_rgb12_unpacked_scales() -> None:
     assert to_rgb8(raw, "BGR12")[0, 0].tolist() == [0, 255, 255]
 
 
-@pytest.mark.parametrize(("fmt", "shape"), [("YUV422Packed", (2, 2)), ("Mono8Signed", (2, 2)),
-                                            ("RGB8Planar", (2, 2, 3)), ("RGB8", (2, 2)),
-                                            ("BayerRG8", (2, 2, 3))])
+@pytest.mark.parametrize(
+    ("fmt", "shape"),
+    [
+        ("YUV422Packed", (2, 2)),
+        ("Mono8Signed", (2, 2)),
+        ("RGB8Planar", (2, 2, 3)),
+        ("RGB8", (2, 2)),
+        ("BayerRG8", (2, 2, 3)),
+    ],
+)
 def test_unsupported_or_misshaped_raises_device_error(fmt: str, shape: tuple[int, ...]) -> None:
     with pytest.raises(DeviceError, match=fmt[:4]):
         to_rgb8(np.zeros(shape, np.uint8), fmt)
@@ -100,8 +108,9 @@ def test_producer_files_from_env_dirs_and_files(tmp_path, monkeypatch) -> None:
     (tmp_path / "a" / "readme.txt").write_text("x")
     two = tmp_path / "two.cti"
     two.write_bytes(b"")
-    monkeypatch.setenv("GENICAM_GENTL64_PATH",
-                       os.pathsep.join([str(tmp_path / "a"), "", str(two), "/nonexistent"]))
+    monkeypatch.setenv(
+        "GENICAM_GENTL64_PATH", os.pathsep.join([str(tmp_path / "a"), "", str(two), "/nonexistent"])
+    )
     assert [p.name for p in producer_files(None)] == ["one.cti", "two.cti"]
     assert [p.name for p in producer_files([str(two)])] == ["two.cti"]
 

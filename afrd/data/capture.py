@@ -176,11 +176,19 @@ class CaptureDataset:
     ``lights`` picks images by name; a set lacking one is a DataError naming it.
     """
 
-    def __init__(self, root: str | Path, product: str | None = None, split: str = "train",
-                 lights: tuple[str, ...] = DEFAULT_LIGHTS, size: int | None = None,
-                 trust_verdicts: bool = False) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        product: str | None = None,
+        split: str = "train",
+        lights: tuple[str, ...] = DEFAULT_LIGHTS,
+        size: int | None = None,
+        trust_verdicts: bool = False,
+    ) -> None:
         if split not in CAPTURE_SPLITS:
-            raise DataError(f"unknown capture split {split!r}: expected one of {list(CAPTURE_SPLITS)}")
+            raise DataError(
+                f"unknown capture split {split!r}: expected one of {list(CAPTURE_SPLITS)}"
+            )
         self.root = Path(root)
         self.product = product
         self.split = split
@@ -242,9 +250,14 @@ class CaptureDataset:
             label=label,
             mask=mask,
             timestamps=[float(by_light[light]) for light in self.lights if light in by_light],
-            meta={"source": "capture", "path": str(set_dir), "verdict": doc.get("verdict"),
-                  "score": doc.get("score"), "threshold": doc.get("threshold"),
-                  "model": doc.get("model")},
+            meta={
+                "source": "capture",
+                "path": str(set_dir),
+                "verdict": doc.get("verdict"),
+                "score": doc.get("score"),
+                "threshold": doc.get("threshold"),
+                "model": doc.get("model"),
+            },
         )
 
     def __iter__(self):

@@ -28,9 +28,14 @@ def detect_layout(path: str | Path) -> str:
     )
 
 
-def open_dataset(path: str | Path, split: str = "train", category: str | None = None,
-                 lights: tuple[str, ...] = DEFAULT_LIGHTS, size: int | None = None,
-                 trust_verdicts: bool = False):
+def open_dataset(
+    path: str | Path,
+    split: str = "train",
+    category: str | None = None,
+    lights: tuple[str, ...] = DEFAULT_LIGHTS,
+    size: int | None = None,
+    trust_verdicts: bool = False,
+):
     """A dataset of ImageSets (``len``, ``[i]``, ``labels``) for ``split`` of ``category``.
 
     Eyecandies: ``category`` is the class folder (optional when ``path`` holds one class or is
@@ -48,8 +53,16 @@ def open_dataset(path: str | Path, split: str = "train", category: str | None = 
         return EyecandiesDataset(path, category, split, lights=lights, size=size)
     if layout == "eyecandies-class":
         if category not in (None, path.name):
-            raise DataError(f"{path} is the Eyecandies class folder {path.name!r}, not {category!r}")
+            raise DataError(
+                f"{path} is the Eyecandies class folder {path.name!r}, not {category!r}"
+            )
         return EyecandiesDataset(path.parent, path.name, split, lights=lights, size=size)
     cap_split = {"test_public": "test", "test_private": "all"}.get(split, split)
-    return CaptureDataset(path, product=category, split=cap_split, lights=lights, size=size,
-                          trust_verdicts=trust_verdicts)
+    return CaptureDataset(
+        path,
+        product=category,
+        split=cap_split,
+        lights=lights,
+        size=size,
+        trust_verdicts=trust_verdicts,
+    )

@@ -103,8 +103,14 @@ class EyecandiesDataset:
     resizes images (area) and masks (nearest) to ``size`` x ``size``.
     """
 
-    def __init__(self, root: str | Path, category: str, split: str = "train",
-                 lights: tuple[str, ...] = DEFAULT_LIGHTS, size: int | None = None) -> None:
+    def __init__(
+        self,
+        root: str | Path,
+        category: str,
+        split: str = "train",
+        lights: tuple[str, ...] = DEFAULT_LIGHTS,
+        size: int | None = None,
+    ) -> None:
         self.root = Path(root)
         self.category = category
         self.split = split
@@ -120,11 +126,17 @@ class EyecandiesDataset:
             raise DataError(f"unknown Eyecandies split {split!r}: expected one of {list(SPLITS)}")
         cat_dir = self.root / category
         if not cat_dir.is_dir():
-            found = sorted(p.name for p in self.root.iterdir() if p.is_dir()) if self.root.is_dir() else []
+            found = (
+                sorted(p.name for p in self.root.iterdir() if p.is_dir())
+                if self.root.is_dir()
+                else []
+            )
             raise DataError(f"no class folder {cat_dir} (classes found in {self.root}: {found})")
         self.data_dir = cat_dir / split / "data"
         if not self.data_dir.is_dir():
-            raise DataError(f"no split folder {self.data_dir} (expected <root>/<Class>/{split}/data)")
+            raise DataError(
+                f"no split folder {self.data_dir} (expected <root>/<Class>/{split}/data)"
+            )
         files: dict[int, dict[str, Path]] = defaultdict(dict)
         stems: dict[int, str] = {}
         for p in self.data_dir.iterdir():
@@ -163,7 +175,9 @@ class EyecandiesDataset:
             if value is None:
                 raise DataError(f"{self._what(sid)}: {meta} has no 'anomalous: 0|1' key")
             if value not in (0, 1):
-                raise DataError(f"{self._what(sid)}: {meta} has anomalous: {value!r}, expected 0 or 1")
+                raise DataError(
+                    f"{self._what(sid)}: {meta} has anomalous: {value!r}, expected 0 or 1"
+                )
             return int(value)
         return 0 if self.split in _NORMAL_SPLITS else None
 
@@ -209,6 +223,7 @@ def find_classes(root: str | Path) -> list[str]:
     if not root.is_dir():
         return []
     return sorted(
-        p.name for p in root.iterdir()
+        p.name
+        for p in root.iterdir()
         if p.is_dir() and any((p / s / "data").is_dir() for s in SPLITS)
     )

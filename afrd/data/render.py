@@ -385,7 +385,9 @@ def _resolve_defect(defect: str | None, category: str, rng: np.random.Generator)
         defect = str(rng.choice(list(DEFECTS)))
     if defect in DEFECTS:
         if defect == "gloss":  # the patch that contrasts with the material
-            return "matte_patch" if MATERIAL[category] in ("glossy", "translucent") else "glossy_patch"
+            return (
+                "matte_patch" if MATERIAL[category] in ("glossy", "translucent") else "glossy_patch"
+            )
         return str(rng.choice(DEFECTS[defect]))
     if defect not in DEFECT_TYPE:
         raise ValueError(
@@ -399,12 +401,15 @@ def _resolve_defect(defect: str | None, category: str, rng: np.random.Generator)
 # dropped anywhere in the view at any rotation (Eyecandies-like); "fixtured" is a part held in a
 # nest on the line, as an inline inspection cell images it (about +-4 deg, +-2% scale, +-1.5%
 # shift).
-POSES: dict[str, tuple[float, float, float]] = {"free": (1.0, 1.0, 1.0),
-                                                "fixtured": (4.0 / 180.0, 0.25, 0.3)}
+POSES: dict[str, tuple[float, float, float]] = {
+    "free": (1.0, 1.0, 1.0),
+    "fixtured": (4.0 / 180.0, 0.25, 0.3),
+}
 
 
-def sample_part(category: str, seed: int, defect: str | None = None, size: int = 256,
-                pose: str = "free") -> Part:
+def sample_part(
+    category: str, seed: int, defect: str | None = None, size: int = 256, pose: str = "free"
+) -> Part:
     """Draw part ``seed`` of ``category``; ``defect`` is None (good), 'any', a type or a name.
 
     The same (category, seed, size) gives the same part with or without a defect, so the
@@ -483,8 +488,9 @@ def sample_part(category: str, seed: int, defect: str | None = None, size: int =
     )
 
 
-def _pick_centre(rng: np.random.Generator, ok: np.ndarray, weight: np.ndarray | None = None,
-                 top: float = 0.03):
+def _pick_centre(
+    rng: np.random.Generator, ok: np.ndarray, weight: np.ndarray | None = None, top: float = 0.03
+):
     ys, xs = np.nonzero(ok)
     if len(ys) == 0:  # degenerate (tiny image): anywhere
         n = ok.shape[0]
@@ -510,8 +516,11 @@ def _blob(rng: np.random.Generator, n: int, cy: int, cx: int, r_px: float) -> np
 def _apply_surface_defect(name, rng, height, albedo, ks, shin, cover, translucency):
     n = height.shape[0]
     px = n / 128.0  # sizes are given at 128 px and scale with the image
-    inner = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((3, 3), np.uint8),
-                      iterations=max(1, int(round(9 * px))))
+    inner = cv2.erode(
+        (cover > 0.99).astype(np.uint8),
+        np.ones((3, 3), np.uint8),
+        iterations=max(1, int(round(9 * px))),
+    )
     y, x = np.mgrid[0:n, 0:n].astype(np.float32)
     extra: dict = {}
     if name in ("dent", "bump"):
@@ -562,16 +571,20 @@ def _apply_surface_defect(name, rng, height, albedo, ks, shin, cover, translucen
             best = np.where(better, lobe, best)
             which = np.where(better, i, which)
         # bevels and rims catch the ring highlights: only keep clear of the outline
-        near = cv2.erode((cover > 0.99).astype(np.uint8), np.ones((3, 3), np.uint8),
-                         iterations=max(1, int(round(3 * px))))
+        near = cv2.erode(
+            (cover > 0.99).astype(np.uint8),
+            np.ones((3, 3), np.uint8),
+            iterations=max(1, int(round(3 * px))),
+        )
         r = rng.uniform(5, 7.5) * px
         # where one ring lamp's highlight falls and the box panels' do not
         box = np.zeros((n, n), np.float32)
         for lamp in BOX_LAMPS:
             box += np.clip(nrm @ _box_half_vector(lamp), 0, 1) ** lobe_sh
         weight = best * _RING_RADIANCE - box * _BOX_RADIANCE
-        cy, cx = _pick_centre(rng, near > 0, weight=cv2.GaussianBlur(weight, (0, 0), r / 2),
-                              top=0.005)
+        cy, cx = _pick_centre(
+            rng, near > 0, weight=cv2.GaussianBlur(weight, (0, 0), r / 2), top=0.005
+        )
         b = _blob(rng, n, cy, cx, r)
         ks = ks * (1 - b) + new_ks * b
         shin = shin * (1 - b) + new_sh * b
@@ -615,8 +628,9 @@ def _box_half_vector(lamp: str) -> np.ndarray:
 _ROT_K = {(1.0, 0.0): 0, (0.0, -1.0): -1, (-1.0, 0.0): 2, (0.0, 1.0): 1}
 
 
-def _horizon_lit(height_px: np.ndarray, azimuth: tuple[float, float], tan_e: float,
-                 soft: float = 0.75) -> np.ndarray:
+def _horizon_lit(
+    height_px: np.ndarray, azimuth: tuple[float, float], tan_e: float, soft: float = 0.75
+) -> np.ndarray:
     """Self-shadowing for a directional lamp along an image axis: 1 lit, 0 in shadow.
 
     Rotate so the lamp is to the right; a pixel at column j is shadowed when some pixel j' > j
@@ -685,8 +699,9 @@ def lamp_response(part: Part, lamp: str) -> np.ndarray:
         az0 = math.atan2(dy, dx)
         for daz, delv in samples:
             az, el = az0 + math.radians(daz), math.radians(BOX_ELEVATION_DEG + delv)
-            lv = np.array([math.cos(el) * math.cos(az), math.cos(el) * math.sin(az),
-                           math.sin(el)], np.float32)
+            lv = np.array(
+                [math.cos(el) * math.cos(az), math.cos(el) * math.sin(az), math.sin(el)], np.float32
+            )
             hv = lv + np.array([0, 0, 1], np.float32)
             hv /= np.linalg.norm(hv)
             cos_l = nrm @ lv
@@ -734,8 +749,12 @@ READ_NOISE_DN = 1.5
 SHOT_NOISE_DN_PER_DN = 0.06  # variance per DN of signal
 
 
-def render(part: Part, lamps: dict[str, float], size: int | tuple[int, int] | None = None,
-           rng: np.random.Generator | None = None) -> np.ndarray:
+def render(
+    part: Part,
+    lamps: dict[str, float],
+    size: int | tuple[int, int] | None = None,
+    rng: np.random.Generator | None = None,
+) -> np.ndarray:
     """The part under ``lamps`` (lamp name -> intensity, 1.0 nominal) as HxWx3 uint8 RGB.
 
     Linear in the intensities before sensor noise (shot + read, only when ``rng`` is given)
@@ -764,9 +783,13 @@ def _gaussian_noise(rng: np.random.Generator, shape: tuple[int, ...]) -> np.ndar
     return _NOISE_TABLE[start : start + size].reshape(shape)
 
 
-def render_set(part: Part, lights: tuple[str, ...] = DEFAULT_LIGHTS,
-               rng: np.random.Generator | int | None = None,
-               size: int | tuple[int, int] | None = None, noise: bool = True) -> ImageSet:
+def render_set(
+    part: Part,
+    lights: tuple[str, ...] = DEFAULT_LIGHTS,
+    rng: np.random.Generator | int | None = None,
+    size: int | tuple[int, int] | None = None,
+    noise: bool = True,
+) -> ImageSet:
     """The part under each named lighting setup, as an ImageSet with its label and mask.
 
     ``rng`` None seeds the sensor noise from the part's seed, so a part renders identically
@@ -791,6 +814,10 @@ def render_set(part: Part, lights: tuple[str, ...] = DEFAULT_LIGHTS,
         product=part.category,
         label=part.label,
         mask=mask.astype(np.uint8),
-        meta={"defect": part.defect, "defect_type": part.defect_type, "synthetic": True,
-              **{k: v for k, v in part.meta.items() if k != "pose"}},
+        meta={
+            "defect": part.defect,
+            "defect_type": part.defect_type,
+            "synthetic": True,
+            **{k: v for k, v in part.meta.items() if k != "pose"},
+        },
     )

@@ -43,8 +43,10 @@ def plan_defect(seed: int, category: str, split: str, index: int, rate: float) -
 def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed: int) -> None:
     iset = render_set(part, lights, rng=np.random.default_rng(noise_seed), size=size)
     for light, img in zip(lights, iset.images, strict=True):
-        cv2.imwrite(str(data_dir / f"{stem}_{EYECANDIES_FILES[light]}.png"),
-                    cv2.cvtColor(img, cv2.COLOR_RGB2BGR))
+        cv2.imwrite(
+            str(data_dir / f"{stem}_{EYECANDIES_FILES[light]}.png"),
+            cv2.cvtColor(img, cv2.COLOR_RGB2BGR),
+        )
     mask = iset.mask.astype(np.uint8) * 255
     cv2.imwrite(str(data_dir / f"{stem}_mask.png"), mask)
     if part.defect_type is not None:
@@ -52,8 +54,9 @@ def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed:
     height = part.height
     if height.shape[0] != size:
         height = cv2.resize(height, (size, size), interpolation=cv2.INTER_AREA)
-    cv2.imwrite(str(data_dir / f"{stem}_depth.png"),
-                np.clip(height * 100, 0, 65535).astype(np.uint16))
+    cv2.imwrite(
+        str(data_dir / f"{stem}_depth.png"), np.clip(height * 100, 0, 65535).astype(np.uint16)
+    )
     nrm = ((_normals(height) + 1) * 127.5).astype(np.uint8)
     cv2.imwrite(str(data_dir / f"{stem}_normals.png"), cv2.cvtColor(nrm, cv2.COLOR_RGB2BGR))
     meta = [
@@ -66,10 +69,19 @@ def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed:
     (data_dir / f"{stem}_metadata.yaml").write_text("\n".join(meta) + "\n", encoding="utf-8")
 
 
-def synth(out: str | Path, categories=CATEGORIES, n_train: int = 100, n_val: int = 0,
-          n_test: int = 50, size: int = 256, seed: int = 0, defect_rate: float = 0.5,
-          lights: tuple[str, ...] = DEFAULT_LIGHTS, progress: bool = True,
-          pose: str = "free") -> Path:
+def synth(
+    out: str | Path,
+    categories=CATEGORIES,
+    n_train: int = 100,
+    n_val: int = 0,
+    n_test: int = 50,
+    size: int = 256,
+    seed: int = 0,
+    defect_rate: float = 0.5,
+    lights: tuple[str, ...] = DEFAULT_LIGHTS,
+    progress: bool = True,
+    pose: str = "free",
+) -> Path:
     """Render the dataset; returns ``out``. Parts render at 2x ``size`` (max 512) then shrink,
     as a camera's optics and pixel area would average."""
     from tqdm import tqdm
@@ -77,7 +89,9 @@ def synth(out: str | Path, categories=CATEGORIES, n_train: int = 100, n_val: int
     out = Path(out)
     for c in categories:
         if c not in CATEGORIES:
-            raise ConfigError(f"--categories: unknown category {c!r}, expected from {list(CATEGORIES)}")
+            raise ConfigError(
+                f"--categories: unknown category {c!r}, expected from {list(CATEGORIES)}"
+            )
     if not 0.0 <= defect_rate <= 1.0:
         raise ConfigError(f"--defect-rate must be within 0..1, got {defect_rate}")
     if size < 16:
@@ -108,23 +122,48 @@ def main(argv: list[str]) -> int:
         description="Render synthetic multi-light parts with defects in the Eyecandies layout.",
     )
     ap.add_argument("--out", required=True, help="output root (<out>/<category>/<split>/data)")
-    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES),
-                    help=f"categories to render (default: all of {', '.join(CATEGORIES)})")
+    ap.add_argument(
+        "--categories",
+        nargs="+",
+        default=list(CATEGORIES),
+        help=f"categories to render (default: all of {', '.join(CATEGORIES)})",
+    )
     ap.add_argument("--train", type=int, default=100, help="good sets per category in train")
-    ap.add_argument("--val", type=int, default=20,
-                    help="good sets per category in val (afrd train fits the map statistics on "
-                         "them)")
+    ap.add_argument(
+        "--val",
+        type=int,
+        default=20,
+        help="good sets per category in val (afrd train fits the map statistics on them)",
+    )
     ap.add_argument("--test", type=int, default=50, help="sets per category in test_public")
     ap.add_argument("--size", type=int, default=256, help="image size in pixels (square)")
     ap.add_argument("--seed", type=int, default=0)
-    ap.add_argument("--defect-rate", type=float, default=0.5,
-                    help="fraction of test sets with a defect (types drawn evenly)")
-    ap.add_argument("--pose", choices=list(POSES), default="free",
-                    help="free: any rotation and place (Eyecandies-like); fixtured: held in a nest")
+    ap.add_argument(
+        "--defect-rate",
+        type=float,
+        default=0.5,
+        help="fraction of test sets with a defect (types drawn evenly)",
+    )
+    ap.add_argument(
+        "--pose",
+        choices=list(POSES),
+        default="free",
+        help="free: any rotation and place (Eyecandies-like); fixtured: held in a nest",
+    )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
-    out = synth(a.out, a.categories, a.train, a.val, a.test, a.size, a.seed, a.defect_rate,
-                progress=not a.no_progress, pose=a.pose)
+    out = synth(
+        a.out,
+        a.categories,
+        a.train,
+        a.val,
+        a.test,
+        a.size,
+        a.seed,
+        a.defect_rate,
+        progress=not a.no_progress,
+        pose=a.pose,
+    )
     total = len(a.categories) * (a.train + a.val + a.test)
     print(f"wrote {total} image sets ({len(DEFAULT_LIGHTS)} lights, {a.size}px) to {out}")
     return 0

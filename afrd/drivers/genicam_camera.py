@@ -83,7 +83,11 @@ def to_rgb8(raw: np.ndarray, pixel_format: str) -> np.ndarray:
         mosaic = np.ascontiguousarray(_to_8bit(raw, bits))
         return cv2.cvtColor(mosaic, BAYER_TO_CV2[fmt[5:7]])
     for prefix, order in (("RGBa", "rgb"), ("BGRa", "bgr"), ("RGB", "rgb"), ("BGR", "bgr")):
-        if fmt.startswith(prefix) and "Planar" not in fmt and fmt[len(prefix):len(prefix) + 1].isdigit():
+        if (
+            fmt.startswith(prefix)
+            and "Planar" not in fmt
+            and fmt[len(prefix) : len(prefix) + 1].isdigit()
+        ):
             want = 4 if prefix.endswith("a") else 3
             if raw.ndim != 3 or raw.shape[2] != want:
                 raise DeviceError(f"{fmt} frame has shape {raw.shape}, expected HxWx{want}")
@@ -160,8 +164,9 @@ def _acquire_harvester(files: list[Path]) -> tuple[Any, list[Any]]:
                 h.update()
             except Exception as exc:
                 h.reset()
-                raise DeviceError(f"loading GenTL producer(s) {', '.join(map(str, files))} "
-                                  f"failed: {exc}") from exc
+                raise DeviceError(
+                    f"loading GenTL producer(s) {', '.join(map(str, files))} failed: {exc}"
+                ) from exc
             shared = _HARVESTERS[key] = _Shared(h, list(h.device_info_list))
         shared.users += 1
         return shared.harvester, shared.infos
@@ -188,9 +193,15 @@ def _prop(info: Any, key: str) -> Any:
 
 
 def _describe(info: Any) -> str:
-    return " ".join(f"{label}={_prop(info, key)!r}" for label, key in (
-        ("model", "model"), ("serial", "serial_number"), ("user_name", "user_defined_name"),
-        ("vendor", "vendor")))
+    return " ".join(
+        f"{label}={_prop(info, key)!r}"
+        for label, key in (
+            ("model", "model"),
+            ("serial", "serial_number"),
+            ("user_name", "user_defined_name"),
+            ("vendor", "vendor"),
+        )
+    )
 
 
 class GenICamCamera(Camera):
@@ -227,9 +238,15 @@ class GenICamCamera(Camera):
         self.trigger_source, self.trigger_activation = trigger_source, trigger_activation
         self.timeout_s = timeout_s
         self.reopen_backoff_s = reopen_backoff_s
-        self.name = "genicam(" + ", ".join(
-            f"{k}={v}" for k, v in (("serial", serial), ("model", model), ("user_name", user_name))
-            if v is not None) + ")"
+        self.name = (
+            "genicam("
+            + ", ".join(
+                f"{k}={v}"
+                for k, v in (("serial", serial), ("model", model), ("user_name", user_name))
+                if v is not None
+            )
+            + ")"
+        )
         self.skipped: list[str] = []  # features the device lacks, filled by open()
         self.last_pixel_format: str | None = None  # as the last buffer reported it
         self._harvester: Any = None
@@ -281,8 +298,10 @@ class GenICamCamera(Camera):
                 ia.remote_device.node_map.TriggerSoftware.execute()
             except Exception as exc:  # noqa: BLE001 - any GenTL failure means the link is gone
                 self._mark_lost(f"TriggerSoftware failed: {exc}")
-                raise DeviceError(f"{self.name}: TriggerSoftware failed ({exc}); "
-                                  "device marked lost, reopening on next grab") from exc
+                raise DeviceError(
+                    f"{self.name}: TriggerSoftware failed ({exc}); "
+                    "device marked lost, reopening on next grab"
+                ) from exc
 
     def set_exposure(self, exposure_us: float) -> None:
         """Set ExposureTime (µs) on the open device, e.g. per lighting from calibration."""
@@ -318,16 +337,19 @@ class GenICamCamera(Camera):
             raise DeviceError(f"{self.name}: camera is not open (call open() first)")
         now = time.monotonic()
         if now < self._next_reopen:
-            raise DeviceError(f"{self.name}: device lost ({self._lost}); next reopen attempt in "
-                              f"{self._next_reopen - now:.1f} s")
+            raise DeviceError(
+                f"{self.name}: device lost ({self._lost}); next reopen attempt in "
+                f"{self._next_reopen - now:.1f} s"
+            )
         log.warning("%s: reopening lost device (%s)", self.name, self._lost)
         try:
             self.open()
         except Exception as exc:
             self._next_reopen = time.monotonic() + self._backoff
             self._backoff = min(self._backoff * 2, self.reopen_backoff_s[1])
-            raise DeviceError(f"{self.name}: device lost ({self._lost}); reopen failed: {exc}") \
-                from exc
+            raise DeviceError(
+                f"{self.name}: device lost ({self._lost}); reopen failed: {exc}"
+            ) from exc
         log.warning("%s: reopened", self.name)
         return self._ia
 
@@ -341,8 +363,10 @@ class GenICamCamera(Camera):
         ia, h = self._ia, self._harvester
         self._ia = self._harvester = None
         with _keep_signal_handlers():
-            for what, fn in (("stop", getattr(ia, "stop", None)),
-                             ("destroy", getattr(ia, "destroy", None))):
+            for what, fn in (
+                ("stop", getattr(ia, "stop", None)),
+                ("destroy", getattr(ia, "destroy", None)),
+            ):
                 if fn is None:
                     continue
                 try:
@@ -360,8 +384,9 @@ class GenICamCamera(Camera):
             try:
                 self._ia = self._harvester.create(index)
             except Exception as exc:
-                raise DeviceError(f"{self.name}: cannot open {_describe(infos[index])}: {exc}") \
-                    from exc
+                raise DeviceError(
+                    f"{self.name}: cannot open {_describe(infos[index])}: {exc}"
+                ) from exc
         info = infos[index]
         self.name = f"{_prop(info, 'model')} {_prop(info, 'serial_number')}"
         self._configure(self._ia.remote_device.node_map)
@@ -369,25 +394,38 @@ class GenICamCamera(Camera):
             self._ia.start()
         except Exception as exc:
             raise DeviceError(f"{self.name}: AcquisitionStart failed: {exc}") from exc
-        log.info("%s: open (producer %s, trigger %s)", self.name,
-                 ", ".join(map(str, files)), self.trigger_mode)
+        log.info(
+            "%s: open (producer %s, trigger %s)",
+            self.name,
+            ", ".join(map(str, files)),
+            self.trigger_mode,
+        )
 
     def _select(self, infos: list[Any], files: list[Path]) -> int:
-        want = {"serial_number": self.serial, "model": self.model,
-                "user_defined_name": self.user_name}
+        want = {
+            "serial_number": self.serial,
+            "model": self.model,
+            "user_defined_name": self.user_name,
+        }
         want = {k: v for k, v in want.items() if v is not None}
         found = "; ".join(_describe(i) for i in infos) or "none"
         if not infos:
-            raise DeviceError(f"no GenICam device found by producer(s) "
-                              f"{', '.join(map(str, files))}")
-        matches = [n for n, i in enumerate(infos)
-                   if all(str(_prop(i, k)) == str(v) for k, v in want.items())]
+            raise DeviceError(
+                f"no GenICam device found by producer(s) {', '.join(map(str, files))}"
+            )
+        matches = [
+            n
+            for n, i in enumerate(infos)
+            if all(str(_prop(i, k)) == str(v) for k, v in want.items())
+        ]
         crit = " ".join(f"{k}={v!r}" for k, v in want.items()) or "(no serial/model/user_name)"
         if not matches:
             raise DeviceError(f"no GenICam device with {crit}; devices found: {found}")
         if len(matches) > 1:
-            raise DeviceError(f"{len(matches)} GenICam devices match {crit}; give a serial number "
-                              f"to pick one. Devices found: {found}")
+            raise DeviceError(
+                f"{len(matches)} GenICam devices match {crit}; give a serial number "
+                f"to pick one. Devices found: {found}"
+            )
         return matches[0]
 
     def _set(self, nm: Any, name: str, value: Any) -> bool:
@@ -399,8 +437,9 @@ class GenICamCamera(Camera):
         node = nm.get_node(name)
         symbolics = getattr(node, "symbolics", None)
         if isinstance(value, str) and symbolics is not None and value not in symbolics:
-            raise DeviceError(f"{self.name}: {name}={value!r} not available; the device offers "
-                              f"{list(symbolics)}")
+            raise DeviceError(
+                f"{self.name}: {name}={value!r} not available; the device offers {list(symbolics)}"
+            )
         try:
             node.value = value
         except Exception as exc:
@@ -417,8 +456,11 @@ class GenICamCamera(Camera):
         if self.exposure_us is not None:
             if nm.has_node("ExposureAuto"):
                 self._set(nm, "ExposureAuto", "Off")
-            name = "ExposureTimeAbs" if (not nm.has_node("ExposureTime")
-                                         and nm.has_node("ExposureTimeAbs")) else "ExposureTime"
+            name = (
+                "ExposureTimeAbs"
+                if (not nm.has_node("ExposureTime") and nm.has_node("ExposureTimeAbs"))
+                else "ExposureTime"
+            )
             self._set(nm, name, float(self.exposure_us))
         if self.gain is not None:
             if nm.has_node("GainAuto"):
@@ -435,9 +477,11 @@ class GenICamCamera(Camera):
         if self.trigger_mode == "software" and not nm.has_node("TriggerSoftware"):
             missing.append("TriggerSoftware")
         if missing:
-            raise DeviceError(f"{self.name}: trigger={self.trigger_mode!r} needs the "
-                              f"{', '.join(missing)} node(s), which this device lacks; "
-                              "use trigger='free-run'")
+            raise DeviceError(
+                f"{self.name}: trigger={self.trigger_mode!r} needs the "
+                f"{', '.join(missing)} node(s), which this device lacks; "
+                "use trigger='free-run'"
+            )
         if nm.has_node("TriggerSelector"):
             sel = getattr(nm.get_node("TriggerSelector"), "symbolics", ())
             if "FrameStart" in sel:
@@ -473,23 +517,39 @@ class GenICamCamera(Camera):
                 h, w = int(comp.height), int(comp.width)
                 data = comp.data
                 if data is None or data.size % (h * w):
-                    raise DeviceError(f"{self.name}: {fmt} buffer of {getattr(data, 'size', 0)} "
-                                      f"samples does not fit {w}x{h}")
+                    raise DeviceError(
+                        f"{self.name}: {fmt} buffer of {getattr(data, 'size', 0)} "
+                        f"samples does not fit {w}x{h}"
+                    )
                 raw = data.reshape(h, w, data.size // (h * w)).copy()  # before re-queueing
         except TimeoutException:
             raise DeviceError(
                 f"{self.name}: no frame within {timeout:.3f} s (trigger={self.trigger_mode}"
-                + (f", source {self.trigger_source}: is the light controller's strobe wired "
-                   "and firing?" if self.trigger_mode == "hardware" else "") + ")") from None
+                + (
+                    f", source {self.trigger_source}: is the light controller's strobe wired "
+                    "and firing?"
+                    if self.trigger_mode == "hardware"
+                    else ""
+                )
+                + ")"
+            ) from None
         except DeviceError:
             raise
         except Exception as exc:  # noqa: BLE001 - anything else: the device went away
             self._mark_lost(f"fetch failed: {type(exc).__name__}: {exc}")
-            raise DeviceError(f"{self.name}: fetch failed ({exc}); device marked lost, "
-                              "reopening on next grab") from exc
-        if self.pixel_format is not None and fmt != self.pixel_format \
-                and self.last_pixel_format != fmt:
-            log.warning("%s: PixelFormat set to %s but the device delivers %s",
-                        self.name, self.pixel_format, fmt)
+            raise DeviceError(
+                f"{self.name}: fetch failed ({exc}); device marked lost, reopening on next grab"
+            ) from exc
+        if (
+            self.pixel_format is not None
+            and fmt != self.pixel_format
+            and self.last_pixel_format != fmt
+        ):
+            log.warning(
+                "%s: PixelFormat set to %s but the device delivers %s",
+                self.name,
+                self.pixel_format,
+                fmt,
+            )
         self.last_pixel_format = fmt
         return raw, fmt
