@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: venv demo test lint bench-fusion bench-engines bench-sequencer bench-daemon clean
+.PHONY: venv demo test clean
 
 venv: $(STAMP)
 
@@ -20,11 +20,8 @@ demo: venv
 test: venv
 	$(BIN)/python scripts/fetch_test_assets.py
 	$(BIN)/ruff check afrd tests bench scripts
-	$(BIN)/python -m pytest -q
-
-lint: venv
-	$(BIN)/ruff check afrd tests bench scripts
 	$(BIN)/ruff format --check afrd tests bench scripts
+	$(BIN)/python -m pytest -q
 
 clean:
 	rm -rf $(VENV) .cache
