@@ -126,11 +126,18 @@ def test_train_fits_stats_on_the_val_split_and_says_when_there_is_none(tmp_path,
     with_val = synth(tmp_path / "a", ["plate"], 4, 4, 0, 32, progress=False)
     assert train_main(["--data", str(with_val), "--out", str(tmp_path / "ra"), *common]) == 0
     model, config = load_checkpoint(tmp_path / "ra" / "model.pt")
-    assert config["map_stats"]["split"] == "val" and config["map_stats"]["sets"] == 4
+    assert config["map_stats"]["source"] == f"split 'val' of {with_val}"
+    assert config["map_stats"]["sets"] == 4
     assert float(model.map_std.min()) > 0 and float(model.map_mean.abs().max()) > 0
 
     no_val = synth(tmp_path / "b", ["plate"], 4, 0, 0, 32, progress=False)
     assert train_main(["--data", str(no_val), "--out", str(tmp_path / "rb"), *common]) == 0
     model, config = load_checkpoint(tmp_path / "rb" / "model.pt")
     assert config["map_stats"] is None and float(model.map_std.min()) == 1.0
-    assert "anomaly map is not normalised" in capsys.readouterr().out
+    assert "0 held-out normal sets in split 'val'" in capsys.readouterr().out
+
+    rc = train_main(
+        ["--data", str(with_val), "--out", str(tmp_path / "rc"), "--norm-split", "none", *common]
+    )
+    assert rc == 0 and load_checkpoint(tmp_path / "rc" / "model.pt")[1]["map_stats"] is None
+    assert "map statistics skipped (--norm-split none)" in capsys.readouterr().out

@@ -166,9 +166,15 @@ def train(
             tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
         save_checkpoint(last, model, config, opt, epoch + 1, history)
     model.eval()
+    source = "the normal sets given to train()"
     if norm_sets is None and cfg.data and cfg.norm_split:
         norm_sets = _held_out_normals(cfg, lights)
-    config["map_stats"] = _fit_map_stats(model, norm_sets or [], lights, cfg)
+        source = f"split {cfg.norm_split!r} of {cfg.data}"
+    if norm_sets is None and not cfg.norm_split:
+        print("afrd train: map statistics skipped (--norm-split none): the map is raw", flush=True)
+        config["map_stats"] = None
+    else:
+        config["map_stats"] = _fit_map_stats(model, norm_sets or [], source, lights, cfg)
     return save_checkpoint(out / "model.pt", model, config, None, cfg.epochs, history)
 
 
@@ -183,22 +189,23 @@ def _held_out_normals(cfg: TrainConfig, lights: tuple[str, ...]) -> list:
     return [sets[i] for i in range(len(sets))]
 
 
-def _fit_map_stats(model: AFRD, norm_sets: Sequence, lights, cfg: TrainConfig) -> dict | None:
+def _fit_map_stats(
+    model: AFRD, norm_sets: Sequence, source: str, lights, cfg: TrainConfig
+) -> dict | None:
     """Fit the per-pixel map statistics, or say why the map stays un-normalised."""
     from afrd.model.mapnorm import MIN_SETS, fit_map_stats
     from afrd.model.sets import resize_set
 
     if len(norm_sets) < MIN_SETS:
         print(
-            f"afrd train: warning: {len(norm_sets)} held-out normal sets (split "
-            f"{cfg.norm_split!r} of {cfg.data or 'the given sets'}); need {MIN_SETS} to fit the "
-            "per-pixel map statistics, so the anomaly map is not normalised (fit later with "
-            "afrd.model.mapnorm.fit_checkpoint)",
+            f"afrd train: warning: {len(norm_sets)} held-out normal sets in {source}; need "
+            f"{MIN_SETS} to fit the per-pixel map statistics, so the anomaly map is not "
+            "normalised (fit later with afrd.model.mapnorm.fit_checkpoint)",
             flush=True,
         )
         return None
     arrays = [resize_set(s, cfg.image_size, lights) for s in norm_sets]
-    return {"split": cfg.norm_split, **fit_map_stats(model, arrays)}
+    return {"source": source, **fit_map_stats(model, arrays)}
 
 
 def build_parser() -> argparse.ArgumentParser:
