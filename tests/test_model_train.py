@@ -183,3 +183,6 @@ def test_cli_train_and_eval_on_rendered_eyecandies_layout(tmp_path, capsys) -> N
     )
     assert rc == 2
     assert "nowhere" in capsys.readouterr().err
+    rc = afrd(["train", "--data", str(tmp_path / "ds"), "--teacher", "random", "--out", str(run)])
+    assert rc == 2
+    assert "--teacher-weights random" in capsys.readouterr().err

@@ -71,7 +71,13 @@ def _device(name: str) -> torch.device:
 
 def _check(cfg: TrainConfig) -> None:
     if cfg.teacher not in TEACHERS:
-        raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
+        hint = (
+            "; --teacher names the architecture: for an untrained one add --teacher-weights "
+            "random (e.g. --teacher efficientnet_lite0 --teacher-weights random)"
+            if cfg.teacher == "random"
+            else ""
+        )
+        raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}{hint}")
     if cfg.loss not in LOSSES:
         raise ConfigError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
     for key in ("epochs", "batch_size", "image_size"):
@@ -215,7 +221,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
     p.add_argument("--category", default=None, help="Eyecandies class / product, e.g. CandyCane")
     p.add_argument("--out", default=None, help="output dir (default runs/<category or train>)")
-    p.add_argument("--teacher", choices=TEACHERS, default="wide_resnet50_2")
+    p.add_argument(
+        "--teacher",
+        default="wide_resnet50_2",
+        help=f"architecture: {' | '.join(TEACHERS)} (weights: --teacher-weights)",
+    )
     p.add_argument(
         "--teacher-weights",
         default=None,
