@@ -106,23 +106,10 @@ def test_train_fits_stats_on_the_val_split_and_says_when_there_is_none(tmp_path,
     from afrd.data.synth_cli import synth
     from afrd.model.train import main as train_main
 
-    common = [
-        "--category",
-        "plate",
-        "--teacher",
-        "efficientnet_lite0",
-        "--teacher-weights",
-        "random",
-        "--fusion",
-        "mean",
-        "--epochs",
-        "1",
-        "--batch-size",
-        "4",
-        "--image-size",
-        "32",
-        "--no-progress",
-    ]
+    common = (
+        "--category plate --teacher efficientnet_lite0 --teacher-weights random --fusion mean "
+        "--epochs 1 --batch-size 4 --image-size 32 --no-progress"
+    ).split()
     with_val = synth(tmp_path / "a", ["plate"], 4, 4, 0, 32, progress=False)
     assert train_main(["--data", str(with_val), "--out", str(tmp_path / "ra"), *common]) == 0
     model, config = load_checkpoint(tmp_path / "ra" / "model.pt")
