@@ -70,3 +70,32 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
     wrong = [p for p in good if got[p][0] != "pass"] + [p for p in bad if got[p][0] != "fail"]
     detail = {p: (*got[p], parts.part(p).defect or "good") for p in good + bad}
     assert not wrong, f"threshold {threshold:.3f}; wrong {wrong}; all {detail}"
+
+
+@pytest.mark.slow
+def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path):
+    """`afrd demo` mechanics: train (1 epoch), export, calibrate, daemon process, live view."""
+    import json
+    import os
+    import subprocess
+
+    from _daemon_helpers import REPO
+
+    argv = (
+        "demo --train-parts 8 --epochs 1 --norm-parts 4 --calib-parts 8 --parts 5 --interval 0.1 "
+        "--size 64 --out"
+    ).split()
+    p = subprocess.run(
+        [sys.executable, "-m", "afrd", *argv, str(tmp_path / "demo-out")],
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    assert p.returncode == 0, p.stdout[-3000:] + p.stderr[-3000:]
+    summary = json.loads((tmp_path / "demo-out" / "summary.json").read_text())
+    assert summary["parts"] == 5 and summary["errors"] == 0 and summary["daemon_exit"] == 0
+    assert "running accuracy" in p.stdout and "part-0004" in p.stdout
+    assert len(list((tmp_path / "demo-out" / "heatmaps").glob("*.png"))) == 5
+    assert (tmp_path / ".cache" / "afrd" / "demo").is_dir()  # the model is cached for next time
