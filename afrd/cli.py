@@ -12,9 +12,9 @@ import sys
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("afrd.daemon.demo", "run the whole inspection cell simulated: train, export, inspect"),
+    "demo": ("afrd.sim.demo", "run the whole inspection cell simulated: train, export, inspect"),
     "run": ("afrd.daemon.service", "run the inspection daemon from a cell config"),
-    "config": ("afrd.daemon.config_cli", "check a cell config (afrd config check FILE)"),
+    "config": ("afrd.config.check", "check a cell config (afrd config check FILE)"),
     "watch": ("afrd.daemon.watch", "subscribe to a cell's verdicts and heatmaps"),
     "ctl": ("afrd.daemon.ctl", "send a command to a cell's control socket"),
     "train": ("afrd.model.train", "train an AFRD model on multi-light image sets"),

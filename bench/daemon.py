@@ -33,17 +33,17 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from afrd.daemon.launch import Daemon, make_brightness_bundle, wait_subscribed, write_config  # noqa: E402
 from afrd.daemon.schema import parse_message  # noqa: E402
+from afrd.sim.launch import Daemon, make_brightness_bundle, wait_subscribed, write_config  # noqa: E402
 
 
 def _afrd_bundle(size: int) -> Path:
     out = REPO / ".cache" / "afrd" / "bench" / f"afrd-lite0-{size}"
     if (out / "bundle.json").exists():
         return out
-    from afrd.drivers.sim_cell import SimCell
     from afrd.export.onnx_export import export_onnx
     from afrd.model.train import TrainConfig, train
+    from afrd.sim.cell import SimCell
 
     with SimCell(size=size, seed=5, defect_rate=0.0) as cell:
         seq = cell.sequencer()

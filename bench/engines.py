@@ -117,8 +117,8 @@ def gpu_part(size: int, iters: int) -> dict:
 
     if not torch.cuda.is_available():
         return {"skipped": "no CUDA device"}
-    from afrd.export.engines.pytorch import PyTorchEngine
     from afrd.model.checkpoint import build_model
+    from afrd.runtime.engines.pytorch import PyTorchEngine
 
     arch = {"teacher": "wide_resnet50_2", "fusion": "attention", "lights": DEFAULT_LIGHTS}
     model = build_model({**arch, "image_size": size}).eval()
@@ -139,10 +139,10 @@ def gpu_part(size: int, iters: int) -> dict:
 def int8_accuracy(ckpt: Path, data: Path, category: str | None, work: Path, threads: int) -> dict:
     """I-AUROC of the fp32 graph and of its static INT8 QDQ variant on the same test split."""
     from afrd.data.datasets import open_dataset
-    from afrd.export.engines import create_engine
     from afrd.export.onnx_export import export_onnx
     from afrd.export.precision import INT8_FILE, calibration_sets, make_int8_qdq
     from afrd.model.metrics import auroc
+    from afrd.runtime.engines import create_engine
 
     bundle = export_onnx(ckpt, work / "accuracy-bundle", force=True, echo=False)
     make_int8_qdq(bundle, calibration_sets(data, bundle, "train", category, limit=32))
@@ -202,7 +202,7 @@ def run(a: argparse.Namespace, work: Path) -> int:
 
     import torch
 
-    from afrd.export.engines import create_engine
+    from afrd.runtime.engines import create_engine
 
     torch.set_num_threads(a.threads)
 

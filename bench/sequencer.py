@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from afrd.calibration.flatfield import FlatField
-from afrd.drivers.sim_cell import SimCell, sim_lighting_conditions
+from afrd.sim.cell import SimCell, sim_lighting_conditions
 
 
 def _stats(xs: list[float]) -> dict:

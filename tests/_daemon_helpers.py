@@ -1,6 +1,6 @@
-"""Daemon test helpers: they live in afrd.daemon.launch (shared with `afrd demo` and the bench)."""
+"""Daemon test helpers: they live in afrd.sim.launch (shared with `afrd demo` and the bench)."""
 
-from afrd.daemon.launch import (  # noqa: F401
+from afrd.sim.launch import (  # noqa: F401
     REPO,
     Daemon,
     collect,

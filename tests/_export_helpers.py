@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 
 from afrd.data.lights import DEFAULT_LIGHTS
-from afrd.export.bundle import Bundle, create_bundle
+from afrd.runtime.bundle import Bundle, create_bundle
 
 
 def toy_onnx(path: Path, n_lights: int, size: int) -> None:

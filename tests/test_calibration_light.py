@@ -11,8 +11,8 @@ import pytest
 from afrd.calibration import exposure as E
 from afrd.calibration import flatfield as F
 from afrd.calibration.flatfield import FlatField
-from afrd.drivers.sim_cell import WHITE_TARGET, SimCell
 from afrd.errors import ConfigError, DataError
+from afrd.sim.cell import WHITE_TARGET, SimCell
 
 N = 48
 

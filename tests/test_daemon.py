@@ -242,7 +242,7 @@ def test_sigterm_mid_part_publishes_it_and_exits_0(bundle, tmp_path):
 
 
 def test_controller_port_lost_gives_errors_then_recovers(bundle, tmp_path):
-    from afrd.drivers.emulator import ControllerEmulator
+    from afrd.sim.emulator import ControllerEmulator
 
     with ControllerEmulator() as emu:
         cfg = write_config(
@@ -376,7 +376,7 @@ def test_systemd_unit_verifies(tmp_path):
 
 
 def test_example_config_is_valid():
-    from afrd.daemon.config_cli import check
+    from afrd.config.check import check
 
     assert check(str(REPO / "systemd" / "cell.example.toml"), bundle=False) == []
 

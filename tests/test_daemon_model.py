@@ -29,8 +29,8 @@ CATEGORY, SIZE, LINE_SEED = "plate", 128, 909
 def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
     from afrd.daemon import demo
     from afrd.daemon.schema import parse_message
-    from afrd.drivers.sim_cell import SimParts
-    from afrd.export.bundle import Bundle
+    from afrd.runtime.bundle import Bundle
+    from afrd.sim.cell import SimParts
 
     monkeypatch.chdir(tmp_path)  # the demo's model cache (.cache/afrd/demo) goes here
     args = demo.build_parser().parse_args(

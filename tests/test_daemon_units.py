@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from afrd.daemon.config import parse_config
+from afrd.config.cell import parse_config
 from afrd.daemon.pipeline import Pipeline, Runtime
 from afrd.daemon.schema import SchemaError, parse_message, validate_result
 from afrd.daemon.systemd import Notifier
@@ -23,14 +23,14 @@ from _daemon_helpers import make_brightness_bundle  # noqa: E402
 
 
 def _runtime(bundle) -> Runtime:
-    from afrd.export.engines import create_engine
+    from afrd.runtime.engines import create_engine
 
     eng = create_engine("onnxruntime", bundle, threads=1)
     return Runtime(eng, float(bundle.threshold), bundle.name, bundle.sha256, bundle.lights)
 
 
 def _run_pipeline(bundle, n: int, triggers: int = 16, acquired: int = 2, burst: bool = False):
-    from afrd.drivers.sim_cell import SimCell
+    from afrd.sim.cell import SimCell
 
     out: list[dict] = []
     done = threading.Event()
@@ -197,7 +197,7 @@ def test_recorder_keeps_fails_samples_passes_and_enforces_size(tmp_path):
     assert hasattr(capture, "write_capture")
     import numpy as np
 
-    from afrd.daemon.config import RecorderConfig
+    from afrd.config.cell import RecorderConfig
     from afrd.daemon.recorder import Recorder
     from afrd.data.imageset import ImageSet
 
@@ -268,8 +268,8 @@ def test_daemon_path_imports_without_torch():
     code = (
         "import sys\n"
         "import afrd.daemon.service, afrd.daemon.pipeline, afrd.daemon.watch, afrd.daemon.ctl\n"
-        "import afrd.daemon.demo, afrd.daemon.config_cli, afrd.daemon.recorder\n"
-        "import afrd.export.engines.onnxruntime\n"
+        "import afrd.sim.demo, afrd.config.check, afrd.daemon.recorder\n"
+        "import afrd.runtime.engines.onnxruntime\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )
     p = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
@@ -279,7 +279,7 @@ def test_daemon_path_imports_without_torch():
 def test_recorder_stops_on_a_full_disk_and_says_why(tmp_path, caplog):
     import numpy as np
 
-    from afrd.daemon.config import RecorderConfig
+    from afrd.config.cell import RecorderConfig
     from afrd.daemon.recorder import Recorder
     from afrd.data.imageset import ImageSet
 

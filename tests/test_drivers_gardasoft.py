@@ -10,11 +10,11 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from afrd.drivers.emulator import ControllerEmulator
-from afrd.drivers.gardasoft import GardasoftController
-from afrd.drivers.gardasoft_protocol import ERROR_CODES
-from afrd.drivers.lighting import ChannelSetting, LightingCondition
+from afrd.acquire.gardasoft import GardasoftController
+from afrd.acquire.gardasoft_protocol import ERROR_CODES
+from afrd.acquire.lighting import ChannelSetting, LightingCondition
 from afrd.errors import ConfigError, DeviceError
+from afrd.sim.emulator import ControllerEmulator
 
 
 @pytest.fixture
@@ -290,8 +290,8 @@ def test_daemon_path_imports_without_torch():
     import sys
 
     code = (
-        "import sys; import afrd.drivers.sim_cell, afrd.drivers.gardasoft, afrd.drivers.emulator,"
-        " afrd.daemon.sequencer, afrd.calibration.flatfield, afrd.calibration.exposure;"
+        "import sys; import afrd.sim.cell, afrd.acquire.gardasoft, afrd.sim.emulator,"
+        " afrd.acquire.sequencer, afrd.calibration.flatfield, afrd.calibration.exposure;"
         " sys.exit(1 if 'torch' in sys.modules else 0)"
     )
     assert subprocess.run([sys.executable, "-c", code], timeout=60).returncode == 0

@@ -12,8 +12,8 @@ from _export_helpers import make_toy_bundle, toy_reference
 
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import BundleError, ConfigError, DataError, DeviceError
-from afrd.export.bundle import SCHEMA, Bundle, gpu_slug
-from afrd.export.engines import create_engine
+from afrd.runtime.bundle import SCHEMA, Bundle, gpu_slug
+from afrd.runtime.engines import create_engine
 
 
 @pytest.fixture()
@@ -115,7 +115,7 @@ def test_null_engine_and_unknown_kind(toy):
 
 
 def test_tensorrt_missing_is_a_clear_error(toy):
-    from afrd.export.engines import tensorrt as trt_mod
+    from afrd.runtime.engines import tensorrt as trt_mod
 
     if trt_mod.trt is not None:
         pytest.skip("TensorRT is installed here")
@@ -125,7 +125,7 @@ def test_tensorrt_missing_is_a_clear_error(toy):
 
 def test_tensorrt_build_and_run(toy):
     pytest.importorskip("tensorrt", reason="TensorRT not installed")
-    from afrd.export.engines.tensorrt import build_engine
+    from afrd.runtime.engines.tensorrt import build_engine
 
     build_engine(toy, max_batch=4, workspace_mb=256)
     x = np.random.default_rng(1).integers(0, 256, (3, 6, 32, 32, 3), dtype=np.uint8)
@@ -143,8 +143,8 @@ def test_gpu_slug():
 
 def test_daemon_path_imports_without_torch():
     code = (
-        "import sys; import afrd.export.bundle, afrd.export.engines, "
-        "afrd.export.engines.onnxruntime, afrd.export.engines.null, afrd.export.engines.tensorrt; "
+        "import sys; import afrd.runtime.bundle, afrd.runtime.engines, "
+        "afrd.runtime.engines.onnxruntime, afrd.runtime.engines.null, afrd.runtime.engines.tensorrt; "
         "assert 'torch' not in sys.modules, 'torch imported'"
     )
     subprocess.run([sys.executable, "-c", code], check=True)
@@ -152,7 +152,7 @@ def test_daemon_path_imports_without_torch():
 
 def test_trt_cli_checks_before_building(toy, capsys):
     from afrd.cli import main as afrd_main
-    from afrd.export.engines import tensorrt as trt_mod
+    from afrd.runtime.engines import tensorrt as trt_mod
 
     assert afrd_main(["export", "trt", str(toy.path), "--int8"]) == 2
     assert "--int8 needs --calib DIR" in capsys.readouterr().err

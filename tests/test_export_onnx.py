@@ -8,9 +8,9 @@ from _export_helpers import make_checkpoint
 
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import BundleError, ConfigError
-from afrd.export.bundle import Bundle
 from afrd.export.cli import main as export_main
-from afrd.export.engines import create_engine
+from afrd.runtime.bundle import Bundle
+from afrd.runtime.engines import create_engine
 
 torch = pytest.importorskip("torch")
 onnx = pytest.importorskip("onnx")
@@ -79,7 +79,7 @@ def test_engines_agree_and_batch_is_dynamic(exported):
 def test_tensorrt_engine_or_skip(exported):
     pytest.importorskip("tensorrt", reason="TensorRT not installed")
     _, bundle = exported  # pragma: no cover - needs TensorRT and a GPU
-    from afrd.export.engines.tensorrt import build_engine
+    from afrd.runtime.engines.tensorrt import build_engine
 
     build_engine(bundle, max_batch=4, workspace_mb=512)
     x = np.random.default_rng(3).integers(0, 256, (2, 6, SIZE, SIZE, 3), dtype=np.uint8)

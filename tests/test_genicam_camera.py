@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from afrd.drivers.genicam_camera import GenICamCamera
+from afrd.acquire.genicam import GenICamCamera
 from afrd.errors import DeviceError
 
 REPO = Path(__file__).resolve().parent.parent

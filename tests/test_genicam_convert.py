@@ -8,7 +8,7 @@ import os
 import numpy as np
 import pytest
 
-from afrd.drivers.genicam_camera import producer_files, to_rgb8
+from afrd.acquire.genicam import producer_files, to_rgb8
 from afrd.errors import DeviceError
 
 # PFNC names the 2x2 tile from its top-left pixel, row by row.

@@ -71,10 +71,10 @@ def test_fit_refuses_defective_or_too_few_sets() -> None:
 
 def test_exported_onnx_graph_applies_the_fitted_stats(tmp_path) -> None:
     """The statistics live in the graph: ONNX Runtime on the exported bundle gives the z-map."""
-    from afrd.export.engines import create_engine
     from afrd.export.onnx_export import export_onnx
     from afrd.model.mapnorm import fit_checkpoint
     from afrd.model.train import TrainConfig, train
+    from afrd.runtime.engines import create_engine
 
     cfg = TrainConfig(
         out=str(tmp_path / "run"),

@@ -8,11 +8,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from afrd.acquire.lighting import ChannelSetting, LightingCondition
 from afrd.data import render as R
 from afrd.data.lights import DEFAULT_LIGHTS
-from afrd.drivers.lighting import ChannelSetting, LightingCondition
-from afrd.drivers.sim_cell import SIM_CHANNELS, SimCell, SimParts, sim_lighting_conditions
 from afrd.errors import DeviceError
+from afrd.sim.cell import SIM_CHANNELS, SimCell, SimParts, sim_lighting_conditions
 
 SIZE = 48
 

@@ -13,7 +13,7 @@ from afrd.calibration.threshold import calibrate, threshold_at_frr
 from afrd.data.imageset import ImageSet
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import ConfigError, DataError
-from afrd.export.bundle import Bundle
+from afrd.runtime.bundle import Bundle
 
 SIZE = 32
 

@@ -75,7 +75,7 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
     """(controller, camera, conditions) of --sim or --config, open while inside; the camera
     shows the white target (the simulated one does; real cameras ignore it)."""
     from afrd.data.lights import DEFAULT_LIGHTS
-    from afrd.drivers.sim_cell import WHITE_TARGET, SimCell
+    from afrd.sim.cell import WHITE_TARGET, SimCell
 
     lights = args.lights.split(",") if args.lights else None
     if args.sim:
@@ -83,7 +83,7 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
             sim.camera.start_part(WHITE_TARGET)
             yield sim.controller, sim.camera, sim.conditions()
         return
-    from afrd.daemon.config import load_config
+    from afrd.config.cell import load_config
     from afrd.daemon.service import Cell
 
     cfg = load_config(args.config)

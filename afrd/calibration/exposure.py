@@ -21,8 +21,8 @@ from pathlib import Path
 
 import numpy as np
 
+from afrd.acquire.lighting import LightingCondition
 from afrd.calibration.cli import calibration_cell, cell_parser, failed, output_dir, source
-from afrd.drivers.lighting import LightingCondition
 from afrd.errors import AfrdError, ConfigError
 
 SCHEMA = "afrd.exposure/1"

@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 
 from afrd.errors import ConfigError, DataError
-from afrd.export.bundle import Bundle, utc_now
+from afrd.runtime.bundle import Bundle, utc_now
 
 
 def threshold_at_frr(normal_scores: Sequence[float], frr: float) -> float:
@@ -94,7 +94,7 @@ def calibrate(
         raise ConfigError(f"--frr must be in [0, 1), got {frr}")
     own = engine is None
     if own:
-        from afrd.export.engines import create_engine
+        from afrd.runtime.engines import create_engine
 
         engine = create_engine("onnxruntime", bundle, device="cpu")
     try:
@@ -159,7 +159,7 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--data {a.data} is not a directory")
     bundle = Bundle.load(a.bundle)
     from afrd.data.datasets import open_dataset
-    from afrd.export.engines import create_engine
+    from afrd.runtime.engines import create_engine
 
     splits = a.split or ["val"]
     datasets = [open_dataset(a.data, s, category=a.category, lights=bundle.lights) for s in splits]

@@ -37,7 +37,7 @@ _STOP = object()
 class Runtime:
     """What inference needs; swapped as a whole on reload."""
 
-    engine: Any  # afrd.export.engines.base.Engine
+    engine: Any  # afrd.runtime.engines.base.Engine
     threshold: float
     model_name: str
     model_sha256: str

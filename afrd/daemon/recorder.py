@@ -19,7 +19,7 @@ import threading
 import time
 from pathlib import Path
 
-from afrd.daemon.config import RecorderConfig
+from afrd.config.cell import RecorderConfig
 
 log = logging.getLogger("afrd.daemon.recorder")
 

@@ -20,13 +20,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from afrd.daemon.config import CellConfig, load_config
+from afrd.acquire.lighting import LightController, LightingCondition
+from afrd.config.cell import CellConfig, load_config
 from afrd.daemon.control import CommandError, ControlServer
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Job, Pipeline, Runtime
 from afrd.daemon.publisher import Publisher
 from afrd.daemon.systemd import Notifier, watchdog_interval
-from afrd.drivers.lighting import LightController, LightingCondition
 from afrd.errors import AfrdError, ConfigError, DeviceError
 
 log = logging.getLogger("afrd.daemon")
@@ -74,11 +74,11 @@ class Cell:
         self.parts = None  # SimParts for a simulated camera (ground truth)
 
     def open(self) -> None:
-        from afrd.drivers.gardasoft import GardasoftController
+        from afrd.acquire.gardasoft import GardasoftController
 
         cc = self.cfg.controller
         if cc.kind == "sim":
-            from afrd.drivers.emulator import ControllerEmulator
+            from afrd.sim.emulator import ControllerEmulator
 
             self.emulator = ControllerEmulator().start()
             inner = GardasoftController(self.emulator.port)
@@ -87,8 +87,8 @@ class Cell:
         self.controller = _AppliedLights(inner)
         cam = self.cfg.camera
         if cam.kind == "sim":
-            from afrd.drivers.sim_camera import SimCamera
-            from afrd.drivers.sim_cell import SimParts
+            from afrd.sim.camera import SimCamera
+            from afrd.sim.cell import SimParts
 
             self.parts = SimParts(
                 cam.category, cam.seed, cam.defect_rate, size=cam.size, pose=cam.pose
@@ -96,7 +96,7 @@ class Cell:
             lit = self.emulator if self.emulator is not None else self.controller.lit
             self.camera = SimCamera(lit, self.parts, cam.size, noise_seed=cam.noise_seed)
         else:
-            from afrd.drivers.genicam_camera import GenICamCamera
+            from afrd.acquire.genicam import GenICamCamera
 
             mode = self.cfg.trigger.mode
             self.camera = GenICamCamera(
@@ -140,8 +140,8 @@ class Cell:
 
 def load_runtime(cfg: CellConfig, notifier: Notifier | None = None) -> tuple[Runtime, list]:
     """Verify the bundle, check lights, open + warm the engine. Returns (runtime, conditions)."""
-    from afrd.export.bundle import Bundle
-    from afrd.export.engines import create_engine
+    from afrd.runtime.bundle import Bundle
+    from afrd.runtime.engines import create_engine
 
     bundle = Bundle.load(cfg.bundle.path)
     conditions = cfg.conditions_for(bundle.lights, f"bundle {cfg.bundle.path}")
@@ -204,7 +204,7 @@ class Service:
         self.notifier.status("opening camera and lighting controller")
         self.cell = Cell(cfg)
         self.cell.open()
-        from afrd.daemon.sequencer import Sequencer
+        from afrd.acquire.sequencer import Sequencer
 
         cam_timeout = getattr(cfg.camera, "timeout_s", 2.0)
         sequencer = Sequencer(

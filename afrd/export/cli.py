@@ -102,9 +102,9 @@ def _calib_sets(a: argparse.Namespace, bundle):  # noqa: ANN001, ANN202
 
 
 def _cmd_trt(a: argparse.Namespace) -> int:
-    from afrd.export.bundle import Bundle
-    from afrd.export.engines import tensorrt as trt_mod
     from afrd.export.precision import FP16_FILE, INT8_FILE, make_fp16, make_int8_qdq
+    from afrd.runtime.bundle import Bundle
+    from afrd.runtime.engines import tensorrt as trt_mod
 
     bundle = Bundle.load(a.bundle)
     if a.int8 and a.calib is None:
@@ -127,8 +127,8 @@ def _cmd_trt(a: argparse.Namespace) -> int:
 
 
 def _cmd_int8(a: argparse.Namespace) -> int:
-    from afrd.export.bundle import Bundle
     from afrd.export.precision import make_int8_qdq
+    from afrd.runtime.bundle import Bundle
 
     bundle = Bundle.load(a.bundle)
     path = make_int8_qdq(bundle, _calib_sets(a, bundle))
@@ -139,7 +139,7 @@ def _cmd_int8(a: argparse.Namespace) -> int:
 
 
 def _cmd_show(a: argparse.Namespace) -> int:
-    from afrd.export.bundle import Bundle
+    from afrd.runtime.bundle import Bundle
 
     lights = [s.strip() for s in a.lights.split(",")] if a.lights else None
     bundle = Bundle.load(a.bundle, expect_lights=lights)

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 
 from afrd.errors import BundleError, ConfigError
-from afrd.export.bundle import (
+from afrd.runtime.bundle import (
     BUNDLE_JSON,
     IMAGENET_NORMALIZATION,
     ONNX_FILE,
@@ -219,7 +219,7 @@ def real_inputs(
 ) -> list[tuple[str, np.ndarray]]:
     """Up to ``limit`` image sets from a dataset on disk, resized to the model input, as one batch."""
     from afrd.data.datasets import open_dataset
-    from afrd.export.engines.base import resize_sets
+    from afrd.runtime.engines.base import resize_sets
 
     ds = open_dataset(data, split, category=category, lights=tuple(lights))
     n = min(limit, len(ds))

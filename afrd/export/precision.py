@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 
 from afrd.errors import ConfigError
-from afrd.export.bundle import Bundle
+from afrd.runtime.bundle import Bundle
 
 FP16_FILE = "model.fp16.onnx"
 INT8_FILE = "model.int8.onnx"
@@ -62,7 +62,7 @@ def calibration_sets(
 ) -> list[np.ndarray]:
     """Up to ``limit`` normal image sets from a dataset dir, resized to the bundle input."""
     from afrd.data.datasets import open_dataset
-    from afrd.export.engines.base import resize_sets
+    from afrd.runtime.engines.base import resize_sets
 
     ds = open_dataset(calib, split, category=category, lights=bundle.lights)
     if len(ds) == 0:

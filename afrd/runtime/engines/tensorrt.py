@@ -25,8 +25,8 @@ from typing import Any
 import numpy as np
 
 from afrd.errors import BundleError, DeviceError
-from afrd.export.bundle import Bundle, gpu_slug, utc_now
-from afrd.export.engines.base import Engine
+from afrd.runtime.bundle import Bundle, gpu_slug, utc_now
+from afrd.runtime.engines.base import Engine
 
 try:  # pragma: no cover - only where TensorRT is installed
     import tensorrt as trt

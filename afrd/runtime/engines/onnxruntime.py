@@ -12,8 +12,8 @@ import numpy as np
 import onnxruntime as ort
 
 from afrd.errors import ConfigError
-from afrd.export.bundle import ONNX_FILE, Bundle
-from afrd.export.engines.base import Engine
+from afrd.runtime.bundle import ONNX_FILE, Bundle
+from afrd.runtime.engines.base import Engine
 
 DEVICES = ("auto", "cpu", "cuda")
 

@@ -12,15 +12,15 @@ import os
 from typing import Any
 
 from afrd.errors import BundleError, ConfigError
-from afrd.export.bundle import Bundle
-from afrd.export.engines.base import Engine
+from afrd.runtime.bundle import Bundle
+from afrd.runtime.engines.base import Engine
 
 # kind -> (module, class name)
 ENGINES: dict[str, tuple[str, str]] = {
-    "onnxruntime": ("afrd.export.engines.onnxruntime", "OnnxRuntimeEngine"),
-    "tensorrt": ("afrd.export.engines.tensorrt", "TensorRTEngine"),
-    "pytorch": ("afrd.export.engines.pytorch", "PyTorchEngine"),
-    "null": ("afrd.export.engines.null", "NullEngine"),
+    "onnxruntime": ("afrd.runtime.engines.onnxruntime", "OnnxRuntimeEngine"),
+    "tensorrt": ("afrd.runtime.engines.tensorrt", "TensorRTEngine"),
+    "pytorch": ("afrd.runtime.engines.pytorch", "PyTorchEngine"),
+    "null": ("afrd.runtime.engines.null", "NullEngine"),
 }
 
 __all__ = ["ENGINES", "Engine", "create_engine"]

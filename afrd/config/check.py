@@ -10,7 +10,7 @@ from afrd.errors import AfrdError
 
 def check(path: str, bundle: bool = True) -> list[str]:
     """Every problem with the config at ``path`` as lines; empty when it is good."""
-    from afrd.daemon.config import check_bundle_lights, load_config
+    from afrd.config.cell import check_bundle_lights, load_config
 
     try:
         cfg = load_config(path)

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from afrd.export.engines.base import Engine
+from afrd.runtime.engines.base import Engine
 
 
 class NullEngine(Engine):

@@ -38,7 +38,7 @@ def make_brightness_bundle(
     import onnx
     from onnx import TensorProto, helper
 
-    from afrd.export.bundle import create_bundle
+    from afrd.runtime.bundle import create_bundle
 
     out.mkdir(parents=True, exist_ok=True)
     n = len(lights)
@@ -84,7 +84,7 @@ def make_brightness_bundle(
 
 
 def sim_lighting_toml(lights=DEFAULT_LIGHTS) -> str:
-    from afrd.drivers.sim_cell import sim_lighting_conditions
+    from afrd.sim.cell import sim_lighting_conditions
 
     out = []
     for c in sim_lighting_conditions(lights):

@@ -16,8 +16,8 @@ import time
 
 import serial
 
-from afrd.drivers.gardasoft_protocol import PROMPT, TERMINATOR, error_meaning, fmt_num
-from afrd.drivers.lighting import LightController, LightingCondition
+from afrd.acquire.gardasoft_protocol import PROMPT, TERMINATOR, error_meaning, fmt_num
+from afrd.acquire.lighting import LightController, LightingCondition
 from afrd.errors import ConfigError, DeviceError
 
 log = logging.getLogger(__name__)

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from afrd.errors import DataError
-from afrd.export.bundle import Bundle
+from afrd.runtime.bundle import Bundle
 
 
 class Engine(ABC):

@@ -26,7 +26,7 @@ from typing import Any, Literal
 import cv2
 import numpy as np
 
-from afrd.drivers.camera import Camera
+from afrd.acquire.camera import Camera
 from afrd.errors import DeviceError
 
 log = logging.getLogger(__name__)

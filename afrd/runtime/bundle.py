@@ -29,7 +29,7 @@ from typing import Any
 
 from afrd.errors import BundleError
 
-log = logging.getLogger("afrd.export.bundle")
+log = logging.getLogger("afrd.runtime.bundle")
 
 SCHEMA = "afrd.bundle/1"
 BUNDLE_JSON = "bundle.json"

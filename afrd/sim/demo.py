@@ -57,7 +57,7 @@ def _key(args: argparse.Namespace, category: str) -> str:
 
 def _sets(category: str, seed: int, n: int, size: int, defect_rate: float, prefix: str) -> list:
     """Image sets imaged by a simulated cell (emulator + real driver + sim camera)."""
-    from afrd.drivers.sim_cell import SimCell
+    from afrd.sim.cell import SimCell
 
     with SimCell(category=category, seed=seed, defect_rate=defect_rate, size=size) as cell:
         seq = cell.sequencer()
@@ -70,7 +70,7 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     root = CACHE / key
     bundle_dir = root / "bundle"
     if (bundle_dir / "bundle.json").exists() and not args.retrain:
-        from afrd.export.bundle import Bundle
+        from afrd.runtime.bundle import Bundle
 
         b = Bundle.load(bundle_dir)
         if b.threshold is not None:
@@ -193,7 +193,7 @@ def main(argv: list[str]) -> int:
     bundle_dir = build_model(args, category).resolve()
 
     print("\n[2/4] cell config and the daemon (`afrd run`, a separate process)")
-    from afrd.daemon.launch import Daemon, sim_lighting_toml, wait_subscribed
+    from afrd.sim.launch import Daemon, sim_lighting_toml, wait_subscribed
 
     out = args.out.resolve()
     heat = out / "heatmaps"
@@ -254,7 +254,7 @@ port = 0
 
     print(f"\n[3/4] live verdicts ({args.parts} parts) against the simulator's ground truth")
     from afrd.daemon.schema import parse_message
-    from afrd.drivers.sim_cell import SimParts
+    from afrd.sim.cell import SimParts
 
     truth_src = SimParts(category, LINE_SEED, args.defect_rate, size=args.size)
     n = correct = errors = 0

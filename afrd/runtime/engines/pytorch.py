@@ -16,8 +16,8 @@ import numpy as np
 import torch
 
 from afrd.errors import BundleError, ConfigError
-from afrd.export.bundle import Bundle, sha256_file
-from afrd.export.engines.base import Engine
+from afrd.runtime.bundle import Bundle, sha256_file
+from afrd.runtime.engines.base import Engine
 
 
 class PyTorchEngine(Engine):

@@ -19,7 +19,7 @@ from collections import deque
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from afrd.drivers.gardasoft_protocol import PROMPT, TERMINATOR
+from afrd.acquire.gardasoft_protocol import PROMPT, TERMINATOR
 
 FAULTS = ("no_reply", "garbled", "err")
 _CMD = re.compile(r"^([A-Z]{2})(.*)$")

@@ -10,12 +10,12 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 
+from afrd.acquire.gardasoft import GardasoftController
+from afrd.acquire.lighting import ChannelSetting, LightingCondition
 from afrd.data.lights import DEFAULT_LIGHTS
-from afrd.drivers.emulator import ControllerEmulator
-from afrd.drivers.gardasoft import GardasoftController
-from afrd.drivers.lighting import ChannelSetting, LightingCondition
-from afrd.drivers.sim_camera import SimCamera
 from afrd.errors import ConfigError
+from afrd.sim.camera import SimCamera
+from afrd.sim.emulator import ControllerEmulator
 
 SIM_CHANNELS: dict[int, str] = {
     1: "ring_bottom",
@@ -210,7 +210,7 @@ class SimCell:
         return sim_lighting_conditions(self.lights)
 
     def sequencer(self, conditions: list[LightingCondition] | None = None, **kw):
-        from afrd.daemon.sequencer import Sequencer
+        from afrd.acquire.sequencer import Sequencer
 
         assert self.controller is not None and self.camera is not None, "use SimCell as a context"
         return Sequencer(self.controller, self.camera, conditions or self.conditions(), **kw)

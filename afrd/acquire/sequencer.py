@@ -14,9 +14,9 @@ from typing import Protocol
 
 import numpy as np
 
+from afrd.acquire.camera import Camera
+from afrd.acquire.lighting import LightController, LightingCondition
 from afrd.data.imageset import ImageSet
-from afrd.drivers.camera import Camera
-from afrd.drivers.lighting import LightController, LightingCondition
 from afrd.errors import AfrdError, DeviceError
 
 STEPS = ("apply", "settle", "trigger", "grab", "correct")

@@ -14,7 +14,7 @@ from collections.abc import Callable, Mapping
 
 import numpy as np
 
-from afrd.drivers.camera import Camera
+from afrd.acquire.camera import Camera
 from afrd.errors import DeviceError
 
 LitFn = Callable[[], Mapping[int, float]]
@@ -23,7 +23,7 @@ REF_EXPOSURE_US = 1000.0
 
 class SimCamera(Camera):
     """``source``: a ControllerEmulator (its ``lit``) or any function returning {channel: %}.
-    ``parts``: :class:`afrd.drivers.sim_cell.SimParts`. ``noise_seed``: None renders without
+    ``parts``: :class:`afrd.sim.cell.SimParts`. ``noise_seed``: None renders without
     sensor noise (frames are exactly ``render(part, lamps)``); an int adds the renderer's noise
     from a generator seeded by (noise_seed, part, frame count)."""
 
@@ -39,7 +39,7 @@ class SimCamera(Camera):
         cache_parts: int = 8,
         exposure_us: float = 1000.0,
     ) -> None:
-        from afrd.drivers.sim_cell import SIM_CHANNELS
+        from afrd.sim.cell import SIM_CHANNELS
 
         lit = getattr(source, "lit", source)
         if not callable(lit):

@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from afrd.drivers.lighting import LightingCondition
+from afrd.acquire.lighting import LightingCondition
 from afrd.errors import ConfigError
 
 
@@ -228,7 +228,7 @@ def load_config(path: str | Path) -> CellConfig:
 
 def check_bundle_lights(cfg: CellConfig, source: str = "config") -> list:
     """Load the bundle's metadata and check the config's lighting covers its lights."""
-    from afrd.export.bundle import Bundle
+    from afrd.runtime.bundle import Bundle
 
     bundle = Bundle.load(cfg.bundle.path)
     return cfg.conditions_for(tuple(bundle.lights), f"bundle {cfg.bundle.path}")
