@@ -19,3 +19,13 @@ class BundleError(AfrdError):
 
 class DeviceError(AfrdError):
     """A camera or lighting controller failed; the message names the device and the command."""
+
+
+class FrameTimeout(DeviceError):
+    """A camera delivered no frame within the grab timeout. In hardware-trigger mode this is the
+    normal idle state (no part arrived), not a fault."""
+
+
+class RegistrationError(DataError):
+    """An image set could not be registered to the product's reference pose (no part found,
+    or the match is too weak to trust): the part gets an ``error`` verdict, never a guess."""
