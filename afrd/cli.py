@@ -32,13 +32,26 @@ def _usage() -> str:
     width = max(len(n) for n in COMMANDS)
     lines = ["usage: afrd <command> [options]", "", "commands:"]
     lines += [f"  {name:<{width}}  {help_}" for name, (_, help_) in COMMANDS.items()]
-    lines += ["", "afrd <command> --help shows a command's options."]
+    lines += [
+        "",
+        "global options (before or after the command):",
+        "  -q, --quiet        no progress bars (they are off anyway when stderr is no terminal)",
+        "  --log-level LEVEL  debug | info | warning | error",
+        "  -V, --version      print the version",
+        "",
+        "afrd <command> --help shows a command's options and their defaults.",
+    ]
     return "\n".join(lines)
 
 
 def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help", "help"):
+    from afrd.cliargs import take_global_flags
+
+    argv = take_global_flags(sys.argv[1:] if argv is None else argv)
+    if not argv:
+        print(f"afrd: a command is required\n\n{_usage()}", file=sys.stderr)
+        return 2
+    if argv[0] in ("-h", "--help", "help"):
         print(_usage())
         return 0
     if argv[0] in ("-V", "--version"):

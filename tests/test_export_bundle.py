@@ -155,7 +155,7 @@ def test_trt_cli_checks_before_building(toy, capsys):
     from afrd.runtime.engines import tensorrt as trt_mod
 
     assert afrd_main(["export", "trt", str(toy.path), "--int8"]) == 2
-    assert "--int8 needs --calib DIR" in capsys.readouterr().err
+    assert "--int8 needs --data DIR" in capsys.readouterr().err
     if trt_mod.trt is None:
         assert afrd_main(["export", "trt", str(toy.path), "--fp16"]) == 2
         assert "TensorRT not installed" in capsys.readouterr().err

@@ -18,6 +18,7 @@ from typing import Any
 
 import numpy as np
 
+from afrd import cliargs
 from afrd.errors import ConfigError, DataError
 from afrd.runtime.bundle import Bundle, utc_now
 
@@ -132,20 +133,19 @@ def calibrate(
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="afrd calibrate threshold",
-        description="Set a bundle's threshold from held-out normal image sets at a target FRR.",
+    p = cliargs.parser(
+        "afrd calibrate threshold",
+        "Set a bundle's threshold from held-out normal image sets at a target FRR.",
     )
     p.add_argument("bundle", type=Path)
-    p.add_argument("--data", type=Path, required=True, help="dataset dir (Eyecandies or capture)")
+    cliargs.add_dataset_args(p, category_help="category of --data (one)")
     p.add_argument(
         "--split",
         action="append",
         help="split(s) to score (repeatable; default: val). Labelled defective sets "
         "count for the false-accept rate, the rest as normal.",
     )
-    p.add_argument("--category", help="category (Eyecandies layout)")
-    p.add_argument("--frr", type=float, default=0.01, help="target false-reject rate (0.01)")
+    p.add_argument("--frr", type=float, default=0.01, help="target false-reject rate")
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
     p.add_argument("--dry-run", action="store_true", help="print, do not write bundle.json")
     return p
@@ -155,24 +155,27 @@ def main(argv: list[str]) -> int:
     a = _parser().parse_args(argv)
     if not 0.0 <= a.frr < 1.0:
         raise ConfigError(f"--frr must be in [0, 1), got {a.frr}")
-    if not a.data.is_dir():
-        raise ConfigError(f"--data {a.data} is not a directory")
+    data = Path(a.data)
+    if not data.is_dir():
+        raise ConfigError(f"--data {data} is not a directory")
+    category = cliargs.one_category(a.category)
     bundle = Bundle.load(a.bundle)
     from afrd.data.datasets import open_dataset
     from afrd.runtime.engines import create_engine
 
     splits = a.split or ["val"]
-    datasets = [open_dataset(a.data, s, category=a.category, lights=bundle.lights) for s in splits]
+    datasets = [open_dataset(data, s, category=category, lights=bundle.lights) for s in splits]
 
     def iterate() -> Iterable[Any]:
         for ds in datasets:
             for i in range(len(ds)):
                 yield ds[i]
 
+    sets = cliargs.progress(iterate(), "scoring", total=sum(len(ds) for ds in datasets))
     engine = create_engine("onnxruntime", bundle, device="cpu", threads=a.threads)
-    source = {"path": str(os.path.abspath(a.data)), "splits": splits, "category": a.category}
+    source = {"path": str(os.path.abspath(data)), "splits": splits, "category": category}
     try:
-        r = calibrate(bundle, iterate(), a.frr, engine=engine, source=source, write=not a.dry_run)
+        r = calibrate(bundle, sets, a.frr, engine=engine, source=source, write=not a.dry_run)
     finally:
         engine.close()
     n, d = r["normal"], r["defective"]

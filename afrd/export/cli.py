@@ -1,8 +1,8 @@
 """`afrd-export` (also `afrd export`): onnx | trt | int8 | show.
 
 afrd-export onnx CHECKPOINT --out BUNDLE [--opset 18] [--data DIR] [--force]
-afrd-export trt BUNDLE [--fp16 | --int8 --calib DIR] [--workspace MB] [--max-batch N]
-afrd-export int8 BUNDLE --calib DIR        static INT8 QDQ variant for ONNX Runtime
+afrd-export trt BUNDLE [--fp16 | --int8 --data DIR] [--workspace MB] [--max-batch N]
+afrd-export int8 BUNDLE --data DIR         static INT8 QDQ variant for ONNX Runtime
 afrd-export show BUNDLE [--lights a,b,..]  verify a bundle and print what it holds
 """
 
@@ -13,12 +13,13 @@ import json
 import sys
 from pathlib import Path
 
+from afrd import cliargs
 from afrd.errors import AfrdError, ConfigError
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="afrd-export", description=__doc__.split("\n\n")[0])
-    sub = p.add_subparsers(dest="cmd", required=True)
+    p = cliargs.parser("afrd-export", __doc__.split("\n\n")[0])
+    sub = cliargs.subparsers(p)
 
     o = sub.add_parser("onnx", help="export a checkpoint to a bundle (model.onnx + bundle.json)")
     o.add_argument("checkpoint", type=Path)
@@ -31,9 +32,13 @@ def _parser() -> argparse.ArgumentParser:
         choices=("auto", "dynamo", "torchscript"),
         help="auto: dynamo, falling back to TorchScript if dynamo fails",
     )
-    o.add_argument("--data", type=Path, help="dataset dir: also check parity on real image sets")
-    o.add_argument("--split", default="test_public", help="split of --data for parity")
-    o.add_argument("--category", help="category of --data (Eyecandies layout)")
+    cliargs.add_dataset_args(
+        o,
+        required=False,
+        split="test_public",
+        split_help="split of --data for the parity check",
+        category_help="category of --data (one)",
+    )
     o.add_argument("--name", help="bundle name (default: the directory name)")
     o.add_argument("--atol", type=float, default=1e-4, help="parity tolerance, absolute")
     o.add_argument(
@@ -45,20 +50,14 @@ def _parser() -> argparse.ArgumentParser:
     prec = t.add_mutually_exclusive_group()
     prec.add_argument("--fp16", action="store_true", help="build from an fp16 ONNX variant")
     prec.add_argument("--int8", action="store_true", help="build from an INT8 QDQ variant")
-    t.add_argument("--calib", type=Path, help="calibration dataset dir (normal sets) for --int8")
-    t.add_argument("--calib-split", default="train")
-    t.add_argument("--calib-category")
-    t.add_argument("--calib-sets", type=int, default=32)
+    _calibration_args(t, required=False)
     t.add_argument("--workspace", type=int, default=4096, help="builder workspace, MiB")
     t.add_argument("--max-batch", type=int, default=8, help="optimization profile: batch 1..N")
     t.add_argument("--device", type=int, default=0, help="CUDA device ordinal")
 
     q = sub.add_parser("int8", help="static INT8 QDQ variant (model.int8.onnx) for ONNX Runtime")
     q.add_argument("bundle", type=Path)
-    q.add_argument("--calib", type=Path, required=True)
-    q.add_argument("--calib-split", default="train")
-    q.add_argument("--calib-category")
-    q.add_argument("--calib-sets", type=int, default=32)
+    _calibration_args(q, required=True)
 
     s = sub.add_parser("show", help="verify a bundle (sha256, schema) and print bundle.json")
     s.add_argument("bundle", type=Path)
@@ -66,21 +65,31 @@ def _parser() -> argparse.ArgumentParser:
     return p
 
 
+def _calibration_args(p: argparse.ArgumentParser, required: bool) -> None:
+    cliargs.add_dataset_args(
+        p,
+        required=required,
+        split="train",
+        split_help="split of --data whose normal sets calibrate the INT8 ranges",
+        category_help="category of --data (one)",
+    )
+    p.add_argument("--sets", type=int, default=32, help="how many normal sets calibrate")
+
+
 def _cmd_onnx(a: argparse.Namespace) -> int:
     from afrd.export.onnx_export import Tolerance, export_onnx, validate_args
 
     validate_args(a.checkpoint, a.out, a.opset, a.force, a.exporter)  # before importing torch
-    if a.data is not None and not a.data.is_dir():
-        raise ConfigError(f"--data {a.data} is not a directory")
+    data = _data_dir(a, needed=False)
     bundle = export_onnx(
         a.checkpoint,
         a.out,
         opset=a.opset,
         force=a.force,
         exporter=a.exporter,
-        data=a.data,
+        data=data,
         data_split=a.split,
-        data_category=a.category,
+        data_category=cliargs.one_category(a.category),
         tolerance=Tolerance(a.atol, a.rtol),
         name=a.name,
     )
@@ -91,14 +100,22 @@ def _cmd_onnx(a: argparse.Namespace) -> int:
     return 0
 
 
+def _data_dir(a: argparse.Namespace, needed: bool) -> Path | None:
+    if a.data is None:
+        if needed:
+            raise ConfigError("--int8 needs --data DIR (normal image sets to calibrate the ranges)")
+        return None
+    data = Path(a.data)
+    if not data.is_dir():
+        raise ConfigError(f"--data {data} is not a directory")
+    return data
+
+
 def _calib_sets(a: argparse.Namespace, bundle):  # noqa: ANN001, ANN202
     from afrd.export.precision import calibration_sets
 
-    if a.calib is None:
-        raise ConfigError("--int8 needs --calib DIR (normal image sets to calibrate the ranges)")
-    if not a.calib.is_dir():
-        raise ConfigError(f"--calib {a.calib} is not a directory")
-    return calibration_sets(a.calib, bundle, a.calib_split, a.calib_category, a.calib_sets)
+    data = _data_dir(a, needed=True)
+    return calibration_sets(data, bundle, a.split, cliargs.one_category(a.category), a.sets)
 
 
 def _cmd_trt(a: argparse.Namespace) -> int:
@@ -107,8 +124,8 @@ def _cmd_trt(a: argparse.Namespace) -> int:
     from afrd.runtime.engines import tensorrt as trt_mod
 
     bundle = Bundle.load(a.bundle)
-    if a.int8 and a.calib is None:
-        raise ConfigError("--int8 needs --calib DIR (normal image sets to calibrate the ranges)")
+    if a.int8:
+        _data_dir(a, needed=True)
     if a.max_batch < 1:
         raise ConfigError(f"--max-batch must be >= 1, got {a.max_batch}")
     trt_mod._require_trt()  # fail before any conversion work
@@ -149,7 +166,7 @@ def _cmd_show(a: argparse.Namespace) -> int:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(sys.argv[1:] if argv is None else argv)
+    args = _parser().parse_args(cliargs.take_global_flags(sys.argv[1:] if argv is None else argv))
     handler = {"onnx": _cmd_onnx, "trt": _cmd_trt, "int8": _cmd_int8, "show": _cmd_show}[args.cmd]
     if argv is not None:  # called from `afrd export`: afrd.cli prints AfrdError
         return handler(args)

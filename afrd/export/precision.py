@@ -66,7 +66,7 @@ def calibration_sets(
 
     ds = open_dataset(calib, split, category=category, lights=bundle.lights)
     if len(ds) == 0:
-        raise ConfigError(f"--calib {calib}: split {split!r} has no image sets")
+        raise ConfigError(f"--data {calib}: split {split!r} has no image sets")
     h, w = bundle.input_size
     out = []
     for i in range(min(limit, len(ds))):

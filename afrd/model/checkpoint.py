@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import zipfile
 from pathlib import Path
 
 import torch
@@ -49,10 +50,16 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"checkpoint {path} does not exist")
+    if not zipfile.is_zipfile(path):
+        raise ConfigError(
+            f"{path} is not a checkpoint (expected the model.pt or last.pt afrd train writes)"
+        )
     try:
         blob = torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:
-        raise ConfigError(f"checkpoint {path} is unreadable: {e}") from e
+        # torch's message continues with advice about weights_only that does not apply here
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"checkpoint {path} is unreadable: {first}") from None
     if not isinstance(blob, dict) or blob.get("format") != FORMAT:
         raise ConfigError(f"checkpoint {path}: format is not {FORMAT}")
     return blob
