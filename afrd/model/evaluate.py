@@ -6,7 +6,6 @@ Writes ``<out>/metrics.json``, ``<out>/roc_<category>.png`` (image- and pixel-le
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
 from collections.abc import Sequence
@@ -16,6 +15,7 @@ import cv2
 import numpy as np
 import torch
 
+from afrd import cliargs
 from afrd.errors import DataError
 from afrd.model.checkpoint import load_checkpoint
 from afrd.model.inference import InferenceModel
@@ -40,7 +40,8 @@ def _run_category(model: InferenceModel, sets, size: int, lights, batch: int, de
     masks = np.zeros((n, size, size), np.uint8)
     load_cpu = infer_cpu = infer_wall = 0.0
     images: list[np.ndarray] = []
-    for start in range(0, n, batch):
+    starts = range(0, n, batch)
+    for start in cliargs.progress(starts, "scoring", total=len(starts), unit="batch"):
         c0 = time.process_time()
         chunk = [sets[i] for i in range(start, min(start + batch, n))]
         x = np.stack([resize_set(s, size, lights) for s in chunk])
@@ -311,15 +312,14 @@ def format_table(result: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(
-        prog="afrd eval", description=__doc__.split("\n")[0].replace("``", "")
-    )
+    p = cliargs.parser("afrd eval", __doc__.split("\n")[0].replace("``", ""))
     p.add_argument("checkpoint", help="checkpoint from afrd train (model.pt)")
-    p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
-    p.add_argument(
-        "--category", default=None, help="comma-separated categories (default: the checkpoint's)"
+    cliargs.add_dataset_args(
+        p,
+        split="test_public",
+        category_help="categories to evaluate (repeatable or a comma list; default: the "
+        "checkpoint's)",
     )
-    p.add_argument("--split", default="test_public")
     p.add_argument("--out", default=None, help="output dir (default <checkpoint dir>/eval)")
     p.add_argument("--batch-size", type=int, default=8)
     p.add_argument("--device", default="auto")
@@ -327,7 +327,7 @@ def main(argv: list[str]) -> int:
     a = p.parse_args(argv)
     if a.threads:
         torch.set_num_threads(a.threads)
-    cats = a.category.split(",") if a.category else None
+    cats = cliargs.categories(a.category)
     out = a.out or str(Path(a.checkpoint).parent / "eval")
     result = evaluate(
         a.checkpoint, a.data, cats, out, a.split, batch_size=a.batch_size, device=a.device
