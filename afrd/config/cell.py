@@ -31,7 +31,7 @@ class SimCameraConfig(_Strict):
     defect_rate: float = Field(0.3, ge=0.0, le=1.0)
     size: int = Field(128, ge=16, le=2048)
     noise_seed: int | None = None  # None: noiseless frames; an int: the renderer's sensor noise
-    pose: Literal["fixtured", "free"] = Field(
+    pose: Literal["fixtured", "conveyor", "free"] = Field(
         "fixtured", description="parts held in a nest (line) or at any rotation (datasets)"
     )
 

@@ -16,7 +16,8 @@ import cv2
 import numpy as np
 
 from afrd.data.lights import DEFAULT_LIGHTS, EYECANDIES_FILES
-from afrd.data.render import CATEGORIES, DEFECTS, POSES, _normals, render_set, sample_part
+from afrd.data.render import CATEGORIES, DEFECTS, POSES, render_set, sample_part
+from afrd.data.shading import _normals
 from afrd.errors import ConfigError
 
 _SPLIT_INDEX = {"train": 0, "val": 1, "test_public": 2, "test_private": 3}
@@ -148,7 +149,8 @@ def main(argv: list[str]) -> int:
         "--pose",
         choices=list(POSES),
         default="free",
-        help="free: any rotation and place (Eyecandies-like); fixtured: held in a nest",
+        help="free: any rotation and place (Eyecandies-like); conveyor: about +-20 deg and "
+        "+-4%% shift (on a belt or in a loose nest); fixtured: held in a nest (+-4 deg)",
     )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
