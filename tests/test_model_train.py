@@ -12,7 +12,7 @@ from afrd.errors import ConfigError
 from afrd.model.checkpoint import load_checkpoint, read_checkpoint
 from afrd.model.inference import InferenceModel
 from afrd.model.sets import resize_set
-from afrd.model.train import TrainConfig, train
+from afrd.model.train import TrainConfig, build_parser, config_from_args, train
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -72,6 +72,81 @@ def test_resume_matches_uninterrupted_run(tmp_path) -> None:
         torch.testing.assert_close(v, b["model"][k], rtol=1e-4, atol=1e-5, msg=k)
     with pytest.raises(ConfigError, match="fusion"):
         train(_cfg(tmp_path / "b", epochs=4, fusion="mean", resume=True), sets=sets)
+
+
+def _labelled_sets() -> list:
+    sets = make_sets(7, SIZE) + make_sets(1, SIZE, defect=True, seed0=50)
+    for s in sets:
+        s.label = int(s.mask is not None and s.mask.any())
+    return sets
+
+
+def test_cached_batches_equal_the_teachers_batch_by_batch(tmp_path) -> None:
+    """Same shuffled order per epoch, the defective set dropped on both paths, same maps."""
+    from afrd.model.feature_cache import training_batches
+    from afrd.model.network import AFRD
+    from afrd.model.sets import SetDataset
+
+    sets = _labelled_sets()
+    ds = SetDataset(sets, SIZE, None, normal_only=True)
+    model = AFRD("efficientnet_lite0", "mean", 6, SIZE, None)
+    cpu = torch.device("cpu")
+    fresh = training_batches(model, ds, cpu, "off", 3, 0, 0, tmp_path)
+    cached = training_batches(model, ds, cpu, "ram", 3, 0, 0, tmp_path)
+    sizes = []
+    for epoch in range(2):
+        pairs = list(zip(fresh(epoch), cached(epoch), strict=True))
+        sizes.append([len(a[0]) for a, _ in pairs])
+        for a, b in pairs:
+            for u, v in zip(a, b, strict=True):
+                torch.testing.assert_close(v, u, rtol=1e-5, atol=1e-4)
+    assert [sum(s) for s in sizes] == [7, 7] and sizes[0] != [3, 3, 2]  # shuffled, one dropped
+
+
+@pytest.mark.parametrize("where", ["ram", "disk"])
+def test_feature_cache_trains_like_the_teacher_every_step(tmp_path, where: str, capsys) -> None:
+    """train() on cached maps gives the uncached losses and weights. The teacher's maps differ
+    in the last float bits with the batch they ran in, and Adam turns near-zero gradients into
+    +-lr steps whatever their sign noise, so the exact comparison runs at lr 0 (every step's
+    loss, BatchNorm statistics) and a training one agrees within 1% after 2 epochs."""
+    sets = _labelled_sets()
+    kw = {"epochs": 2, "fusion": "attention", "batch_size": 3, "norm_split": None}
+    kw["teacher_weights"] = None  # ImageNet Lite0: random maps are ~1e-5, cosines ill-posed
+    runs = {}
+    for lr in (0.0, 4e-4):
+        for mode in ("off", where):
+            cfg = _cfg(tmp_path / f"{mode}{lr}", feature_cache=mode, lr=lr, **kw)
+            runs[mode, lr] = read_checkpoint(train(cfg, sets=sets))
+    log = capsys.readouterr().out
+    assert "feature cache off (as asked)" in log and f"feature cache in {where}" in log
+    assert not (tmp_path / f"{where}0.0" / "run" / "feature_cache").exists()  # disk copy gone
+    ref, got = runs["off", 0.0], runs[where, 0.0]
+    assert [h["loss"] for h in got["history"]] == pytest.approx(
+        [h["loss"] for h in ref["history"]], rel=1e-5
+    )
+    for k, v in ref["model"].items():
+        torch.testing.assert_close(v, got["model"][k], rtol=1e-4, atol=1e-5, msg=k)
+    ref, got = runs["off", 4e-4], runs[where, 4e-4]
+    losses = [h["loss"] for h in ref["history"]]
+    assert losses[1] < losses[0]
+    assert [h["loss"] for h in got["history"]] == pytest.approx(losses, rel=1e-2)
+
+
+def test_preset_fills_defaults_and_explicit_flags_win(tmp_path) -> None:
+    args = ["--data", str(tmp_path), "--category", "plate", "--preset", "cpu"]
+    cfg = config_from_args(build_parser().parse_args([*args, "--epochs", "3", "--lr", "1e-3"]))
+    assert (cfg.teacher, cfg.image_size, cfg.fusion) == ("efficientnet_lite0", 128, "attention")
+    assert (cfg.epochs, cfg.lr) == (3, 1e-3)
+    assert cfg.extra == {"preset": "cpu"} and cfg.category == "plate"
+    paper = config_from_args(build_parser().parse_args([*args[:-1], "paper"]))
+    assert (paper.teacher, paper.image_size, paper.lr) == ("wide_resnet50_2", 256, 4e-4)
+    assert (paper.batch_size, paper.epochs, paper.fusion) == (8, 100, "attention")
+    plain = config_from_args(build_parser().parse_args(args[:4] + ["--image-size", "64"]))
+    assert plain.teacher == TrainConfig().teacher and plain.image_size == 64
+    text = " ".join(build_parser().format_help().split())
+    assert "cpu: efficientnet_lite0" in text and "paper: 0.0004" in text
+    with pytest.raises(SystemExit):
+        build_parser().parse_args([*args[:-1], "gpu"])
 
 
 def test_checkpoint_carries_config_and_rebuilds_model(tmp_path) -> None:
@@ -153,7 +228,9 @@ def test_cli_train_and_eval_on_rendered_eyecandies_layout(tmp_path, capsys) -> N
         ]
     )
     assert rc == 0
-    assert "weights random" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "weights random" in out and "feature cache in ram" in out
+    assert "train wall time:" in out
     _, cfg = load_checkpoint(run / "model.pt")
     assert cfg["data_summary"]["sets"] == 4 and cfg["category"] == cat
     rc = afrd(

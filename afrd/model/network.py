@@ -76,7 +76,13 @@ class AFRD(nn.Module):
         return [f.unflatten(0, (-1, n)) for f in feats]
 
     def forward(self, x: torch.Tensor) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
-        per_light = self.teacher_features(x)
+        return self.restore(self.teacher_features(x))
+
+    def restore(
+        self, per_light: list[torch.Tensor]
+    ) -> tuple[list[torch.Tensor], list[torch.Tensor]]:
+        """``forward`` after the teacher: from per-light maps (as ``teacher_features`` returns
+        them) to ``(target, student)``. Training on cached teacher features enters here."""
         fused, weights = self.fusion(per_light)
         self.last_fusion_weights = [w.detach() for w in weights]
         code = self.bottleneck(fused)

@@ -4,6 +4,8 @@ Checkpoints go to ``<out>/last.pt`` after every epoch (with optimizer state, for
 and ``<out>/model.pt`` at the end (what export and eval read). Both carry the full config.
 Before ``model.pt`` is written, the per-pixel map statistics (afrd.model.mapnorm) are fitted on
 the normal sets of the ``val`` split (parts the student never trained on), when there are any.
+The frozen teacher's maps of the training sets are computed once and reused every epoch
+(afrd.model.feature_cache); ``--preset`` names a recipe (afrd.model.presets).
 """
 
 from __future__ import annotations
@@ -11,21 +13,23 @@ from __future__ import annotations
 import argparse
 import random
 import time
-from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import numpy as np
 import torch
 from tqdm import tqdm
 
+from afrd import cliargs
 from afrd.errors import ConfigError, DataError
+from afrd.model import presets
 from afrd.model.backbones import TEACHERS
 from afrd.model.checkpoint import read_checkpoint, save_checkpoint
-from afrd.model.inference import normalize
+from afrd.model.feature_cache import MODES, training_batches
 from afrd.model.network import AFRD
 from afrd.model.scoring import LOSSES, distillation_loss
-from afrd.model.sets import SetDataset, collate_normal, normal_subset, open_sets
+from afrd.model.sets import SetDataset, normal_subset, open_sets
 
 # Config keys that must match when resuming (the rest, e.g. epochs, may change).
 _RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed")
@@ -53,6 +57,7 @@ class TrainConfig:
     resume: bool = False
     device: str = "auto"
     workers: int = 0
+    feature_cache: str = "auto"  # auto | ram | disk | off (afrd.model.feature_cache)
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
 
@@ -78,6 +83,8 @@ def _check(cfg: TrainConfig) -> None:
             else ""
         )
         raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}{hint}")
+    if cfg.feature_cache not in MODES:
+        raise ConfigError(f"--feature-cache must be one of {MODES}, got {cfg.feature_cache!r}")
     if cfg.loss not in LOSSES:
         raise ConfigError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
     for key in ("epochs", "batch_size", "image_size"):
@@ -86,12 +93,16 @@ def _check(cfg: TrainConfig) -> None:
 
 
 def train(
-    cfg: TrainConfig, sets: Sequence | None = None, norm_sets: Sequence | None = None
+    cfg: TrainConfig,
+    sets: Sequence | None = None,
+    norm_sets: Sequence | None = None,
+    on_epoch: Callable[[int, AFRD], None] | None = None,
 ) -> Path:
     """Train and return the path of the final checkpoint (``<out>/model.pt``).
 
     ``sets`` (a sequence of ImageSets) replaces reading ``cfg.data`` from disk, ``norm_sets``
-    replaces reading ``cfg.norm_split`` for the map statistics.
+    replaces reading ``cfg.norm_split`` for the map statistics. ``on_epoch(epoch, model)`` runs
+    after every epoch's checkpoint (learning curves); it must leave the model as it found it.
     """
     _check(cfg)
     _seed_all(cfg.seed)
@@ -108,15 +119,6 @@ def train(
         raise DataError(f"no image sets in {cfg.data} (split {cfg.split}, category {cfg.category})")
     lights = tuple(cfg.lights) if cfg.lights else tuple(sets[0].lights)
     dataset = SetDataset(sets, cfg.image_size, lights, normal_only=True)
-    gen = torch.Generator().manual_seed(cfg.seed)
-    loader = torch.utils.data.DataLoader(
-        dataset,
-        batch_size=cfg.batch_size,
-        shuffle=True,
-        generator=gen,
-        num_workers=cfg.workers,
-        collate_fn=collate_normal,
-    )
     device = _device(cfg.device)
     model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
     model.to(device)
@@ -146,31 +148,46 @@ def train(
         if blob.get("optimizer"):
             opt.load_state_dict(blob["optimizer"])
         start, history = int(blob["epoch"]), list(blob.get("history", []))
-    for epoch in range(start, cfg.epochs):
-        gen.manual_seed(cfg.seed * 100003 + epoch)  # per-epoch order: a resumed run matches
-        model.train()
-        t0, total, count = time.perf_counter(), 0.0, 0
-        bar = tqdm(
-            loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", disable=not cfg.progress, leave=False
+    batches = None
+    if start < cfg.epochs:
+        batches = training_batches(
+            model, dataset, device, cfg.feature_cache, cfg.batch_size, cfg.seed, cfg.workers, out
         )
-        for batch in bar:
-            if batch.numel() == 0:
-                continue
-            x = normalize(batch.to(device))
-            teacher, student = model(x)
-            loss = distillation_loss(cfg.loss, teacher, student)
-            opt.zero_grad(set_to_none=True)
-            loss.backward()
-            opt.step()
-            total += float(loss.detach()) * len(batch)
-            count += len(batch)
-            bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
-        history.append(
-            {"epoch": epoch + 1, "loss": total / max(count, 1), "seconds": time.perf_counter() - t0}
-        )
-        if cfg.progress:
-            tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
-        save_checkpoint(last, model, config, opt, epoch + 1, history)
+    try:
+        for epoch in range(start, cfg.epochs):
+            model.train()
+            t0, total, count = time.perf_counter(), 0.0, 0
+            bar = tqdm(
+                batches(epoch),
+                desc=f"epoch {epoch + 1}/{cfg.epochs}",
+                disable=not cfg.progress,
+                leave=False,
+            )
+            for per_light in bar:
+                teacher, student = model.restore(per_light)
+                loss = distillation_loss(cfg.loss, teacher, student)
+                opt.zero_grad(set_to_none=True)
+                loss.backward()
+                opt.step()
+                n = len(per_light[0])
+                total += float(loss.detach()) * n
+                count += n
+                bar.set_postfix(loss=f"{float(loss.detach()):.4f}")
+            history.append(
+                {
+                    "epoch": epoch + 1,
+                    "loss": total / max(count, 1),
+                    "seconds": time.perf_counter() - t0,
+                }
+            )
+            if cfg.progress:
+                tqdm.write(f"epoch {epoch + 1}/{cfg.epochs} loss {history[-1]['loss']:.4f}")
+            save_checkpoint(last, model, config, opt, epoch + 1, history)
+            if on_epoch is not None:
+                on_epoch(epoch + 1, model)
+    finally:
+        if batches is not None:
+            batches.close()
     model.eval()
     source = "the normal sets given to train()"
     if norm_sets is None and cfg.data and cfg.norm_split:
@@ -214,17 +231,28 @@ def _fit_map_stats(
     return {"source": source, **fit_map_stats(model, arrays)}
 
 
+# Options a --preset may set: flag default None, so "not given" is visible (presets.resolve).
+_PRESET_KEYS = ("teacher", "fusion", "loss", "image_size", "lr", "batch_size", "epochs")
+_PRESET_KEYS += ("feature_cache",)
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="afrd train", description=__doc__.split("\n")[0].replace("``", "")
+    base = TrainConfig()
+
+    def preset_help(key: str, text: str) -> str:
+        return f"{text} {presets.option_help(key, getattr(base, key))}"
+
+    p = cliargs.parser(
+        "afrd train", __doc__.split("\n")[0].replace("``", ""), epilog=presets.presets_help()
     )
-    p.add_argument("--data", required=True, help="dataset root (Eyecandies or capture layout)")
-    p.add_argument("--category", default=None, help="Eyecandies class / product, e.g. CandyCane")
+    cliargs.add_dataset_args(p, split="train", split_help="split of normal training sets")
     p.add_argument("--out", default=None, help="output dir (default runs/<category or train>)")
     p.add_argument(
+        "--preset", choices=list(presets.PRESETS), default=None, help="a recipe (listed below)"
+    )
+    p.add_argument(
         "--teacher",
-        default="wide_resnet50_2",
-        help=f"architecture: {' | '.join(TEACHERS)} (weights: --teacher-weights)",
+        help=preset_help("teacher", f"architecture: {' | '.join(TEACHERS)}"),
     )
     p.add_argument(
         "--teacher-weights",
@@ -236,19 +264,30 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument(
         "--fusion",
-        default="attention",
-        help="attention | attention-pooled | mean | single:K | restore-max",
+        help=preset_help("fusion", "attention | attention-pooled | mean | single:K | restore-max"),
     )
     p.add_argument(
         "--loss",
         choices=LOSSES,
-        default="pixel",
-        help="pixel: AFRD eq. 5 per-pixel cosine; flat: RD code's flattened cosine",
+        help=preset_help(
+            "loss", "pixel: AFRD eq. 5 per-pixel cosine; flat: RD code's flattened cosine"
+        ),
     )
-    p.add_argument("--epochs", type=int, default=100)
-    p.add_argument("--batch-size", type=int, default=8)
-    p.add_argument("--lr", type=float, default=4e-4)
-    p.add_argument("--image-size", type=int, default=256)
+    p.add_argument("--epochs", type=int, help=preset_help("epochs", "passes over the sets"))
+    p.add_argument("--batch-size", type=int, help=preset_help("batch_size", "sets per step"))
+    p.add_argument("--lr", type=float, help=preset_help("lr", "AdamW learning rate"))
+    p.add_argument(
+        "--image-size", type=int, help=preset_help("image_size", "square input size in pixels")
+    )
+    p.add_argument(
+        "--feature-cache",
+        choices=MODES,
+        help=preset_help(
+            "feature_cache",
+            "teacher maps computed once and reused every epoch: auto = RAM if they fit "
+            "in a quarter of the free memory, else disk (CPU) or off (GPU)",
+        ),
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--lights", default=None, help="comma-separated light names (default: all)")
     p.add_argument("--max-sets", type=int, default=None, help="train on the first K sets only")
@@ -270,35 +309,42 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def main(argv: list[str]) -> int:
-    a = build_parser().parse_args(argv)
-    if a.threads:
-        torch.set_num_threads(a.threads)
-    cfg = TrainConfig(
+def config_from_args(a: argparse.Namespace) -> TrainConfig:
+    """The TrainConfig a command line asks for: defaults <- preset <- explicit flags."""
+    defaults = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
+    given = {k: getattr(a, k) for k in _PRESET_KEYS}
+    opts = presets.resolve({k: defaults[k] for k in _PRESET_KEYS}, a.preset, given)
+    category = cliargs.one_category(a.category)
+    return TrainConfig(
+        **opts,
         data=a.data,
-        out=a.out or f"runs/{a.category or 'train'}",
-        category=a.category,
-        teacher=a.teacher,
+        out=a.out or f"runs/{category or 'train'}",
+        category=category,
         teacher_weights=a.teacher_weights,
-        fusion=a.fusion,
-        loss=a.loss,
-        epochs=a.epochs,
-        batch_size=a.batch_size,
-        lr=a.lr,
-        image_size=a.image_size,
         seed=a.seed,
+        split=a.split,
         lights=tuple(a.lights.split(",")) if a.lights else None,
         max_sets=a.max_sets,
         norm_split=None if a.norm_split.lower() == "none" else a.norm_split,
         resume=a.resume,
         device=a.device,
         workers=a.workers,
-        progress=not a.no_progress,
+        progress=not a.no_progress and not cliargs.quiet(),
+        extra={"preset": a.preset} if a.preset else {},
     )
+
+
+def main(argv: list[str]) -> int:
+    a = build_parser().parse_args(argv)
+    if a.threads:
+        torch.set_num_threads(a.threads)
+    t0 = time.perf_counter()
+    cfg = config_from_args(a)
     path = train(cfg)
     src = read_checkpoint(path)["config"]["teacher_weights_source"]
     print(
         f"checkpoint: {path} (teacher {cfg.teacher}, weights {src}, fusion {cfg.fusion}, "
-        f"loss {cfg.loss})"
+        f"loss {cfg.loss}{', preset ' + a.preset if a.preset else ''})"
     )
+    print(f"train wall time: {time.perf_counter() - t0:.1f} s", flush=True)
     return 0

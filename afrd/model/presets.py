@@ -1,0 +1,94 @@
+"""``afrd train --preset``: named training recipes, each a model kind and the options it sets.
+
+Resolution order for every option: the trainer's own default, then the preset's value, then a
+flag given on the command line (explicit flags always win). A preset may name any model kind
+(``afrd``; the memory bank when it is there) with options in the trainer's field names.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+from afrd.errors import ConfigError
+
+
+@dataclass(frozen=True)
+class Preset:
+    model: str  # model kind, e.g. "afrd"
+    about: str
+    options: Mapping[str, object] = field(default_factory=dict)
+
+
+PRESETS: dict[str, Preset] = {
+    "paper": Preset(
+        "afrd",
+        "the paper's AFRD: WideResNet-50-2 (ImageNet weights from a local file), attention "
+        "fusion, eq. 5 loss, 256 px, AdamW 4e-4, batch 8, 100 epochs; for a GPU",
+        {
+            "teacher": "wide_resnet50_2",
+            "fusion": "attention",
+            "loss": "pixel",
+            "image_size": 256,
+            "lr": 4e-4,
+            "batch_size": 8,
+            "epochs": 100,
+            "feature_cache": "auto",
+        },
+    ),
+    # Chosen by the learning curve (bench/learning_curve.py, BENCHMARKS.md): EfficientNet-Lite0
+    # at 128 px with cached teacher features; the epochs fit a few minutes per category on one
+    # CPU thread for 64 training sets.
+    "cpu": Preset(
+        "afrd",
+        "AFRD at a CPU budget: EfficientNet-Lite0, attention fusion, 128 px, AdamW 2e-3, "
+        "batch 8, 50 epochs on cached teacher features",
+        {
+            "teacher": "efficientnet_lite0",
+            "fusion": "attention",
+            "loss": "pixel",
+            "image_size": 128,
+            "lr": 2e-3,
+            "batch_size": 8,
+            "epochs": 50,
+            "feature_cache": "auto",
+        },
+    ),
+}
+
+
+def get_preset(name: str | None) -> Preset | None:
+    if name is None:
+        return None
+    if name not in PRESETS:
+        raise ConfigError(f"--preset must be one of {', '.join(PRESETS)}, got {name!r}")
+    return PRESETS[name]
+
+
+def resolve(
+    defaults: Mapping[str, object], preset: str | None, given: Mapping[str, object]
+) -> dict:
+    """``defaults`` updated by the preset's options, then by the ``given`` values not None."""
+    p = get_preset(preset)
+    out = dict(defaults)
+    if p is not None:
+        out.update(p.options)
+    out.update({k: v for k, v in given.items() if v is not None})
+    return out
+
+
+def option_help(key: str, default: object) -> str:
+    """``(default X; cpu: Y; paper: Z)`` for one option, so --help shows every preset's value."""
+    parts = [f"default {default}"]
+    for name, p in PRESETS.items():
+        if key in p.options:
+            parts.append(f"{name}: {p.options[key]}")
+    return "(" + "; ".join(parts) + ")"
+
+
+def presets_help() -> str:
+    """The preset table for the end of --help."""
+    lines = ["presets (explicit flags win over a preset):"]
+    for name, p in PRESETS.items():
+        lines.append(f"  {name:<6} model {p.model}: {p.about}")
+    return "\n".join(lines)
