@@ -38,6 +38,7 @@ from afrd.runtime.bundle import (
 log = logging.getLogger("afrd.export.onnx")
 
 EXPORTERS = ("auto", "dynamo", "torchscript")
+REGISTRATION_FILE = "registration.png"  # the registration reference image in a bundle
 OPSETS = range(17, 24)
 
 
@@ -159,14 +160,11 @@ def parity_check(
     echo: bool = True,
 ) -> list[dict[str, Any]]:
     """ONNX Runtime vs PyTorch on each (label, uint8 [B,N,H,W,3]); BundleError past ``tol``."""
-    import onnxruntime as ort
     import torch
 
-    so = ort.SessionOptions()
-    so.log_severity_level = 3
-    if threads:
-        so.intra_op_num_threads = threads
-    sess = ort.InferenceSession(str(onnx_path), so, providers=["CPUExecutionProvider"])
+    from afrd.runtime.engines.onnxruntime import open_session
+
+    sess, _ = open_session(onnx_path, "cpu", threads)
     results, failures = [], []
     for label, x in inputs:
         with torch.inference_mode():
@@ -216,12 +214,17 @@ def real_inputs(
     split: str = "test_public",
     category: str | None = None,
     limit: int = 4,
+    registration: Any = None,
 ) -> list[tuple[str, np.ndarray]]:
-    """Up to ``limit`` image sets from a dataset on disk, resized to the model input, as one batch."""
+    """Up to ``limit`` image sets from a dataset on disk, resized to the model input, as one batch
+    (registered first when the model was trained on registered sets)."""
     from afrd.data.datasets import open_dataset
+    from afrd.model.sets import registered
     from afrd.runtime.engines.base import resize_sets
 
-    ds = open_dataset(data, split, category=category, lights=tuple(lights))
+    ds = registered(
+        open_dataset(data, split, category=category, lights=tuple(lights)), registration
+    )
     n = min(limit, len(ds))
     if n == 0:
         raise ConfigError(f"--data {data}: split {split!r} has no image sets")
@@ -251,7 +254,8 @@ def export_onnx(
     import torch
 
     from afrd import __version__
-    from afrd.model.checkpoint import load_checkpoint
+    from afrd.data.register import png_bytes
+    from afrd.model.checkpoint import load_checkpoint, registration_of
     from afrd.model.inference import InferenceModel
 
     ckpt, out = validate_args(checkpoint, out_dir, opset, force, exporter)
@@ -299,9 +303,21 @@ def export_onnx(
                 "timing only, not for inspection"
             )
 
+    # registration runs before the graph in every engine: declared in bundle.json, with its
+    # reference image a hashed file of the bundle
+    registration = registration_of(cfg)
+    preprocessing, files = [], []
+    if registration is not None:
+        (out / REGISTRATION_FILE).write_bytes(png_bytes(registration))
+        preprocessing = [
+            {"step": "register", **registration.params(), "reference": REGISTRATION_FILE}
+        ]
+        files = [REGISTRATION_FILE]
     inputs = random_inputs(len(lights), size, seed=seed)
     if data is not None:
-        inputs += real_inputs(data, lights, size, split=data_split, category=data_category)
+        inputs += real_inputs(
+            data, lights, size, split=data_split, category=data_category, registration=registration
+        )
     parity = parity_check(onnx_path, inference, inputs, tolerance, echo=echo)
 
     summary_keys = (
@@ -345,7 +361,11 @@ def export_onnx(
                 "results": parity,
             },
         },
-        extra={"source": {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": ckpt_sha}},
+        extra={
+            "source": {"checkpoint": str(ckpt.resolve()), "checkpoint_sha256": ckpt_sha},
+            **({"preprocessing": preprocessing} if preprocessing else {}),
+        },
+        files=files,
     )
     if not (out / BUNDLE_JSON).is_file():  # pragma: no cover - create_bundle writes it
         raise BundleError(f"bundle {out}: {BUNDLE_JSON} was not written")

@@ -6,6 +6,7 @@ the reference every other engine is compared with.
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,31 @@ from afrd.runtime.bundle import ONNX_FILE, Bundle
 from afrd.runtime.engines.base import Engine
 
 DEVICES = ("auto", "cpu", "cuda")
+
+
+def open_session(
+    path: str | os.PathLike, device: str = "auto", threads: int | None = None
+) -> tuple[ort.InferenceSession, str]:
+    """The one way afrd opens an ONNX Runtime session: (session, "cuda"|"cpu")."""
+    if device not in DEVICES:
+        raise ConfigError(f"onnxruntime engine: device {device!r}, expected one of {DEVICES}")
+    available = ort.get_available_providers()
+    if device == "cuda" and "CUDAExecutionProvider" not in available:
+        raise ConfigError(
+            f"onnxruntime engine: device 'cuda' asked for but this onnxruntime has only "
+            f"{available} (install onnxruntime-gpu)"
+        )
+    use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
+    providers = ["CUDAExecutionProvider"] * use_cuda + ["CPUExecutionProvider"]
+    so = ort.SessionOptions()
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.log_severity_level = 3
+    if threads:
+        so.intra_op_num_threads = int(threads)
+        so.inter_op_num_threads = 1
+    session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
+    return session, "cuda" if use_cuda else "cpu"
 
 
 class OnnxRuntimeEngine(Engine):
@@ -34,32 +60,9 @@ class OnnxRuntimeEngine(Engine):
         **opts: Any,
     ) -> None:
         super().__init__(bundle, **opts)
-        if device not in DEVICES:
-            raise ConfigError(f"onnxruntime engine: device {device!r}, expected one of {DEVICES}")
-        available = ort.get_available_providers()
-        if device == "cuda" and "CUDAExecutionProvider" not in available:
-            raise ConfigError(
-                f"onnxruntime engine: device 'cuda' asked for but this onnxruntime has only "
-                f"{available} (install onnxruntime-gpu)"
-            )
-        use_cuda = device == "cuda" or (device == "auto" and "CUDAExecutionProvider" in available)
-        providers = (
-            ["CUDAExecutionProvider", "CPUExecutionProvider"]
-            if use_cuda
-            else ["CPUExecutionProvider"]
-        )
-        so = ort.SessionOptions()
-        so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3
-        if threads:
-            so.intra_op_num_threads = int(threads)
-            so.inter_op_num_threads = 1
         self.threads = threads
         self.onnx_file = onnx_file
-        path = bundle.file(onnx_file)
-        self.session = ort.InferenceSession(str(path), sess_options=so, providers=providers)
-        self.device = "cuda" if use_cuda else "cpu"
+        self.session, self.device = open_session(bundle.file(onnx_file), device, threads)
         self.input_name = self.session.get_inputs()[0].name
         self.output_names = [o.name for o in self.session.get_outputs()]
 
