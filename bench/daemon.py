@@ -33,7 +33,7 @@ import zmq
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from afrd.daemon.schema import parse_message  # noqa: E402
+from afrd.daemon.verdict import parse_message  # noqa: E402
 from afrd.sim.launch import Daemon, make_brightness_bundle, wait_subscribed, write_config  # noqa: E402
 
 
@@ -82,20 +82,20 @@ def run_engine(
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
     cfg = write_config(
-        d, bundle, size=size, engine=kind, extra="[queues]\ntriggers = 64\nacquired = 2"
+        d,
+        bundle,
+        size=size,
+        engine=kind,
+        extra="[queues]\ntriggers = 64\nacquired = 2",
+        engine_options=f"threads = {threads}" if kind == "onnxruntime" else None,
     )
-    if kind == "onnxruntime" and threads != 1:
-        cfg.write_text(cfg.read_text().replace("threads = 1", f"threads = {threads}"))
     dm = Daemon(cfg).start(timeout=300)
     try:
         sub = dm.subscriber()
         wait_subscribed(sub)
-        ctl = dm.ctx.socket(zmq.REQ)
-        ctl.connect(f"ipc://{d}/ctl.sock")
 
         def trig(pid: str) -> None:
-            ctl.send(json.dumps({"cmd": "trigger", "part_id": pid}).encode())
-            r = json.loads(ctl.recv())
+            r = dm.ctl({"cmd": "trigger", "part_id": pid})
             assert r["ok"], r
 
         for i in range(3):  # warm-up (first renders, allocations)
@@ -119,7 +119,6 @@ def run_engine(
                 sent += 1
             tp_res += _results(sub, 50)
         t1 = time.perf_counter()
-        ctl.close()
         sub.close()
     finally:
         rc = dm.stop()

@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from afrd.acquire.simulated import sim_lighting_conditions
 from afrd.calibration.flatfield import FlatField
-from afrd.sim.cell import SimCell, sim_lighting_conditions
+from afrd.sim.cell import SimCell
 
 
 def _stats(xs: list[float]) -> dict:
@@ -47,8 +48,8 @@ def run_case(
     name: str, size: int, parts: int, cache: bool, pipeline: bool, pulse: bool, flat: bool
 ) -> dict:
     with SimCell(size=size, defect_rate=0.3) as cell:
-        cell.controller.cache = cache
-        cell.controller.pipeline = pipeline
+        cell.controller.config.cache = cache
+        cell.controller.config.pipeline = pipeline
         conds = sim_lighting_conditions(pulse_us=100.0 if pulse else None)
         corr = None
         if flat:

@@ -8,11 +8,12 @@ import cv2
 import numpy as np
 import pytest
 
+from afrd.acquire.camera import WHITE_TARGET
 from afrd.calibration import exposure as E
 from afrd.calibration import flatfield as F
 from afrd.calibration.flatfield import FlatField
 from afrd.errors import ConfigError, DataError
-from afrd.sim.cell import WHITE_TARGET, SimCell
+from afrd.sim.cell import SimCell
 
 N = 48
 

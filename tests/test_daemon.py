@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import pytest
 
-from afrd.daemon.schema import parse_message
+from afrd.daemon.verdict import parse_message
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import (  # noqa: E402
@@ -399,6 +399,53 @@ def test_free_run_trigger_inspects_on_its_own(bundle, tmp_path):
         time.sleep(0.5)
         assert dm.ctl({"cmd": "status"})["result"]["parts"] == n_paused  # paused: no new parts
     finally:
+        assert dm.stop() == 0, dm.output()
+
+
+def _wait_status(dm: Daemon, ready, timeout: float = 20.0) -> dict:
+    """Poll the daemon's status until ``ready(status)``; the status then."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        st = dm.ctl({"cmd": "status"})["result"]
+        if ready(st):
+            return st
+        time.sleep(0.05)
+    raise AssertionError(f"status never ready: {st}\n{dm.output()}")
+
+
+def test_hardware_trigger_images_a_part_per_line_edge(bundle, tmp_path):
+    """Hardware mode on the simulated camera: the daemon keeps a grab armed on the camera's line
+    (a datagram socket here); an edge is a part, an idle line is no part, never an error."""
+    import socket
+
+    line = tmp_path / "line.sock"
+    cfg = write_config(
+        tmp_path,
+        bundle,
+        trigger='mode = "hardware"\nproduct = "hw"',
+        camera=f'seed = 7\ntimeout_s = 0.2\nline = "{line}"',
+    )
+    dm = Daemon(cfg).start()
+    edge = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+    try:
+        sub = dm.subscriber()
+        wait_subscribed(sub)
+        # no part on the line: armed grabs time out, nothing is published
+        st = _wait_status(dm, lambda s: s["idle_grabs"] >= 3)
+        assert st["trigger"] == "hardware" and sum(st["parts"].values()) == 0, st
+        results = []
+        for _ in range(3):
+            edge.sendto(b"\x01", str(line))
+            results += _results(collect(sub, 1, timeout=20))
+        assert [r["verdict"] in ("pass", "fail") for r in results] == [True] * 3, results
+        assert [r["seq"] for r in results] == [0, 1, 2]  # idle grabs take no sequence number
+        assert all(r["product"] == "hw" for r in results)
+        assert len({r["part_id"] for r in results}) == 3
+        idle = dm.ctl({"cmd": "status"})["result"]["idle_grabs"]
+        st = _wait_status(dm, lambda s: s["idle_grabs"] >= idle + 2)  # idle again, still quiet
+        assert st["parts"]["error"] == 0 and sum(st["parts"].values()) == 3, st
+    finally:
+        edge.close()
         assert dm.stop() == 0, dm.output()
 
 

@@ -27,10 +27,11 @@ CATEGORY, SIZE, LINE_SEED = "plate", 128, 909
 
 @pytest.mark.slow
 def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
-    from afrd.daemon import demo
-    from afrd.daemon.schema import parse_message
+    from afrd.acquire.simulated import SimCameraConfig
+    from afrd.daemon.verdict import parse_message
     from afrd.runtime.bundle import Bundle
-    from afrd.sim.cell import SimParts
+    from afrd.sim import demo
+    from afrd.sim.parts import SimParts
 
     monkeypatch.chdir(tmp_path)  # the demo's model cache (.cache/afrd/demo) goes here
     args = demo.build_parser().parse_args(
@@ -39,7 +40,9 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
     bundle_dir = demo.build_model(args, CATEGORY)
     threshold = Bundle.load(bundle_dir).threshold
 
-    parts = SimParts(CATEGORY, LINE_SEED, 0.5, size=SIZE)
+    parts = SimParts(
+        SimCameraConfig(category=CATEGORY, seed=LINE_SEED, defect_rate=0.5, size=SIZE)
+    )
     good, bad = [], []
     i = 0
     while len(good) < 6 or len(bad) < 6:
@@ -49,9 +52,14 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
             good.append(pid)
         elif parts.truth(pid) == 1 and len(bad) < 6 and parts.part(pid).defect in CLEAR_DEFECTS:
             bad.append(pid)
-    cfg = write_config(tmp_path, bundle_dir, size=SIZE, defect_rate=0.5)
-    text = cfg.read_text().replace("seed = 7", f'seed = {LINE_SEED}\ncategory = "{CATEGORY}"')
-    cfg.write_text(text.replace("threads = 1", "threads = 2"))
+    cfg = write_config(
+        tmp_path,
+        bundle_dir,
+        size=SIZE,
+        defect_rate=0.5,
+        camera=f'seed = {LINE_SEED}\ncategory = "{CATEGORY}"',
+        engine_options="threads = 2",
+    )
     dm = Daemon(cfg).start(timeout=120)
     try:
         sub = dm.subscriber()

@@ -13,20 +13,18 @@ from pathlib import Path
 import pytest
 
 from afrd.config.cell import parse_config
-from afrd.daemon.pipeline import Pipeline, Runtime
-from afrd.daemon.schema import SchemaError, parse_message, validate_result
+from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.systemd import Notifier
+from afrd.daemon.verdict import SchemaError, parse_message, validate_result
 from afrd.errors import ConfigError
+from afrd.runtime.loader import Runtime, load_runtime
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import make_brightness_bundle  # noqa: E402
 
 
 def _runtime(bundle) -> Runtime:
-    from afrd.runtime.engines import create_engine
-
-    eng = create_engine("onnxruntime", bundle, threads=1)
-    return Runtime(eng, float(bundle.threshold), bundle.name, bundle.sha256, bundle.lights)
+    return load_runtime(bundle.path, "onnxruntime", {"threads": 1})
 
 
 def _run_pipeline(bundle, n: int, triggers: int = 16, acquired: int = 2, burst: bool = False):
@@ -74,6 +72,18 @@ def test_overrun_publishes_every_part(tmp_path):
     assert sorted(m["seq"] for m in out) == list(range(25))  # one result per part, none lost
     codes = [m.get("error", {}).get("code") for m in out]
     assert "overrun" in codes and codes.count(None) >= 1
+
+
+def test_error_codes_follow_the_failure_type():
+    from afrd.daemon.verdict import ERROR_CODES, error_code
+    from afrd.errors import DataError, DeviceError, FrameTimeout, RegistrationError
+
+    assert error_code(RegistrationError("no part found"), "infer") == "register"
+    assert error_code(FrameTimeout("no frame"), "acquire") == "acquire"
+    assert error_code(DeviceError("port lost"), "infer") == "acquire"
+    assert error_code(DataError("5 images, expected 6"), "infer") == "infer"
+    assert error_code(ValueError("bug"), "acquire") == "acquire"
+    assert "register" in ERROR_CODES
 
 
 def test_schema_rejects_malformed_messages():
@@ -247,7 +257,9 @@ def test_control_over_curve_when_bound_wide(tmp_path):
     (tmp_path / "other").mkdir()
     zmq.auth.create_certificates(str(tmp_path / "other"), "stranger")
     ctx = zmq.Context()
-    srv = ControlServer("tcp://0.0.0.0:0", lambda c, r: {"pong": c}, keys, context=ctx)
+    srv = ControlServer(
+        "tcp://0.0.0.0:0", {"status": lambda r: {"pong": r["cmd"]}}, keys, context=ctx
+    )
     srv.start()
     try:
         port = srv.bound.rsplit(":", 1)[1]

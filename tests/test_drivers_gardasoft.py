@@ -10,7 +10,7 @@ import time
 import pytest
 from pydantic import ValidationError
 
-from afrd.acquire.gardasoft import GardasoftController
+from afrd.acquire.gardasoft import GardasoftConfig, GardasoftController
 from afrd.acquire.gardasoft_protocol import ERROR_CODES
 from afrd.acquire.lighting import ChannelSetting, LightingCondition
 from afrd.errors import ConfigError, DeviceError
@@ -25,7 +25,7 @@ def emu():
 
 @pytest.fixture
 def ctl(emu):
-    c = GardasoftController(emu.port, timeout=0.3, backoff_s=(0.05, 0.2))
+    c = GardasoftController(GardasoftConfig(port=emu.port, timeout_s=0.3, backoff_s=(0.05, 0.2)))
     c.open()
     yield c
     c.close()
@@ -101,7 +101,7 @@ def test_apply_switches_exactly_the_condition(emu, ctl):
 
 
 def test_apply_without_cache_resends_everything(emu):
-    c = GardasoftController(emu.port, timeout=0.3, cache=False)
+    c = GardasoftController(GardasoftConfig(port=emu.port, timeout_s=0.3, cache=False))
     c.open()
     try:
         n0 = len(emu.commands)
@@ -206,7 +206,7 @@ def test_reconnect_backoff_grows(emu, ctl):
 
 
 def test_no_controller_on_port(tmp_path):
-    c = GardasoftController(str(tmp_path / "nothing"), timeout=0.2)
+    c = GardasoftController(GardasoftConfig(port=str(tmp_path / "nothing"), timeout_s=0.2))
     with pytest.raises(DeviceError, match="cannot open lighting controller port"):
         c.open()
 
@@ -242,7 +242,7 @@ def test_socket_url_works(emu):
 
     t = threading.Thread(target=bridge, daemon=True)
     t.start()
-    c = GardasoftController(f"socket://127.0.0.1:{port}", timeout=0.5)
+    c = GardasoftController(GardasoftConfig(port=f"socket://127.0.0.1:{port}", timeout_s=0.5))
     try:
         c.open()
         assert c.version == emu.version
@@ -263,7 +263,7 @@ def test_concurrent_callers_do_not_interleave(emu, ctl):
             for i in range(20):
                 ctl.set_continuous(ch, i + 1)
                 assert ctl.read_version() == emu.version
-        except Exception as e:  # noqa: BLE001
+        except Exception as e:  # the test thread must record any failure
             errors.append(e)
 
     ts = [threading.Thread(target=worker, args=(ch,)) for ch in (1, 2, 3)]
@@ -299,7 +299,7 @@ def test_daemon_path_imports_without_torch():
 
 @pytest.mark.parametrize("pipeline", [True, False])
 def test_pipelined_and_sequential_apply_agree(emu, pipeline):
-    c = GardasoftController(emu.port, timeout=0.3, pipeline=pipeline)
+    c = GardasoftController(GardasoftConfig(port=emu.port, timeout_s=0.3, pipeline=pipeline))
     c.open()
     try:
         n0 = c.round_trips

@@ -19,11 +19,26 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from afrd.acquire.genicam import GenICamCamera
-from afrd.errors import DeviceError
+from afrd.acquire.genicam import GenICamCamera, GenICamConfig
+from afrd.errors import DeviceError, FrameTimeout
 
 REPO = Path(__file__).resolve().parent.parent
 CACHE = REPO / ".cache" / "genicam" / "1.5.0"
+
+
+def camera(
+    producer: str | None = None,
+    *,
+    trigger: str = "software",
+    reopen_backoff_s: tuple[float, float] = (0.5, 30.0),
+    **config,
+) -> GenICamCamera:
+    """The driver on its own config object (what a cell config's [camera] section holds)."""
+    return GenICamCamera(
+        GenICamConfig(producer=producer, **config),
+        trigger=trigger,
+        reopen_backoff_s=reopen_backoff_s,
+    )
 
 
 def tlsimu_cti() -> str:
@@ -54,7 +69,7 @@ def viky_cti() -> str:
 
 @pytest.fixture
 def mono() -> GenICamCamera:
-    cam = GenICamCamera(
+    cam = camera(
         tlsimu_cti(),
         serial="SN_InterfaceA_0",
         pixel_format="Mono8",
@@ -86,7 +101,7 @@ def test_software_trigger_mono8(mono: GenICamCamera) -> None:
 
 def test_fetch_timeout_without_trigger_is_quick_device_error(mono: GenICamCamera) -> None:
     t0 = time.monotonic()
-    with pytest.raises(DeviceError, match=r"TLSimuMono SN_InterfaceA_0: no frame within"):
+    with pytest.raises(FrameTimeout, match=r"TLSimuMono SN_InterfaceA_0: no frame within"):
         mono.grab(0.3)
     assert time.monotonic() - t0 < 1.5
     assert mono.lost is None  # a timeout is not a lost device
@@ -95,7 +110,7 @@ def test_fetch_timeout_without_trigger_is_quick_device_error(mono: GenICamCamera
 
 
 def test_colour_device_asked_for_bayer_converts_what_the_buffer_says() -> None:
-    with GenICamCamera(
+    with camera(
         tlsimu_cti(), serial="SN_InterfaceB_1", pixel_format="BayerRG8", width=64, height=32
     ) as cam:
         assert cam.name == "TLSimuColor SN_InterfaceB_1"
@@ -108,49 +123,47 @@ def test_colour_device_asked_for_bayer_converts_what_the_buffer_says() -> None:
 
 def test_unknown_features_are_skipped_and_bad_values_refused() -> None:
     cti = tlsimu_cti()
-    with GenICamCamera(cti, serial="SN_InterfaceA_0", exposure_us=500, gain=2.0) as cam:
+    with camera(cti, serial="SN_InterfaceA_0", exposure_us=500, gain=2.0) as cam:
         assert cam.skipped == ["ExposureTime", "Gain"]
         with pytest.raises(
             DeviceError, match="TLSimuMono SN_InterfaceA_0: device has no ExposureTime"
         ):
             cam.set_exposure(800)
     with pytest.raises(DeviceError, match=r"PixelFormat='Mono9' not available.*'Mono8'"):
-        GenICamCamera(cti, serial="SN_InterfaceA_0", pixel_format="Mono9").open()
+        camera(cti, serial="SN_InterfaceA_0", pixel_format="Mono9").open()
     # TLSimu's TriggerSource offers only Software: the hardware mode names what it offers.
     with pytest.raises(DeviceError, match=r"TriggerSource='Line1' not available.*Software"):
-        GenICamCamera(cti, serial="SN_InterfaceA_0", trigger="hardware").open()
+        camera(cti, serial="SN_InterfaceA_0", trigger="hardware").open()
 
 
 def test_device_selection() -> None:
     cti = tlsimu_cti()
-    with GenICamCamera(cti, serial="SN_InterfaceB_0") as cam:
+    with camera(cti, serial="SN_InterfaceB_0") as cam:
         assert cam.name == "TLSimuMono SN_InterfaceB_0"
-    with GenICamCamera(
-        cti, model="TLSimuColor", serial="SN_InterfaceA_1", user_name="Center"
-    ) as cam:
+    with camera(cti, model="TLSimuColor", serial="SN_InterfaceA_1", user_name="Center") as cam:
         assert cam.name == "TLSimuColor SN_InterfaceA_1"
     with pytest.raises(
         DeviceError,
         match=r"no GenICam device with serial_number='NOPE'.*"
         r"devices found:.*SN_InterfaceA_0.*SN_InterfaceB_1",
     ):
-        GenICamCamera(cti, serial="NOPE").open()
+        camera(cti, serial="NOPE").open()
     with pytest.raises(
         DeviceError,
         match=r"no GenICam device with serial_number='SN_InterfaceA_0'"
         r" model='TLSimuColor'",
     ):
-        GenICamCamera(cti, serial="SN_InterfaceA_0", model="TLSimuColor").open()
+        camera(cti, serial="SN_InterfaceA_0", model="TLSimuColor").open()
     # Two TLSimuColor devices: picking one silently could image the wrong station.
     with pytest.raises(DeviceError, match=r"2 GenICam devices match model='TLSimuColor'"):
-        GenICamCamera(cti, model="TLSimuColor").open()
+        camera(cti, model="TLSimuColor").open()
 
 
 def test_producer_from_environment(monkeypatch) -> None:
     monkeypatch.setenv(
         "GENICAM_GENTL64_PATH", os.pathsep.join(["/nonexistent", str(Path(tlsimu_cti()).parent)])
     )
-    with GenICamCamera(serial="SN_InterfaceA_0", width=32, height=32) as cam:
+    with camera(serial="SN_InterfaceA_0", width=32, height=32) as cam:
         cam.trigger()
         assert cam.grab(2.0).shape == (32, 32, 3)
 
@@ -161,7 +174,7 @@ def test_keeps_the_daemons_signal_handlers(mono: GenICamCamera) -> None:
     old_term = signal.signal(signal.SIGTERM, lambda s, f: got.append(s))
     try:
         mine = signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)
-        cam = GenICamCamera(tlsimu_cti(), serial="SN_InterfaceB_0")
+        cam = camera(tlsimu_cti(), serial="SN_InterfaceB_0")
         cam.open()  # harvesters' ImageAcquirer installs its own SIGINT handler here
         assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == mine
         os.kill(os.getpid(), signal.SIGINT)
@@ -179,9 +192,7 @@ def test_keeps_the_daemons_signal_handlers(mono: GenICamCamera) -> None:
 
 def test_lost_device_is_reopened_with_backoff() -> None:
     cti = tlsimu_cti()
-    cam = GenICamCamera(
-        cti, serial="SN_InterfaceA_0", width=32, height=32, reopen_backoff_s=(0.3, 1.0)
-    )
+    cam = camera(cti, serial="SN_InterfaceA_0", width=32, height=32, reopen_backoff_s=(0.3, 1.0))
     cam.open()
     try:
         cam.trigger()
@@ -192,14 +203,14 @@ def test_lost_device_is_reopened_with_backoff() -> None:
             cam.trigger()
         assert cam.lost and not cam.is_open
         # The device is not there at the first reopen attempt: clear error, then backoff.
-        cam.producer = str(Path(cti).parent / "absent.cti")
+        cam.config.producer = str(Path(cti).parent / "absent.cti")
         with pytest.raises(DeviceError, match=r"device lost .* reopen failed: no GenTL producer"):
             cam.grab(0.5)
         t0 = time.monotonic()
         with pytest.raises(DeviceError, match=r"next reopen attempt in 0\.\d s"):
             cam.grab(0.5)
         assert time.monotonic() - t0 < 0.1  # waiting out the backoff does not block the caller
-        cam.producer = cti  # it is back
+        cam.config.producer = cti  # it is back
         time.sleep(0.35)
         cam.trigger()  # reopens, reconfigures (32x32) and triggers
         assert cam.is_open and cam.lost is None
@@ -211,7 +222,7 @@ def test_lost_device_is_reopened_with_backoff() -> None:
 def test_viky_free_run_rgba8_keeps_colours() -> None:
     cti = viky_cti()
     for serial, channel in (("0", 0), ("2", 2)):  # red ball, blue ball on white
-        with GenICamCamera(
+        with camera(
             cti,
             serial=serial,
             pixel_format="RGBa8",
@@ -242,7 +253,7 @@ def test_viky_free_run_rgba8_keeps_colours() -> None:
 
 def test_viky_mono8_and_missing_trigger() -> None:
     cti = viky_cti()
-    with GenICamCamera(cti, serial="1", pixel_format="Mono8", trigger="free-run") as cam:
+    with camera(cti, serial="1", pixel_format="Mono8", trigger="free-run") as cam:
         img = cam.grab(2.0)
     assert img.shape == (400, 400, 3) and (img[..., 0] == img[..., 2]).all()
     with pytest.raises(
@@ -250,14 +261,14 @@ def test_viky_mono8_and_missing_trigger() -> None:
         match=r"trigger='software' needs the TriggerMode, "
         r"TriggerSource, TriggerSoftware.*free-run",
     ):
-        GenICamCamera(cti, serial="1").open()
+        camera(cti, serial="1").open()
     with pytest.raises(DeviceError, match=r"Width=64 failed.*Min = 100"):
-        GenICamCamera(cti, serial="1", width=64, trigger="free-run").open()
+        camera(cti, serial="1", width=64, trigger="free-run").open()
 
 
 def test_two_cameras_on_one_producer_at_once(mono: GenICamCamera) -> None:
     # A second Harvester on the same .cti would see no devices; the driver shares one.
-    with GenICamCamera(tlsimu_cti(), serial="SN_InterfaceB_1", width=32, height=32) as colour:
+    with camera(tlsimu_cti(), serial="SN_InterfaceB_1", width=32, height=32) as colour:
         colour.trigger()
         mono.trigger()
         assert colour.grab(2.0).shape == (32, 32, 3)
@@ -267,7 +278,7 @@ def test_two_cameras_on_one_producer_at_once(mono: GenICamCamera) -> None:
 
 
 def test_grab_on_a_closed_camera_says_so() -> None:
-    cam = GenICamCamera(tlsimu_cti(), serial="SN_InterfaceA_0")
+    cam = camera(tlsimu_cti(), serial="SN_InterfaceA_0")
     with pytest.raises(DeviceError, match="not open"):
         cam.grab(0.2)
     with pytest.raises(DeviceError, match=r"grab timeout 0 must be > 0"):

@@ -8,7 +8,8 @@ import os
 import numpy as np
 import pytest
 
-from afrd.acquire.genicam import producer_files, to_rgb8
+from afrd.acquire.gentl import producer_files
+from afrd.acquire.pixel_format import to_rgb8
 from afrd.errors import DeviceError
 
 # PFNC names the 2x2 tile from its top-left pixel, row by row.

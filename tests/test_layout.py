@@ -35,7 +35,6 @@ RANK = {
 ALLOWED = {
     ("afrd.acquire.devices", "afrd.sim.camera"): "a config naming kind = 'sim' asks for it",
     ("afrd.acquire.devices", "afrd.sim.emulator"): "a config naming kind = 'sim' asks for it",
-    ("afrd.acquire.devices", "afrd.sim.cell"): "a config naming kind = 'sim' asks for it",
 }
 
 

@@ -9,10 +9,17 @@ import numpy as np
 import pytest
 
 from afrd.acquire.lighting import ChannelSetting, LightingCondition
+from afrd.acquire.simulated import (
+    SIM_CHANNELS,
+    SimCameraConfig,
+    SimControllerConfig,
+    sim_lighting_conditions,
+)
 from afrd.data import render as R
 from afrd.data.lights import DEFAULT_LIGHTS
-from afrd.errors import DeviceError
-from afrd.sim.cell import SIM_CHANNELS, SimCell, SimParts, sim_lighting_conditions
+from afrd.errors import DeviceError, FrameTimeout
+from afrd.sim.cell import SimCell
+from afrd.sim.parts import SimParts
 
 SIZE = 48
 
@@ -30,7 +37,12 @@ def mismatched_lights(imageset, parts: SimParts, tol: int = 0) -> list[str]:
 
 @pytest.fixture(scope="module")
 def cell():
-    with SimCell(category="button", size=SIZE, defect_rate=0.5, timeout_s=0.3) as c:
+    with SimCell(
+        category="button",
+        size=SIZE,
+        defect_rate=0.5,
+        controller=SimControllerConfig(timeout_s=0.3),
+    ) as c:
         yield c
 
 
@@ -90,10 +102,10 @@ def test_timings_and_timestamps(cell):
 
 
 def test_ground_truth_is_deterministic(cell):
-    parts = SimParts("button", seed=0, defect_rate=0.5, size=SIZE)
+    parts = SimParts(SimCameraConfig(category="button", seed=0, defect_rate=0.5, size=SIZE))
     labels = [parts.truth(f"p{i}") for i in range(40)]
     assert 5 < sum(labels) < 35
-    assert labels == [SimParts("button", 0, 0.5, SIZE).truth(f"p{i}") for i in range(40)]
+    assert labels == [parts.truth(f"p{i}") for i in range(40)]
     s = cell.sequencer().acquire("p3", "button")
     assert s.label == parts.truth("p3")
     assert s.mask.shape == (SIZE, SIZE) and (s.mask.any() == bool(s.label))
@@ -145,7 +157,7 @@ def test_controller_fault_names_light_and_step(cell):
 
 
 def test_lost_port_fails_the_part_then_recovers():
-    with SimCell(size=SIZE, timeout_s=0.3) as c:
+    with SimCell(size=SIZE, controller=SimControllerConfig(timeout_s=0.3)) as c:
         c.controller.backoff_min = c.controller._backoff = 0.05
         seq = c.sequencer()
         seq.acquire("l0")
@@ -168,5 +180,5 @@ def test_camera_failure_names_grab_step(cell):
         cell.camera.open()
     # a camera that was never triggered times out in grab
     cell.camera.start_part("g2")
-    with pytest.raises(DeviceError, match="no frame within 0.05 s"):
+    with pytest.raises(FrameTimeout, match="no frame within 0.05 s"):
         cell.camera.grab(0.05)

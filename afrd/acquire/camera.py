@@ -8,6 +8,12 @@ import numpy as np
 
 from afrd.errors import DeviceError
 
+# Part ids under which a camera shows the flat calibration targets (`afrd calibrate`): the
+# simulated camera renders a flat matte grey (white) or black target; a real camera images
+# whatever the operator put in front of it and ignores the id.
+WHITE_TARGET = "calib:white-target"
+BLACK_TARGET = "calib:black-target"
+
 
 class Camera(ABC):
     """A camera that delivers RGB uint8 frames. ``grab`` always has a timeout."""
@@ -22,7 +28,7 @@ class Camera(ABC):
 
     def start_part(self, part_id: str) -> None:  # noqa: B027 - optional hook
         """A new part is in front of the camera. Real cameras ignore it; the simulated one
-        renders that part from then on."""
+        renders that part from then on (WHITE_TARGET/BLACK_TARGET: a calibration target)."""
 
     @property
     def has_trigger(self) -> bool:
@@ -39,7 +45,8 @@ class Camera(ABC):
 
     @abstractmethod
     def grab(self, timeout_s: float = 1.0) -> np.ndarray:
-        """The next frame as an HxWx3 uint8 RGB array; raises DeviceError after ``timeout_s``."""
+        """The next frame as an HxWx3 uint8 RGB array; raises FrameTimeout after ``timeout_s``
+        without one (in hardware-trigger mode: no part came), DeviceError on a fault."""
 
     def __enter__(self) -> Camera:
         self.open()

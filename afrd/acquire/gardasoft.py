@@ -13,8 +13,10 @@ import re
 import termios
 import threading
 import time
+from typing import Literal
 
 import serial
+from pydantic import BaseModel, ConfigDict, Field
 
 from afrd.acquire.gardasoft_protocol import PROMPT, TERMINATOR, error_meaning, fmt_num
 from afrd.acquire.lighting import LightController, LightingCondition
@@ -26,31 +28,43 @@ _ERR = re.compile(r"^Err\s*(\d+)$", re.IGNORECASE)
 _STATUS = re.compile(r"^CH(\d+)\s+(OFF|CONT|PULSE)\s+([\d.]+)(.*)$")
 
 
-class GardasoftController(LightController):
-    """Driver for an RT-series controller. ``port``: a device path or a pyserial URL such as
-    ``socket://host:port``. ``cache``: skip commands that would re-send a channel setting the
-    controller already acknowledged (cleared on any error or reconnect). ``pipeline``: send the
-    commands of one ``apply``/``all_off``/``strobe`` in one write and read their replies in order
-    (set False for a controller whose input buffer cannot hold a batch)."""
+class GardasoftConfig(BaseModel):
+    """``[controller] kind = "gardasoft"``: the serial link and how the driver uses it."""
 
-    def __init__(
-        self,
-        port: str,
-        baudrate: int = 115200,
-        timeout: float = 1.0,
-        n_channels: int = 8,
-        cache: bool = True,
-        pipeline: bool = True,
-        backoff_s: tuple[float, float] = (0.2, 5.0),
-        name: str = "gardasoft",
-    ) -> None:
-        self.port = port
-        self.baudrate = baudrate
-        self.timeout = timeout
-        self.n_channels = n_channels
-        self.cache = cache
-        self.pipeline = pipeline
-        self.backoff_min, self.backoff_max = backoff_s
+    model_config = ConfigDict(extra="forbid")
+
+    kind: Literal["gardasoft"] = "gardasoft"
+    port: str = Field(
+        ..., min_length=1, description="serial device or pyserial URL, e.g. /dev/ttyUSB0"
+    )
+    baudrate: int = 115200
+    timeout_s: float = Field(1.0, gt=0, description="wait for each reply")
+    settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
+    n_channels: int = Field(8, ge=1, le=64)
+    cache: bool = Field(
+        True, description="skip re-sending a channel setting the controller acknowledged"
+    )
+    pipeline: bool = Field(
+        True, description="send one apply's commands in one write (False: one by one)"
+    )
+    backoff_s: tuple[float, float] = Field(
+        (0.2, 5.0), description="reconnect backoff: first and longest wait"
+    )
+
+
+class GardasoftController(LightController):
+    """Driver for an RT-series controller (``config.port``: a device path or a pyserial URL such
+    as ``socket://host:port``). With ``cache`` it skips commands that would re-send a channel
+    setting the controller already acknowledged (cleared on any error or reconnect); with
+    ``pipeline`` it sends the commands of one ``apply``/``all_off``/``strobe`` in one write and
+    reads their replies in order (off for a controller whose input buffer cannot hold a batch)."""
+
+    def __init__(self, config: GardasoftConfig, name: str = "gardasoft") -> None:
+        self.config = config
+        self.port = config.port
+        self.timeout = config.timeout_s
+        self.n_channels = config.n_channels
+        self.backoff_min, self.backoff_max = config.backoff_s
         self.name = name
         self.version: str | None = None
         self.round_trips = 0  # write/read exchanges (a pipelined batch counts once)
@@ -86,7 +100,7 @@ class GardasoftController(LightController):
         try:
             ser = serial.serial_for_url(
                 self.port,
-                baudrate=self.baudrate,
+                baudrate=self.config.baudrate,
                 bytesize=serial.EIGHTBITS,
                 parity=serial.PARITY_NONE,
                 stopbits=serial.STOPBITS_ONE,
@@ -123,7 +137,7 @@ class GardasoftController(LightController):
         if ser is not None:
             try:
                 ser.close()
-            except Exception:  # noqa: BLE001 - closing a dead port may fail any way it likes
+            except Exception:  # closing a dead port may fail any way it likes
                 pass
         if reason is not None:
             if self.lost_reason is None:
@@ -233,7 +247,7 @@ class GardasoftController(LightController):
     def _set_many(self, cmds: list[str]) -> None:
         if not cmds:
             return
-        if not self.pipeline or len(cmds) == 1:
+        if not self.config.pipeline or len(cmds) == 1:
             for c in cmds:
                 self._set(c)
             return
@@ -258,7 +272,7 @@ class GardasoftController(LightController):
         with self._lock:
             # Switch off first so two conditions never overlap on the part.
             order = sorted(wanted, key=lambda c: (wanted[c] != ("RS", 0.0), c))
-            todo = [c for c in order if not (self.cache and self._sent.get(c) == wanted[c])]
+            todo = [c for c in order if not (self.config.cache and self._sent.get(c) == wanted[c])]
             cmds = [
                 f"{wanted[c][0]}{c},{','.join(fmt_num(v) for v in wanted[c][1:])}" for c in todo
             ]

@@ -12,241 +12,75 @@ harvesters call that creates objects, so the daemon keeps its own shutdown handl
 
 from __future__ import annotations
 
-import glob
 import logging
-import os
-import signal
 import threading
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Literal
 
-import cv2
 import numpy as np
+from pydantic import BaseModel, ConfigDict, Field
 
 from afrd.acquire.camera import Camera
-from afrd.errors import DeviceError
+from afrd.acquire.gentl import (
+    acquire_harvester,
+    describe,
+    keep_signal_handlers,
+    producer_files,
+    prop,
+    release_harvester,
+)
+from afrd.acquire.pixel_format import to_rgb8
+from afrd.errors import DeviceError, FrameTimeout
 
 log = logging.getLogger(__name__)
 
 TriggerMode = Literal["software", "hardware", "free-run"]
 TRIGGER_MODES = ("software", "hardware", "free-run")
-ENV_PATH = "GENICAM_GENTL64_PATH"
-
-# GenICam (PFNC) names the 2x2 tile from its top-left pixel: BayerRG = R G / G B.
-# OpenCV names it from the second row/column (pixels (1,1),(1,2)), so the names are shifted:
-# PFNC RG is OpenCV BG, GR is GB, GB is GR, BG is RG. tests/test_genicam_convert.py checks
-# every pattern against a mosaic of a known colour.
-BAYER_TO_CV2 = {
-    "RG": cv2.COLOR_BayerBG2RGB,
-    "GR": cv2.COLOR_BayerGB2RGB,
-    "GB": cv2.COLOR_BayerGR2RGB,
-    "BG": cv2.COLOR_BayerRG2RGB,
-}
 
 
-def _bits(pixel_format: str, default: int = 8) -> int:
-    """Significant bits per sample from a PFNC name: Mono12 -> 12, BayerRG10p -> 10."""
-    digits = "".join(ch if ch.isdigit() else " " for ch in pixel_format).split()
-    return int(digits[0]) if digits else default
+class GenICamConfig(BaseModel):
+    """``[camera] kind = "genicam"``: which device, how it is set up, how long a grab waits."""
 
+    model_config = ConfigDict(extra="forbid")
 
-def _to_8bit(raw: np.ndarray, bits: int) -> np.ndarray:
-    if raw.dtype == np.uint8 and bits <= 8:
-        return raw
-    if bits <= 8:
-        return np.clip(raw, 0, 255).astype(np.uint8)
-    return (raw.astype(np.uint16) >> (bits - 8)).astype(np.uint8)
-
-
-def to_rgb8(raw: np.ndarray, pixel_format: str) -> np.ndarray:
-    """Convert one frame (HxW or HxWxC, as the buffer holds it) to contiguous HxWx3 uint8 RGB.
-
-    Supports Mono8/10/12/14/16, Bayer{RG,GR,GB,BG}{8,10,12,14,16} (bilinear demosaic with OpenCV),
-    RGB8/BGR8/RGBa8/BGRa8 and the unpacked RGB/BGR 10/12/16. Samples wider than 8 bit are scaled
-    by a right shift (full scale stays full scale). Raises DeviceError for anything else.
-    """
-    fmt = pixel_format
-    bits = _bits(fmt)
-    if raw.ndim == 3 and raw.shape[2] == 1:
-        raw = raw[:, :, 0]
-    if fmt.startswith("Mono") and "Signed" not in fmt:
-        if raw.ndim != 2:
-            raise DeviceError(f"{fmt} frame has shape {raw.shape}, expected HxW")
-        mono = _to_8bit(raw, bits)
-        return cv2.cvtColor(np.ascontiguousarray(mono), cv2.COLOR_GRAY2RGB)
-    if fmt.startswith("Bayer") and fmt[5:7] in BAYER_TO_CV2:
-        if raw.ndim != 2:
-            raise DeviceError(f"{fmt} frame has shape {raw.shape}, expected HxW")
-        mosaic = np.ascontiguousarray(_to_8bit(raw, bits))
-        return cv2.cvtColor(mosaic, BAYER_TO_CV2[fmt[5:7]])
-    for prefix, order in (("RGBa", "rgb"), ("BGRa", "bgr"), ("RGB", "rgb"), ("BGR", "bgr")):
-        if (
-            fmt.startswith(prefix)
-            and "Planar" not in fmt
-            and fmt[len(prefix) : len(prefix) + 1].isdigit()
-        ):
-            want = 4 if prefix.endswith("a") else 3
-            if raw.ndim != 3 or raw.shape[2] != want:
-                raise DeviceError(f"{fmt} frame has shape {raw.shape}, expected HxWx{want}")
-            rgb = raw[:, :, :3] if order == "rgb" else raw[:, :, 2::-1]
-            return np.ascontiguousarray(_to_8bit(rgb, bits))
-    raise DeviceError(
-        f"pixel format {fmt!r} is not supported; use Mono8/10/12/16, Bayer**8/10/12/16, "
-        "RGB8, BGR8, RGBa8 or BGRa8"
+    kind: Literal["genicam"] = "genicam"
+    producer: str | list[str] | None = Field(
+        None, description="GenTL .cti file(s) or folder(s); None = $GENICAM_GENTL64_PATH"
     )
-
-
-def producer_files(producer: str | Sequence[str] | None) -> list[Path]:
-    """Every .cti named by ``producer`` (files or folders, os.pathsep-separated) or, when it is
-    None, by the GENICAM_GENTL64_PATH environment variable."""
-    if producer is None:
-        spec = os.environ.get(ENV_PATH, "")
-        source = f"${ENV_PATH}={spec!r}"
-    else:
-        spec = producer if isinstance(producer, str) else os.pathsep.join(producer)
-        source = f"camera producer {spec!r}"
-    found: list[Path] = []
-    for entry in filter(None, spec.split(os.pathsep)):
-        path = Path(entry).expanduser()
-        if path.is_dir():
-            found.extend(sorted(Path(p) for p in glob.glob(str(path / "*.cti"))))
-        elif path.is_file():
-            found.append(path)
-    if not found:
-        hint = "" if producer is not None or spec else f" (set camera.producer or ${ENV_PATH})"
-        raise DeviceError(f"no GenTL producer (.cti) found from {source}{hint}")
-    return list(dict.fromkeys(p.resolve() for p in found))
-
-
-@contextmanager
-def _keep_signal_handlers() -> Iterator[None]:
-    """Restore SIGINT/SIGTERM handlers that harvesters replaces (it does so in the main thread
-    when an ImageAcquirer is created)."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    saved = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
-    try:
-        yield
-    finally:
-        for sig, handler in saved.items():
-            if handler is not None and signal.getsignal(sig) is not handler:
-                signal.signal(sig, handler)
-
-
-class _Shared:
-    def __init__(self, harvester: Any, infos: list[Any]) -> None:
-        self.harvester, self.infos, self.users = harvester, infos, 0
-
-
-# One Harvester per producer set in the process: a GenTL producer is a process-wide library, and
-# a second Harvester loading the same .cti sees no devices (TLSimu), while Harvester.update()
-# invalidates every acquirer it created. So cameras on the same producers share one Harvester,
-# enumerated when the first opens and reset when the last closes.
-_HARVESTERS: dict[tuple[Path, ...], _Shared] = {}
-_HARVESTERS_LOCK = threading.Lock()
-
-
-def _acquire_harvester(files: list[Path]) -> tuple[Any, list[Any]]:
-    from harvesters.core import Harvester  # heavy import; only when a real camera is used
-
-    key = tuple(files)
-    with _HARVESTERS_LOCK:
-        shared = _HARVESTERS.get(key)
-        if shared is None:
-            h = Harvester()
-            try:
-                for f in files:
-                    h.add_file(str(f))
-                h.update()
-            except Exception as exc:
-                h.reset()
-                raise DeviceError(
-                    f"loading GenTL producer(s) {', '.join(map(str, files))} failed: {exc}"
-                ) from exc
-            shared = _HARVESTERS[key] = _Shared(h, list(h.device_info_list))
-        shared.users += 1
-        return shared.harvester, shared.infos
-
-
-def _release_harvester(harvester: Any) -> None:
-    with _HARVESTERS_LOCK:
-        for key, shared in list(_HARVESTERS.items()):
-            if shared.harvester is harvester:
-                shared.users -= 1
-                if shared.users <= 0:
-                    del _HARVESTERS[key]
-                    try:
-                        harvester.reset()
-                    except Exception as exc:  # noqa: BLE001
-                        log.debug("Harvester.reset failed: %s", exc)
-                return
-
-
-def _prop(info: Any, key: str) -> Any:
-    """A device-info property; None when the producer does not support it (viky has no
-    user-defined name and raises on direct access)."""
-    return getattr(info, "property_dict", {}).get(key)
-
-
-def _describe(info: Any) -> str:
-    return " ".join(
-        f"{label}={_prop(info, key)!r}"
-        for label, key in (
-            ("model", "model"),
-            ("serial", "serial_number"),
-            ("user_name", "user_defined_name"),
-            ("vendor", "vendor"),
-        )
-    )
+    serial: str | None = None
+    model: str | None = None
+    user_name: str | None = None
+    pixel_format: str | None = None
+    width: int | None = Field(None, gt=0)
+    height: int | None = Field(None, gt=0)
+    exposure_us: float | None = Field(None, gt=0)
+    gain: float | None = None
+    timeout_s: float = Field(2.0, gt=0, description="grab timeout")
+    trigger_source: str = Field("Line1", description="the hardware line (trigger.mode hardware)")
+    trigger_activation: str = "RisingEdge"
 
 
 class GenICamCamera(Camera):
     """One GenICam device chosen by serial number, model and/or user-defined name (all given
-    criteria must match, and exactly one device must match)."""
+    criteria must match, and exactly one device must match). ``trigger``: the cell's trigger
+    mode decides the camera's (software trigger, hardware line, or free-run)."""
 
     def __init__(
         self,
-        producer: str | Sequence[str] | None = None,
-        *,
-        serial: str | None = None,
-        model: str | None = None,
-        user_name: str | None = None,
-        pixel_format: str | None = None,
-        width: int | None = None,
-        height: int | None = None,
-        exposure_us: float | None = None,
-        gain: float | None = None,
+        config: GenICamConfig,
         trigger: TriggerMode = "software",
-        trigger_source: str = "Line1",
-        trigger_activation: str = "RisingEdge",
-        timeout_s: float = 1.0,
         reopen_backoff_s: tuple[float, float] = (0.5, 30.0),
     ) -> None:
         if trigger not in TRIGGER_MODES:
             raise DeviceError(f"camera trigger {trigger!r}: expected one of {TRIGGER_MODES}")
-        if not timeout_s > 0:
-            raise DeviceError(f"camera timeout_s {timeout_s!r}: expected > 0")
-        self.producer = producer
-        self.serial, self.model, self.user_name = serial, model, user_name
-        self.pixel_format, self.width, self.height = pixel_format, width, height
-        self.exposure_us, self.gain = exposure_us, gain
+        self.config = config
+        self.exposure_us = config.exposure_us  # set_exposure changes it; kept across a reopen
         self.trigger_mode: TriggerMode = trigger
-        self.trigger_source, self.trigger_activation = trigger_source, trigger_activation
-        self.timeout_s = timeout_s
+        self.timeout_s = config.timeout_s
         self.reopen_backoff_s = reopen_backoff_s
-        self.name = (
-            "genicam("
-            + ", ".join(
-                f"{k}={v}"
-                for k, v in (("serial", serial), ("model", model), ("user_name", user_name))
-                if v is not None
-            )
-            + ")"
-        )
+        chosen = {"serial": config.serial, "model": config.model, "user_name": config.user_name}
+        self.name = f"genicam({', '.join(f'{k}={v}' for k, v in chosen.items() if v is not None)})"
         self.skipped: list[str] = []  # features the device lacks, filled by open()
         self.last_pixel_format: str | None = None  # as the last buffer reported it
         self._harvester: Any = None
@@ -296,7 +130,7 @@ class GenICamCamera(Camera):
             ia = self._ensure_open()
             try:
                 ia.remote_device.node_map.TriggerSoftware.execute()
-            except Exception as exc:  # noqa: BLE001 - any GenTL failure means the link is gone
+            except Exception as exc:  # any GenTL failure means the link is gone
                 self._mark_lost(f"TriggerSoftware failed: {exc}")
                 raise DeviceError(
                     f"{self.name}: TriggerSoftware failed ({exc}); "
@@ -362,7 +196,7 @@ class GenICamCamera(Camera):
     def _teardown(self) -> None:
         ia, h = self._ia, self._harvester
         self._ia = self._harvester = None
-        with _keep_signal_handlers():
+        with keep_signal_handlers():
             for what, fn in (
                 ("stop", getattr(ia, "stop", None)),
                 ("destroy", getattr(ia, "destroy", None)),
@@ -371,24 +205,24 @@ class GenICamCamera(Camera):
                     continue
                 try:
                     fn()
-                except Exception as exc:  # noqa: BLE001 - closing a dead device must not raise
+                except Exception as exc:  # closing a dead device must not raise
                     log.debug("%s: %s failed while closing: %s", self.name, what, exc)
             if h is not None:
-                _release_harvester(h)
+                release_harvester(h)
 
     def _open(self) -> None:
-        files = producer_files(self.producer)
-        with _keep_signal_handlers():
-            self._harvester, infos = _acquire_harvester(files)
+        files = producer_files(self.config.producer)
+        with keep_signal_handlers():
+            self._harvester, infos = acquire_harvester(files)
             index = self._select(infos, files)
             try:
                 self._ia = self._harvester.create(index)
             except Exception as exc:
                 raise DeviceError(
-                    f"{self.name}: cannot open {_describe(infos[index])}: {exc}"
+                    f"{self.name}: cannot open {describe(infos[index])}: {exc}"
                 ) from exc
         info = infos[index]
-        self.name = f"{_prop(info, 'model')} {_prop(info, 'serial_number')}"
+        self.name = f"{prop(info, 'model')} {prop(info, 'serial_number')}"
         self._configure(self._ia.remote_device.node_map)
         try:
             self._ia.start()
@@ -403,12 +237,12 @@ class GenICamCamera(Camera):
 
     def _select(self, infos: list[Any], files: list[Path]) -> int:
         want = {
-            "serial_number": self.serial,
-            "model": self.model,
-            "user_defined_name": self.user_name,
+            "serial_number": self.config.serial,
+            "model": self.config.model,
+            "user_defined_name": self.config.user_name,
         }
         want = {k: v for k, v in want.items() if v is not None}
-        found = "; ".join(_describe(i) for i in infos) or "none"
+        found = "; ".join(describe(i) for i in infos) or "none"
         if not infos:
             raise DeviceError(
                 f"no GenICam device found by producer(s) {', '.join(map(str, files))}"
@@ -416,7 +250,7 @@ class GenICamCamera(Camera):
         matches = [
             n
             for n, i in enumerate(infos)
-            if all(str(_prop(i, k)) == str(v) for k, v in want.items())
+            if all(str(prop(i, k)) == str(v) for k, v in want.items())
         ]
         crit = " ".join(f"{k}={v!r}" for k, v in want.items()) or "(no serial/model/user_name)"
         if not matches:
@@ -448,9 +282,9 @@ class GenICamCamera(Camera):
 
     def _configure(self, nm: Any) -> None:
         self.skipped = []
-        if self.pixel_format is not None:
-            self._set(nm, "PixelFormat", self.pixel_format)
-        for name, value in (("Width", self.width), ("Height", self.height)):
+        if self.config.pixel_format is not None:
+            self._set(nm, "PixelFormat", self.config.pixel_format)
+        for name, value in (("Width", self.config.width), ("Height", self.config.height)):
             if value is not None:
                 self._set(nm, name, int(value))
         if self.exposure_us is not None:
@@ -462,10 +296,10 @@ class GenICamCamera(Camera):
                 else "ExposureTime"
             )
             self._set(nm, name, float(self.exposure_us))
-        if self.gain is not None:
+        if self.config.gain is not None:
             if nm.has_node("GainAuto"):
                 self._set(nm, "GainAuto", "Off")
-            self._set(nm, "Gain", float(self.gain))
+            self._set(nm, "Gain", float(self.config.gain))
         self._configure_trigger(nm)
 
     def _configure_trigger(self, nm: Any) -> None:
@@ -490,13 +324,13 @@ class GenICamCamera(Camera):
         if self.trigger_mode == "software":
             self._set(nm, "TriggerSource", "Software")
             return
-        self._set(nm, "TriggerSource", self.trigger_source)
+        self._set(nm, "TriggerSource", self.config.trigger_source)
         if nm.has_node("TriggerActivation"):
-            self._set(nm, "TriggerActivation", self.trigger_activation)
+            self._set(nm, "TriggerActivation", self.config.trigger_activation)
         if nm.has_node("LineSelector") and nm.has_node("LineMode"):
             lines = getattr(nm.get_node("LineSelector"), "symbolics", ())
-            if self.trigger_source in lines:
-                self._set(nm, "LineSelector", self.trigger_source)
+            if self.config.trigger_source in lines:
+                self._set(nm, "LineSelector", self.config.trigger_source)
                 self._set(nm, "LineMode", "Input")
 
     def _drain(self, ia: Any) -> None:
@@ -523,10 +357,10 @@ class GenICamCamera(Camera):
                     )
                 raw = data.reshape(h, w, data.size // (h * w)).copy()  # before re-queueing
         except TimeoutException:
-            raise DeviceError(
+            raise FrameTimeout(
                 f"{self.name}: no frame within {timeout:.3f} s (trigger={self.trigger_mode}"
                 + (
-                    f", source {self.trigger_source}: is the light controller's strobe wired "
+                    f", source {self.config.trigger_source}: is the light controller's strobe wired "
                     "and firing?"
                     if self.trigger_mode == "hardware"
                     else ""
@@ -535,20 +369,20 @@ class GenICamCamera(Camera):
             ) from None
         except DeviceError:
             raise
-        except Exception as exc:  # noqa: BLE001 - anything else: the device went away
+        except Exception as exc:  # anything else: the device went away
             self._mark_lost(f"fetch failed: {type(exc).__name__}: {exc}")
             raise DeviceError(
                 f"{self.name}: fetch failed ({exc}); device marked lost, reopening on next grab"
             ) from exc
         if (
-            self.pixel_format is not None
-            and fmt != self.pixel_format
+            self.config.pixel_format is not None
+            and fmt != self.config.pixel_format
             and self.last_pixel_format != fmt
         ):
             log.warning(
                 "%s: PixelFormat set to %s but the device delivers %s",
                 self.name,
-                self.pixel_format,
+                self.config.pixel_format,
                 fmt,
             )
         self.last_pixel_format = fmt

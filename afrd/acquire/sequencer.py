@@ -120,7 +120,7 @@ class Sequencer:
                 images.append(img)
         except AfrdError as e:
             raise type(e)(f"acquire part {part_id!r}: light {light!r}, step {step}: {e}") from e
-        except Exception as e:  # noqa: BLE001 - any device failure becomes a verdict, not a crash
+        except Exception as e:  # any device failure becomes a verdict, not a crash
             raise DeviceError(
                 f"acquire part {part_id!r}: light {light!r}, step {step}: {type(e).__name__}: {e}"
             ) from e

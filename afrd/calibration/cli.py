@@ -74,29 +74,29 @@ def source(args: argparse.Namespace) -> str:
 def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
     """(controller, camera, conditions) of --sim or --config, open while inside; the camera
     shows the white target (the simulated one does; real cameras ignore it)."""
+    from afrd.acquire.camera import WHITE_TARGET
+    from afrd.acquire.devices import Devices
+    from afrd.acquire.simulated import (
+        SimCameraConfig,
+        SimControllerConfig,
+        sim_lighting_conditions,
+    )
+    from afrd.config.cell import load_config
     from afrd.data.lights import DEFAULT_LIGHTS
-    from afrd.sim.cell import WHITE_TARGET, SimCell
 
     lights = args.lights.split(",") if args.lights else None
     if args.sim:
-        with SimCell(size=args.size, lights=lights or DEFAULT_LIGHTS) as sim:
-            sim.camera.start_part(WHITE_TARGET)
-            yield sim.controller, sim.camera, sim.conditions()
-        return
-    from afrd.config.cell import load_config
-    from afrd.daemon.service import Cell
-
-    cfg = load_config(args.config)
-    names = lights or [c.name for c in cfg.lighting]
-    conds = cfg.conditions_for(names, source="calibration")
-    cell = Cell(cfg)
-    try:
-        cell.open()
-        cell.controller.open()  # the daemon tolerates a missing controller; calibration does not
-        cell.camera.start_part(WHITE_TARGET)
-        yield cell.controller, cell.camera, conds
-    finally:
-        cell.close()
+        devices = Devices(SimCameraConfig(size=args.size), SimControllerConfig())
+        conds = sim_lighting_conditions(lights or DEFAULT_LIGHTS)
+    else:
+        cfg = load_config(args.config)
+        names = lights or [c.name for c in cfg.lighting]
+        conds = cfg.conditions_for(names, source="calibration")
+        devices = Devices(cfg.camera, cfg.controller, cfg.trigger.mode)
+    # unlike the daemon, calibration needs the controller from the start
+    with devices:
+        devices.camera.start_part(WHITE_TARGET)
+        yield devices.controller, devices.camera, conds
 
 
 def failed(prog: str, exc: Exception) -> int:

@@ -1,5 +1,8 @@
 """The cell config: one TOML file, typed models that forbid unknown keys.
 
+The camera and controller sections are the drivers' own config models (``afrd.acquire``),
+chosen by ``kind``; this module composes them with the model, trigger, sockets and outputs.
+
 ``load_config(path)`` returns a :class:`CellConfig` or raises :class:`afrd.errors.ConfigError`
 whose message names the file, every wrong key path (``lighting[2].channels[0].level``) and what
 was expected. Nothing here opens a device or loads a model: checking a config is cheap.
@@ -8,72 +11,18 @@ was expected. Nothing here opens a device or loads a model: checking a config is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomllib
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
+from afrd.acquire.devices import CameraConfig, ControllerConfig
 from afrd.acquire.lighting import LightingCondition
 from afrd.errors import ConfigError
 
 
 class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
-
-
-# ---------------------------------------------------------------- camera
-class SimCameraConfig(_Strict):
-    """The simulated camera: renders deterministic synthetic parts under the lit channels."""
-
-    kind: Literal["sim"]
-    category: str | None = Field(None, description="afrd.data.render category; None = first")
-    seed: int = 0
-    defect_rate: float = Field(0.3, ge=0.0, le=1.0)
-    size: int = Field(128, ge=16, le=2048)
-    noise_seed: int | None = None  # None: noiseless frames; an int: the renderer's sensor noise
-    pose: Literal["fixtured", "conveyor", "free"] = Field(
-        "fixtured", description="parts held in a nest (line) or at any rotation (datasets)"
-    )
-
-
-class GenICamCameraConfig(_Strict):
-    kind: Literal["genicam"]
-    producer: str | None = None  # path to a GenTL .cti; None = $GENICAM_GENTL64_PATH
-    serial: str | None = None
-    model: str | None = None
-    user_name: str | None = None
-    pixel_format: str | None = None
-    width: int | None = Field(None, gt=0)
-    height: int | None = Field(None, gt=0)
-    exposure_us: float | None = Field(None, gt=0)
-    gain: float | None = None
-    timeout_s: float = Field(2.0, gt=0)
-    trigger_source: str = "Line1"  # the hardware line when trigger.mode = "hardware"
-    trigger_activation: str = "RisingEdge"
-
-
-CameraConfig = Annotated[SimCameraConfig | GenICamCameraConfig, Field(discriminator="kind")]
-
-
-# ---------------------------------------------------------------- controller
-class SimControllerConfig(_Strict):
-    """The controller emulator on a pseudo-terminal, started inside the daemon."""
-
-    kind: Literal["sim"]
-    settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
-
-
-class GardasoftControllerConfig(_Strict):
-    kind: Literal["gardasoft"]
-    port: str = Field(..., min_length=1, description="serial device, e.g. /dev/ttyUSB0")
-    baudrate: int = 115200
-    timeout_s: float = Field(1.0, gt=0)
-    settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
-
-
-ControllerConfig = Annotated[
-    SimControllerConfig | GardasoftControllerConfig, Field(discriminator="kind")
-]
 
 
 # ---------------------------------------------------------------- model
@@ -221,6 +170,9 @@ def load_config(path: str | Path) -> CellConfig:
         cfg.bundle.path = base / cfg.bundle.path
     if not cfg.recorder.dir.is_absolute():
         cfg.recorder.dir = base / cfg.recorder.dir
+    line = getattr(cfg.camera, "line", None)
+    if line is not None and not line.is_absolute():
+        cfg.camera.line = base / line
     if cfg.sockets.curve_keys_dir is not None and not cfg.sockets.curve_keys_dir.is_absolute():
         cfg.sockets.curve_keys_dir = base / cfg.sockets.curve_keys_dir
     return cfg

@@ -2,8 +2,9 @@
 
 Request: one JSON object ``{"cmd": "<name>", ...arguments}``. Reply: ``{"ok": true, "result":
 ...}`` or ``{"ok": false, "error": "<message>"}``; a request that is not JSON, not an object or
-names an unknown command gets an error reply, never a crash. Commands: status, trigger
-{part_id, product}, reload, set_threshold {threshold}, pause, resume.
+names an unknown command gets an error reply, never a crash. The server dispatches through a
+command table (name -> handler(request)); the daemon's is status, trigger {part_id, product},
+reload, set_threshold {threshold}, pause, resume.
 
 Bound to loopback (or ipc://) by default. Binding anything wider needs CURVE: the keys
 directory holds ``server.key_secret`` (``zmq.auth.create_certificates``) and optionally
@@ -16,7 +17,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -26,9 +27,6 @@ import zmq.auth
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.control")
-
-COMMANDS = ("status", "trigger", "reload", "set_threshold", "pause", "resume")
-
 
 class CommandError(AfrdError):
     """A control command was refused; the message goes back to the client."""
@@ -69,19 +67,22 @@ def curve_server_keys(keys_dir: Path | None, endpoint: str) -> tuple[bytes, byte
     return public, private
 
 
+Handler = Callable[[dict], Any]
+
+
 class ControlServer:
-    """Serves requests on its own thread; ``handler(cmd, request)`` returns the result or raises
-    (AfrdError -> its message; anything else -> 'internal error')."""
+    """Serves requests on its own thread; ``commands[cmd](request)`` returns the result or
+    raises (AfrdError -> its message; anything else -> 'internal error')."""
 
     def __init__(
         self,
         endpoint: str,
-        handler: Callable[[str, dict], Any],
+        commands: Mapping[str, Handler],
         keys_dir: Path | None = None,
         context: zmq.Context | None = None,
     ) -> None:
         self._ctx = context or zmq.Context.instance()
-        self._handler = handler
+        self._commands = dict(commands)
         self._auth = None
         keys = curve_server_keys(keys_dir, endpoint)
         self._sock = self._ctx.socket(zmq.REP)
@@ -134,13 +135,14 @@ class ControlServer:
                 "error": f"request must be a JSON object, got {type(req).__name__}",
             }
         cmd = req.get("cmd")
-        if cmd not in COMMANDS:
+        handler = self._commands.get(cmd) if isinstance(cmd, str) else None
+        if handler is None:
             return {
                 "ok": False,
-                "error": f"unknown or missing 'cmd' {cmd!r}; expected one of {list(COMMANDS)}",
+                "error": f"unknown or missing 'cmd' {cmd!r}; expected one of {list(self._commands)}",
             }
         try:
-            return {"ok": True, "result": self._handler(cmd, req)}
+            return {"ok": True, "result": handler(req)}
         except AfrdError as exc:
             return {"ok": False, "error": str(exc)}
         except Exception as exc:  # a bug in a handler must not take the socket down

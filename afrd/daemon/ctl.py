@@ -18,12 +18,12 @@ import zmq.auth
 
 def request(
     endpoint: str,
-    req: dict,
+    req: dict | bytes,
     timeout_s: float = 5.0,
     server_key: Path | None = None,
     client_key: Path | None = None,
 ) -> dict | None:
-    """One request/reply; None on timeout."""
+    """One request/reply (``req``: a command object, or raw bytes as sent); None on timeout."""
     ctx = zmq.Context.instance()
     s = ctx.socket(zmq.REQ)
     s.setsockopt(zmq.LINGER, 0)
@@ -37,7 +37,7 @@ def request(
         s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_public, pub, sec
     s.connect(endpoint)
     try:
-        s.send(json.dumps(req).encode())
+        s.send(req if isinstance(req, bytes) else json.dumps(req).encode())
         return json.loads(s.recv())
     except zmq.Again:
         return None

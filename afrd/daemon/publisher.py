@@ -15,7 +15,7 @@ from collections.abc import Callable
 
 import zmq
 
-from afrd.daemon.schema import STATUS_SCHEMA, utc_iso
+from afrd.daemon.verdict import STATUS_SCHEMA, utc_iso
 
 log = logging.getLogger("afrd.daemon.publisher")
 
@@ -39,7 +39,6 @@ class Publisher:
         self._lock = threading.Lock()
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
-        self.sent = 0
         self.dropped = 0
 
     def _send(self, frames: list[bytes]) -> bool:
@@ -49,7 +48,6 @@ class Publisher:
             except zmq.Again:
                 self.dropped += 1
                 return False
-            self.sent += 1
             return True
 
     def result(self, msg: dict) -> bool:

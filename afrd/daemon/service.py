@@ -20,153 +20,45 @@ import time
 from pathlib import Path
 from typing import Any
 
-from afrd.acquire.lighting import LightController, LightingCondition
+from afrd.acquire.devices import Devices
+from afrd.acquire.lighting import LightingCondition
 from afrd.config.cell import CellConfig, load_config
 from afrd.daemon.control import CommandError, ControlServer
 from afrd.daemon.metrics import Metrics, MetricsServer
-from afrd.daemon.pipeline import Job, Pipeline, Runtime
+from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
 from afrd.daemon.systemd import Notifier, watchdog_interval
+from afrd.daemon.verdict import Job, heatmap_message
 from afrd.errors import AfrdError, ConfigError, DeviceError
+from afrd.runtime.loader import Runtime, load_runtime
 
 log = logging.getLogger("afrd.daemon")
 
 
-class _AppliedLights(LightController):
-    """Wraps a controller and remembers the channels it was last told to light: what the
-    simulated camera renders under when the controller (or its emulator) is in another process."""
+def _load_runtime(
+    cfg: CellConfig, notifier: Notifier | None = None
+) -> tuple[Runtime, list[LightingCondition]]:
+    """The runtime of the config's bundle and the lighting conditions in its lights' order
+    (ConfigError, before the engine is opened, when the config does not light them all)."""
+    conditions: list[LightingCondition] = []
 
-    def __init__(self, inner: LightController) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._lit: dict[int, float] = {}
+    def check(lights: tuple[str, ...]) -> None:
+        conditions[:] = cfg.conditions_for(lights, f"bundle {cfg.bundle.path}")
 
-    def open(self) -> None:
-        self.inner.open()
+    def status(text: str) -> None:
+        if notifier is not None:
+            notifier.extend_timeout(300)
+            notifier.status(text)
 
-    def close(self) -> None:
-        self.inner.close()
-
-    def apply(self, condition: LightingCondition) -> None:
-        self._lit = {}
-        self.inner.apply(condition)
-        self._lit = {c.channel: c.level for c in condition.channels if c.level > 0}
-
-    def all_off(self) -> None:
-        self._lit = {}
-        self.inner.all_off()
-
-    def strobe(self, condition: LightingCondition) -> None:
-        self.inner.strobe(condition)
-
-    def lit(self) -> dict[int, float]:
-        return dict(self._lit)
-
-
-class Cell:
-    """Controller + camera (+ the emulator for a simulated controller), opened together."""
-
-    def __init__(self, cfg: CellConfig) -> None:
-        self.cfg = cfg
-        self.emulator = None
-        self.controller: LightController
-        self.camera: Any
-        self.parts = None  # SimParts for a simulated camera (ground truth)
-
-    def open(self) -> None:
-        from afrd.acquire.gardasoft import GardasoftController
-
-        cc = self.cfg.controller
-        if cc.kind == "sim":
-            from afrd.sim.emulator import ControllerEmulator
-
-            self.emulator = ControllerEmulator().start()
-            inner = GardasoftController(self.emulator.port)
-        else:
-            inner = GardasoftController(cc.port, baudrate=cc.baudrate, timeout=cc.timeout_s)
-        self.controller = _AppliedLights(inner)
-        cam = self.cfg.camera
-        if cam.kind == "sim":
-            from afrd.sim.camera import SimCamera
-            from afrd.sim.cell import SimParts
-
-            self.parts = SimParts(
-                cam.category, cam.seed, cam.defect_rate, size=cam.size, pose=cam.pose
-            )
-            lit = self.emulator if self.emulator is not None else self.controller.lit
-            self.camera = SimCamera(lit, self.parts, cam.size, noise_seed=cam.noise_seed)
-        else:
-            from afrd.acquire.genicam import GenICamCamera
-
-            mode = self.cfg.trigger.mode
-            self.camera = GenICamCamera(
-                producer=cam.producer,
-                serial=cam.serial,
-                model=cam.model,
-                user_name=cam.user_name,
-                pixel_format=cam.pixel_format,
-                width=cam.width,
-                height=cam.height,
-                exposure_us=cam.exposure_us,
-                gain=cam.gain,
-                trigger="hardware" if mode == "hardware" else "software",
-                trigger_source=cam.trigger_source,
-                trigger_activation=cam.trigger_activation,
-                timeout_s=cam.timeout_s,
-            )
-        self.camera.open()
-        try:
-            self.controller.open()
-        except DeviceError as exc:
-            # Not fatal: the driver reconnects with backoff; parts are `error` until it does.
-            log.error("lighting controller not reachable at start: %s", exc)
-
-    def close(self) -> None:
-        for what in ("camera", "controller"):
-            obj = getattr(self, what, None)
-            if obj is not None:
-                try:
-                    if what == "controller":
-                        try:
-                            obj.all_off()
-                        except Exception:  # noqa: BLE001 - best effort on the way out
-                            pass
-                    obj.close()
-                except Exception as exc:  # noqa: BLE001
-                    log.warning("closing %s: %s", what, exc)
-        if self.emulator is not None:
-            self.emulator.stop()
-
-
-def load_runtime(cfg: CellConfig, notifier: Notifier | None = None) -> tuple[Runtime, list]:
-    """Verify the bundle, check lights, open + warm the engine. Returns (runtime, conditions)."""
-    from afrd.runtime.bundle import Bundle
-    from afrd.runtime.engines import create_engine
-
-    bundle = Bundle.load(cfg.bundle.path)
-    conditions = cfg.conditions_for(bundle.lights, f"bundle {cfg.bundle.path}")
-    threshold = cfg.threshold if cfg.threshold is not None else bundle.threshold
-    if threshold is None:
-        raise ConfigError(
-            f"threshold: bundle {cfg.bundle.path} has no calibrated threshold and the config sets "
-            f"none (run `afrd calibrate threshold` or set threshold = <score>)"
-        )
-    if notifier:
-        notifier.extend_timeout(300)
-        notifier.status(f"loading engine {cfg.engine.kind} for {bundle.name}")
-    engine = create_engine(cfg.engine.kind, bundle, **cfg.engine.options)
-    engine.warmup()
-    rt = Runtime(
-        engine=engine,
-        threshold=float(threshold),
-        model_name=bundle.name,
-        model_sha256=bundle.sha256,
-        lights=tuple(bundle.lights),
-    )
+    e = cfg.engine
+    rt = load_runtime(cfg.bundle.path, e.kind, e.options, cfg.threshold, status, check)
     return rt, conditions
 
 
 class Service:
+    """The daemon: devices, runtime, pipeline, publisher, control, metrics and recorder, composed
+    from one cell config."""
+
     def __init__(self, config_path: str | Path, cfg: CellConfig) -> None:
         self.config_path = Path(config_path)
         self.cfg = cfg
@@ -179,20 +71,28 @@ class Service:
         self.publisher: Publisher | None = None
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
-        self.recorder = None
+        self.recorder: Any = None  # afrd.daemon.recorder.Recorder when enabled
         self.pipeline: Pipeline | None = None
-        self.cell: Cell | None = None
+        self.devices: Devices | None = None
         self.heatmaps = cfg.heatmaps
         self._reload_lock = threading.Lock()
+        self.commands = {
+            "status": lambda _req: self.status(),
+            "trigger": self._cmd_trigger,
+            "set_threshold": self._cmd_set_threshold,
+            "pause": self._cmd_pause,
+            "resume": self._cmd_resume,
+            "reload": lambda _req: self.reload(),
+        }
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         cfg = self.cfg
         self.notifier.status("verifying bundle")
-        runtime, conditions = load_runtime(cfg, self.notifier)
+        runtime, conditions = _load_runtime(cfg, self.notifier)
         self.notifier.status("binding sockets")
         self.publisher = Publisher(cfg.sockets.pub, cfg.cell, sndhwm=cfg.sockets.sndhwm)
-        self.control = ControlServer(cfg.sockets.control, self.handle, cfg.sockets.curve_keys_dir)
+        self.control = ControlServer(cfg.sockets.control, self.commands, cfg.sockets.curve_keys_dir)
         if cfg.metrics.enabled:
             self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
             self.metrics_server.start()
@@ -202,27 +102,18 @@ class Service:
             self.recorder = Recorder(cfg.recorder)
             self.recorder.start()
         self.notifier.status("opening camera and lighting controller")
-        self.cell = Cell(cfg)
-        self.cell.open()
-        from afrd.acquire.sequencer import Sequencer
-
-        cam_timeout = getattr(cfg.camera, "timeout_s", 2.0)
-        sequencer = Sequencer(
-            self.cell.controller,
-            self.cell.camera,
-            conditions,
-            settle_s=cfg.controller.settle_s,
-            grab_timeout_s=cam_timeout,
-        )
+        mode = cfg.trigger.mode
+        self.devices = Devices(cfg.camera, cfg.controller, mode).open()
         q = cfg.queues
         self.pipeline = Pipeline(
             cfg.cell,
-            sequencer.acquire,
+            self.devices.sequencer(conditions).acquire,
             runtime,
             self._sink,
             triggers=q.triggers,
             acquired=q.acquired,
             results=q.results,
+            hardware_product=cfg.trigger.product if mode == "hardware" else None,
         )
         self.metrics.queue_fn = self.pipeline.queue_depths
         self.metrics.gauges_fn = lambda: {
@@ -230,12 +121,13 @@ class Service:
             "in_flight": float(self.pipeline.in_flight),
             "publisher_dropped": float(self.publisher.dropped),
         }
-        if cfg.trigger.mode == "hardware":
-            self.pipeline.skip_error = _is_timeout
         self.pipeline.start()
         self.control.start()
         self.publisher.start_heartbeat(self.status, cfg.sockets.heartbeat_s)
-        self._start_trigger_source()
+        if mode == "free-run":
+            threading.Thread(
+                target=self._free_run, name="afrd-trigger-free-run", daemon=True
+            ).start()
         self.state = "running"
         log.info(
             "cell %s running: model %s (%s), threshold %.6g, trigger %s, PUB %s, control %s%s",
@@ -243,19 +135,12 @@ class Service:
             runtime.model_name,
             runtime.engine.name,
             runtime.threshold,
-            cfg.trigger.mode,
+            mode,
             self.publisher.bound,
             self.control.bound,
             f", metrics :{self.metrics_server.port}" if self.metrics_server else "",
         )
-        self.notifier.ready(f"inspecting: model {runtime.model_name}, trigger {cfg.trigger.mode}")
-
-    def _start_trigger_source(self) -> None:
-        mode = self.cfg.trigger.mode
-        if mode == "control":
-            return
-        target = self._free_run if mode == "free-run" else self._hardware_loop
-        threading.Thread(target=target, name=f"afrd-trigger-{mode}", daemon=True).start()
+        self.notifier.ready(f"inspecting: model {runtime.model_name}, trigger {mode}")
 
     def _free_run(self) -> None:
         period = self.cfg.trigger.interval_s
@@ -265,15 +150,6 @@ class Service:
                 self.pipeline.trigger(None, self.cfg.trigger.product)
             nxt += period
             self.stop_event.wait(max(0.0, nxt - time.monotonic()))
-
-    def _hardware_loop(self) -> None:
-        """Keep one acquisition armed: the camera's grab waits for its hardware line. The next
-        one is armed as soon as the previous part is imaged (inference overlaps)."""
-        p = self.pipeline
-        while not self.stop_event.is_set():
-            if not p.paused and p.q_trig.empty() and not p.acquiring:
-                p.trigger(None, self.cfg.trigger.product)
-            self.stop_event.wait(0.005)
 
     def run_forever(self) -> int:
         wd = watchdog_interval()
@@ -294,17 +170,10 @@ class Service:
         self.notifier.stopping("finishing the part in flight")
         log.info("stopping: finishing the part in flight")
         if self.pipeline is not None:
-            self.pipeline.stop()
-        if self.control is not None:
-            self.control.close()
-        if self.recorder is not None:
-            self.recorder.close()
-        if self.cell is not None:
-            self.cell.close()
-        if self.pipeline is not None:
-            self.pipeline.runtime.engine.close()
-        if self.metrics_server is not None:
-            self.metrics_server.close()
+            self.pipeline.stop()  # publishes the part in flight, closes the engine
+        for part in (self.control, self.recorder, self.devices, self.metrics_server):
+            if part is not None:
+                part.close()
         if self.publisher is not None:
             time.sleep(0.05)  # let ZeroMQ's I/O thread flush the last result
             self.publisher.close()
@@ -324,7 +193,7 @@ class Service:
         if job.t_acquire is not None and job.t_infer is not None:
             m.observe("overhead", total - job.t_acquire - job.t_infer)
         if self.heatmaps and job.amap is not None:
-            hm = self.pipeline.heatmap_message(job)
+            hm = heatmap_message(self.cfg.cell, job)
             if hm is not None:
                 self.publisher.heatmap(*hm)
         if self.recorder is not None and job.imageset is not None and job.verdict != "error":
@@ -351,8 +220,9 @@ class Service:
             "parts": dict(self.metrics.parts),
             "queues": p.queue_depths() if p else {},
             "in_flight": p.in_flight if p else 0,
+            "idle_grabs": p.idle_grabs if p else 0,
             "threshold": rt.threshold if rt else None,
-            "model": {"name": rt.model_name, "sha256": rt.model_sha256} if rt else None,
+            "model": rt.model if rt else None,
             "engine": rt.engine.name if rt else None,
             "trigger": self.cfg.trigger.mode,
             "heatmaps": self.heatmaps,
@@ -365,38 +235,34 @@ class Service:
             },
         }
 
-    def handle(self, cmd: str, req: dict) -> Any:
-        p = self.pipeline
-        if cmd == "status":
-            return self.status()
-        if cmd == "trigger":
-            part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
-            if part_id is not None and (not isinstance(part_id, str) or not part_id):
-                raise CommandError("trigger: part_id must be a non-empty string")
-            if not isinstance(product, str):
-                raise CommandError("trigger: product must be a string")
-            job = p.trigger(part_id, product)
-            if job.error is not None:
-                raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
-            return {"seq": job.seq, "part_id": job.part_id}
-        if cmd == "set_threshold":
-            v = req.get("threshold")
-            if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-                raise CommandError(f"set_threshold: 'threshold' must be a number, got {v!r}")
-            p.set_threshold(float(v))
-            log.info("threshold set to %g over the control socket (not saved to the config)", v)
-            return {"threshold": float(v), "persisted": False}
-        if cmd == "pause":
-            p.paused = True
-            self.notifier.status("paused")
-            return {"paused": True}
-        if cmd == "resume":
-            p.paused = False
-            self.notifier.status("inspecting")
-            return {"paused": False}
-        if cmd == "reload":
-            return self.reload()
-        raise CommandError(f"unknown command {cmd!r}")
+    def _cmd_trigger(self, req: dict) -> dict:
+        part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
+        if part_id is not None and (not isinstance(part_id, str) or not part_id):
+            raise CommandError("trigger: part_id must be a non-empty string")
+        if not isinstance(product, str):
+            raise CommandError("trigger: product must be a string")
+        job = self.pipeline.trigger(part_id, product)
+        if job.error is not None:
+            raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
+        return {"seq": job.seq, "part_id": job.part_id}
+
+    def _cmd_set_threshold(self, req: dict) -> dict:
+        v = req.get("threshold")
+        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
+            raise CommandError(f"set_threshold: 'threshold' must be a number, got {v!r}")
+        self.pipeline.set_threshold(float(v))
+        log.info("threshold set to %g over the control socket (not saved to the config)", v)
+        return {"threshold": float(v), "persisted": False}
+
+    def _cmd_pause(self, _req: dict) -> dict:
+        self.pipeline.pause()
+        self.notifier.status("paused")
+        return {"paused": True}
+
+    def _cmd_resume(self, _req: dict) -> dict:
+        self.pipeline.resume()
+        self.notifier.status("inspecting")
+        return {"paused": False}
 
     def reload(self) -> dict:
         """Re-read the config; apply threshold, heatmaps and the model (bundle/engine). Devices
@@ -414,7 +280,7 @@ class Service:
                     raise ConfigError(
                         f"{self.config_path}: reload cannot change {changes}; restart the service"
                     )
-                runtime, _ = load_runtime(new)
+                runtime, _ = _load_runtime(new)
                 if runtime.lights != self.pipeline.runtime.lights:
                     runtime.engine.close()
                     raise ConfigError(
@@ -430,11 +296,6 @@ class Service:
             finally:
                 self.state = "running"
                 self.notifier.ready("inspecting (reloaded)")
-
-
-def _is_timeout(exc: BaseException) -> bool:
-    text = str(exc).lower()
-    return "timeout" in text or "timed out" in text
 
 
 def _setup_logging(level: str) -> None:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import zmq
 
-from afrd.daemon.schema import SchemaError, parse_message
+from afrd.daemon.verdict import SchemaError, parse_message
 
 
 def _safe(name: str) -> str:

@@ -23,8 +23,6 @@ import tempfile
 import time
 from pathlib import Path
 
-import zmq
-
 from afrd.errors import AfrdError, ConfigError
 
 CACHE = Path(".cache/afrd/demo")
@@ -193,7 +191,7 @@ def main(argv: list[str]) -> int:
     bundle_dir = build_model(args, category).resolve()
 
     print("\n[2/4] cell config and the daemon (`afrd run`, a separate process)")
-    from afrd.sim.launch import Daemon, sim_lighting_toml, wait_subscribed
+    from afrd.sim.launch import Daemon, wait_subscribed, write_config
 
     out = args.out.resolve()
     heat = out / "heatmaps"
@@ -202,40 +200,17 @@ def main(argv: list[str]) -> int:
     heat.mkdir(parents=True)
     # ipc:// paths must stay short (AF_UNIX); removed when the daemon has stopped
     run_dir = Path(tempfile.mkdtemp(prefix="afrd-demo-", dir="/tmp"))
-    cfg_path = out / "cell.toml"
-    cfg_path.write_text(
-        f"""# written by `afrd demo`: run it yourself with `afrd run --config {cfg_path}`
-cell = "demo"
-heatmaps = true
-
-[camera]
-kind = "sim"
-category = "{category}"
-seed = {LINE_SEED}
-defect_rate = {args.defect_rate}
-size = {args.size}
-
-[controller]
-kind = "sim"
-
-[bundle]
-path = "{bundle_dir}"
-
-[engine]
-kind = "onnxruntime"
-options = {{ device = "cpu", threads = 1 }}
-
-[trigger]
-mode = "control"   # the demo plays the PLC: one `trigger` per part on the control socket
-
-[sockets]
-pub = "ipc://{run_dir}/pub.sock"
-control = "ipc://{run_dir}/ctl.sock"
-
-[metrics]
-port = 0
-
-{sim_lighting_toml()}"""
+    cfg_path = write_config(
+        out,
+        bundle_dir,
+        size=args.size,
+        defect_rate=args.defect_rate,
+        cell="demo",
+        camera=f'category = "{category}"\nseed = {LINE_SEED}',
+        engine_options='device = "cpu", threads = 1',
+        trigger='mode = "control"   # the demo plays the PLC: one `trigger` per part',
+        sockets_dir=run_dir,
+        header=f"# written by `afrd demo`: run it yourself with `afrd run --config {out}/cell.toml`\n",
     )
     dm = Daemon(cfg_path)  # writes daemon.log next to its config
     t0 = time.monotonic()
@@ -247,34 +222,32 @@ port = 0
         raise AfrdError(f"afrd demo: the daemon did not start ({log}):\n{exc}") from exc
     print(f"  daemon pid {dm.proc.pid} READY in {time.monotonic() - t0:.1f} s; config {cfg_path}")
     print(f"  log {out / 'daemon.log'}; the demo triggers a part every {args.interval} s")
-    sub = dm.ctx.socket(zmq.SUB)
-    sub.setsockopt(zmq.SUBSCRIBE, b"")
-    sub.connect(f"ipc://{run_dir}/pub.sock")
+    sub = dm.subscriber()
     wait_subscribed(sub)
 
     print(f"\n[3/4] live verdicts ({args.parts} parts) against the simulator's ground truth")
-    from afrd.daemon.schema import parse_message
-    from afrd.sim.cell import SimParts
+    from afrd.acquire.simulated import SimCameraConfig
+    from afrd.daemon.verdict import parse_message
+    from afrd.sim.parts import SimParts
 
-    truth_src = SimParts(category, LINE_SEED, args.defect_rate, size=args.size)
+    truth_src = SimParts(
+        SimCameraConfig(
+            category=category, seed=LINE_SEED, defect_rate=args.defect_rate, size=args.size
+        )
+    )
     n = correct = errors = 0
     conf = {"tp": 0, "tn": 0, "fp": 0, "fn": 0}
     totals: list[float] = []
     seen: dict[int, str] = {}
     deadline = time.monotonic() + args.parts * args.interval * 4 + 60
-    ctl = dm.ctx.socket(zmq.REQ)
-    ctl.setsockopt(zmq.LINGER, 0)
-    ctl.setsockopt(zmq.RCVTIMEO, 10000)
-    ctl.connect(f"ipc://{run_dir}/ctl.sock")
     sent, next_t = 0, time.monotonic()
     print(f"  {'part':<16} {'verdict':<7} {'truth':<9} {'score':>7} {'ms':>6}  running accuracy")
     try:
         while n < args.parts and time.monotonic() < deadline:
             if sent < args.parts and time.monotonic() >= next_t:
-                ctl.send_json(
+                reply = dm.ctl(
                     {"cmd": "trigger", "part_id": f"part-{sent:04d}", "product": category}
                 )
-                reply = ctl.recv_json()
                 if not reply.get("ok"):  # refused parts are still published as errors
                     print(f"  trigger part-{sent:04d}: {reply.get('error')}")
                 sent += 1
@@ -316,7 +289,6 @@ port = 0
         print("  interrupted")
     finally:
         sub.close()
-        ctl.close()
         rc = dm.stop()
         shutil.rmtree(run_dir, ignore_errors=True)
 

@@ -10,7 +10,6 @@ It needs the ``onnx`` package (the train extra).
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import signal
@@ -21,10 +20,14 @@ import tempfile
 import threading
 import time
 import weakref
+from collections.abc import Sequence
 from pathlib import Path
 
 import zmq
 
+from afrd.acquire.simulated import sim_lighting_conditions
+from afrd.config.cell import load_config
+from afrd.daemon.ctl import request
 from afrd.data.lights import DEFAULT_LIGHTS
 
 REPO = Path(__file__).resolve().parents[2]
@@ -83,9 +86,7 @@ def make_brightness_bundle(
     return b
 
 
-def sim_lighting_toml(lights=DEFAULT_LIGHTS) -> str:
-    from afrd.sim.cell import sim_lighting_conditions
-
+def sim_lighting_toml(lights: Sequence[str] = DEFAULT_LIGHTS) -> str:
     out = []
     for c in sim_lighting_conditions(lights):
         chans = ", ".join(f"{{channel = {s.channel}, level = {s.level}}}" for s in c.channels)
@@ -104,9 +105,22 @@ def write_config(
     heatmaps: bool = True,
     threshold: float | None = None,
     defect_rate: float = 0.5,
+    *,
+    cell: str = "t1",
+    camera: str = "seed = 7",
+    engine_options: str | None = None,
+    sockets_dir: Path | None = None,
+    header: str = "",
 ) -> Path:
-    """A cell config on ipc:// sockets inside ``d`` (no TCP ports to collide)."""
-    cfg = f"""cell = "t1"
+    """``d``/cell.toml: a simulated cell on ipc:// sockets in ``sockets_dir`` (default ``d``; no
+    TCP ports to collide). ``camera``, ``controller``, ``trigger``: TOML lines of those tables
+    (the camera's kind, size and defect_rate are written here); ``engine_options``: the inside
+    of the options table (default: one ONNX Runtime thread); ``extra``: top-level TOML lines or
+    further tables; ``header``: comment lines on top."""
+    sockets_dir = d if sockets_dir is None else sockets_dir
+    if engine_options is None:
+        engine_options = "threads = 1" if engine == "onnxruntime" else ""
+    cfg = f"""{header}cell = "{cell}"
 heatmaps = {str(heatmaps).lower()}
 {"threshold = " + repr(threshold) if threshold is not None else ""}
 {extra}
@@ -114,7 +128,7 @@ heatmaps = {str(heatmaps).lower()}
 [camera]
 kind = "sim"
 size = {size}
-seed = 7
+{camera}
 defect_rate = {defect_rate}
 
 [controller]
@@ -125,14 +139,14 @@ path = "{bundle}"
 
 [engine]
 kind = "{engine}"
-options = {{ {"threads = 1" if engine == "onnxruntime" else ""} }}
+options = {{ {engine_options} }}
 
 [trigger]
 {trigger}
 
 [sockets]
-pub = "ipc://{d}/pub.sock"
-control = "ipc://{d}/ctl.sock"
+pub = "ipc://{sockets_dir}/pub.sock"
+control = "ipc://{sockets_dir}/ctl.sock"
 heartbeat_s = 0.5
 
 [metrics]
@@ -156,6 +170,8 @@ class Daemon:
     def __init__(self, config: Path, env: dict | None = None) -> None:
         self.config = config
         self.dir = config.parent
+        sockets = load_config(config).sockets
+        self.control, self.pub = sockets.control, sockets.pub
         self.env = env or {}
         self.proc: subprocess.Popen | None = None
         self.notes: list[str] = []
@@ -219,16 +235,12 @@ class Daemon:
         except OSError:
             return ""
 
-    def ctl(self, req: dict | bytes, timeout_ms: int = 10000) -> dict:
-        s = self.ctx.socket(zmq.REQ)
-        s.setsockopt(zmq.LINGER, 0)
-        s.setsockopt(zmq.RCVTIMEO, timeout_ms)
-        s.connect(f"ipc://{self.dir}/ctl.sock")
-        try:
-            s.send(req if isinstance(req, bytes) else json.dumps(req).encode())
-            return json.loads(s.recv())
-        finally:
-            s.close()
+    def ctl(self, req: dict | bytes, timeout_s: float = 10.0) -> dict:
+        """One request on the daemon's control socket; TimeoutError when it does not answer."""
+        reply = request(self.control, req, timeout_s)
+        if reply is None:
+            raise TimeoutError(f"no reply from {self.control} within {timeout_s} s")
+        return reply
 
     def subscriber(self, topics=(b"",)) -> zmq.Socket:
         s = self.ctx.socket(zmq.SUB)
@@ -236,7 +248,7 @@ class Daemon:
         s.setsockopt(zmq.RCVHWM, 100000)
         for t in topics:
             s.setsockopt(zmq.SUBSCRIBE, t)
-        s.connect(f"ipc://{self.dir}/pub.sock")
+        s.connect(self.pub)
         return s
 
     def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:

@@ -11,7 +11,7 @@ import importlib
 import os
 from typing import Any
 
-from afrd.errors import BundleError, ConfigError
+from afrd.errors import ConfigError
 from afrd.runtime.bundle import Bundle
 from afrd.runtime.engines.base import Engine
 
@@ -32,8 +32,6 @@ def create_engine(kind: str, bundle: Bundle | str | os.PathLike, **opts: Any) ->
         raise ConfigError(f"engine kind {kind!r} unknown; expected one of {sorted(ENGINES)}")
     if not isinstance(bundle, Bundle):
         bundle = Bundle.load(bundle)
-    if not isinstance(bundle, Bundle):  # pragma: no cover - defensive
-        raise BundleError(f"not a bundle: {bundle!r}")
     module_name, cls_name = ENGINES[kind]
     module = importlib.import_module(module_name)
     return getattr(module, cls_name)(bundle, **opts)

@@ -1,0 +1,65 @@
+"""What inference needs, loaded as one unit: verified bundle, warmed engine, threshold.
+
+The daemon swaps a :class:`Runtime` as a whole on reload, so a part is always judged by the
+engine and the threshold of one bundle.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from afrd.errors import ConfigError
+from afrd.runtime.bundle import Bundle
+from afrd.runtime.engines import Engine, create_engine
+
+
+@dataclass
+class Runtime:
+    engine: Engine
+    threshold: float
+    model_name: str
+    model_sha256: str
+    lights: tuple[str, ...]
+
+    @property
+    def model(self) -> dict[str, str]:
+        """The ``model`` field of a result message."""
+        return {"name": self.model_name, "sha256": self.model_sha256}
+
+
+def load_runtime(
+    bundle_path: str | os.PathLike,
+    engine: str,
+    options: Mapping[str, Any] | None = None,
+    threshold: float | None = None,
+    on_status: Callable[[str], None] | None = None,
+    check_lights: Callable[[tuple[str, ...]], object] | None = None,
+) -> Runtime:
+    """Verify the bundle, open its engine and warm it up. ``threshold`` overrides the bundle's
+    calibrated one; ConfigError when neither exists. ``on_status`` hears what is being done
+    (the daemon forwards it to systemd); ``check_lights`` sees the bundle's lights before the
+    engine is opened (the daemon checks its config lights them all)."""
+    bundle = Bundle.load(bundle_path)
+    if check_lights is not None:
+        check_lights(tuple(bundle.lights))
+    if threshold is None:
+        threshold = bundle.threshold
+    if threshold is None:
+        raise ConfigError(
+            f"threshold: bundle {bundle_path} has no calibrated threshold and the config sets "
+            f"none (run `afrd calibrate threshold` or set threshold = <score>)"
+        )
+    if on_status is not None:
+        on_status(f"loading engine {engine} for {bundle.name}")
+    eng = create_engine(engine, bundle, **dict(options or {}))
+    eng.warmup()
+    return Runtime(
+        engine=eng,
+        threshold=float(threshold),
+        model_name=bundle.name,
+        model_sha256=bundle.sha256,
+        lights=tuple(bundle.lights),
+    )
