@@ -40,9 +40,7 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
     bundle_dir = demo.build_model(args, CATEGORY)
     threshold = Bundle.load(bundle_dir).threshold
 
-    parts = SimParts(
-        SimCameraConfig(category=CATEGORY, seed=LINE_SEED, defect_rate=0.5, size=SIZE)
-    )
+    parts = SimParts(SimCameraConfig(category=CATEGORY, seed=LINE_SEED, defect_rate=0.5, size=SIZE))
     good, bad = [], []
     i = 0
     while len(good) < 6 or len(bad) < 6:

@@ -28,6 +28,7 @@ from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.control")
 
+
 class CommandError(AfrdError):
     """A control command was refused; the message goes back to the client."""
 
