@@ -220,15 +220,20 @@ def _number_or_null(v: Any, key: str, where: str) -> None:
         raise SchemaError(f"{where}: {key} must be a finite number or null, got {v!r}")
 
 
-def validate_result(msg: dict, cell: str | None = None) -> dict:
-    where = "result"
+def _header(msg: Any, schema: str, where: str, cell: str | None) -> None:
+    """A JSON object of ``schema`` for ``cell`` (any cell when None)."""
     if not isinstance(msg, dict):
         raise SchemaError(f"{where}: expected a JSON object")
-    if msg.get("schema") != RESULT_SCHEMA:
-        raise SchemaError(f"{where}: schema is {msg.get('schema')!r}, expected {RESULT_SCHEMA!r}")
+    if msg.get("schema") != schema:
+        raise SchemaError(f"{where}: schema is {msg.get('schema')!r}, expected {schema!r}")
     c = _need(msg, "cell", str, where)
     if cell is not None and c != cell:
         raise SchemaError(f"{where}: cell {c!r} on a topic for cell {cell!r}")
+
+
+def validate_result(msg: dict, cell: str | None = None) -> dict:
+    where = "result"
+    _header(msg, RESULT_SCHEMA, where, cell)
     _need(msg, "part_id", str, where)
     _need(msg, "product", str, where)
     seq = _need(msg, "seq", int, where)
@@ -269,11 +274,7 @@ def validate_result(msg: dict, cell: str | None = None) -> dict:
 
 def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
     where = "heatmap"
-    if msg.get("schema") != HEATMAP_SCHEMA:
-        raise SchemaError(f"{where}: schema is {msg.get('schema')!r}, expected {HEATMAP_SCHEMA!r}")
-    c = _need(msg, "cell", str, where)
-    if cell is not None and c != cell:
-        raise SchemaError(f"{where}: cell {c!r} on a topic for cell {cell!r}")
+    _header(msg, HEATMAP_SCHEMA, where, cell)
     _need(msg, "part_id", str, where)
     _need(msg, "seq", int, where)
     _timestamp(msg, where)
@@ -288,11 +289,7 @@ def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
 
 def validate_status(msg: dict, cell: str | None = None) -> dict:
     where = "status"
-    if msg.get("schema") != STATUS_SCHEMA:
-        raise SchemaError(f"{where}: schema is {msg.get('schema')!r}, expected {STATUS_SCHEMA!r}")
-    c = _need(msg, "cell", str, where)
-    if cell is not None and c != cell:
-        raise SchemaError(f"{where}: cell {c!r} on a topic for cell {cell!r}")
+    _header(msg, STATUS_SCHEMA, where, cell)
     _timestamp(msg, where)
     state = _need(msg, "state", str, where)
     if state not in STATES:
@@ -315,16 +312,12 @@ def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
         msg = json.loads(frames[1])
     except ValueError as exc:
         raise SchemaError(f"{topic}: JSON frame does not parse: {exc}") from None
-    if kind == "result":
-        if len(frames) != 2:
-            raise SchemaError(f"{topic}: expected 2 frames, got {len(frames)}")
-        return kind, cell, validate_result(msg, cell), None
+    n_frames = {"result": 2, "heatmap": 3, "status": 2}.get(kind)
+    if n_frames is None:
+        raise SchemaError(f"unknown topic kind {kind!r} in {topic!r}")
+    if len(frames) != n_frames:
+        raise SchemaError(f"{topic}: expected {n_frames} frames, got {len(frames)}")
     if kind == "heatmap":
-        if len(frames) != 3:
-            raise SchemaError(f"{topic}: expected 3 frames, got {len(frames)}")
         return kind, cell, validate_heatmap(msg, frames[2], cell), frames[2]
-    if kind == "status":
-        if len(frames) != 2:
-            raise SchemaError(f"{topic}: expected 2 frames, got {len(frames)}")
-        return kind, cell, validate_status(msg, cell), None
-    raise SchemaError(f"unknown topic kind {kind!r} in {topic!r}")
+    validate = validate_result if kind == "result" else validate_status
+    return kind, cell, validate(msg, cell), None
