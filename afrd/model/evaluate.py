@@ -17,10 +17,9 @@ import torch
 
 from afrd import cliargs
 from afrd.errors import DataError
-from afrd.model.checkpoint import load_checkpoint
-from afrd.model.inference import InferenceModel
+from afrd.model.checkpoint import inference_module, load_checkpoint, registration_of
 from afrd.model.metrics import aupro, auroc, roc_curve
-from afrd.model.sets import open_sets, resize_mask, resize_set
+from afrd.model.sets import open_sets, registered, resize_mask, resize_set
 
 METRICS = ("i_auroc", "p_auroc", "aupro")
 
@@ -31,7 +30,7 @@ def _device(name: str) -> torch.device:
     return torch.device(name)
 
 
-def _run_category(model: InferenceModel, sets, size: int, lights, batch: int, device) -> dict:
+def _run_category(model: torch.nn.Module, sets, size: int, lights, batch: int, device) -> dict:
     """Maps, scores, labels, masks, a few images for the grid, and CPU/wall time per part."""
     n = len(sets)
     maps = np.zeros((n, size, size), np.float32)
@@ -230,8 +229,9 @@ def evaluate(
     t_start = time.process_time()
     model, cfg = load_checkpoint(checkpoint)
     dev = _device(device)
-    infer = InferenceModel(model).to(dev).eval()
+    infer = inference_module(model).to(dev).eval()
     size, lights = int(cfg["image_size"]), tuple(cfg["lights"])
+    registration = registration_of(cfg)
     if sets is not None:
         categories = list(sets)
     elif not categories:
@@ -240,7 +240,11 @@ def evaluate(
     out.mkdir(parents=True, exist_ok=True)
     per_cat: dict = {}
     for cat in categories:
-        data = sets[cat] if sets is not None else open_sets(data_root, split, cat, lights, size)
+        # registered to the reference pose like the training sets were (when they were)
+        if sets is not None:
+            data = registered(sets[cat], registration)
+        else:
+            data = open_sets(data_root, split, cat, lights, size, registration)
         if len(data) == 0:
             raise DataError(f"no image sets for category {cat!r} in {data_root} split {split}")
         r = _run_category(infer, data, size, lights, batch_size, dev)

@@ -10,7 +10,9 @@ import numpy as np
 import torch
 
 from afrd.data.imageset import ImageSet
-from afrd.errors import DataError
+from afrd.data.register import METHODS, RegisteredSets, Registration
+from afrd.data.register_fit import fit_registration
+from afrd.errors import ConfigError, DataError
 
 
 def resize_set(s: ImageSet, size: int, lights: Sequence[str] | None = None) -> np.ndarray:
@@ -73,9 +75,15 @@ def collate_normal(items: list[dict]) -> torch.Tensor:
 
 
 def open_sets(
-    path: str | Path, split: str, category: str | None, lights=None, size: int | None = None
+    path: str | Path,
+    split: str,
+    category: str | None,
+    lights=None,
+    size: int | None = None,
+    registration: Registration | None = None,
 ):
-    """afrd.data.datasets.open_dataset (resizing at load to ``size``)."""
+    """afrd.data.datasets.open_dataset (resizing at load to ``size``), registered to the
+    reference pose when ``registration`` is given (see :func:`registered`)."""
     try:
         from afrd.data.datasets import open_dataset
     except ImportError as e:  # pragma: no cover - only before afrd.data is complete
@@ -83,7 +91,28 @@ def open_sets(
     kwargs: dict = {} if lights is None else {"lights": tuple(lights)}
     if size is not None:
         kwargs["size"] = size
-    return open_dataset(path, split, category=category, **kwargs)
+    return registered(open_dataset(path, split, category=category, **kwargs), registration)
+
+
+REGISTER_METHODS = ("none", *METHODS)
+
+
+def fit_sets_registration(
+    sets, lights: Sequence[str], method: str, size: int = 128
+) -> Registration | None:
+    """The product's registration fitted on good ``sets`` (``method`` "none": None). Train calls
+    this once; its ``to_dict()`` goes into the checkpoint config under ``"registration"``."""
+    if method not in REGISTER_METHODS:
+        raise ConfigError(f"--register must be one of {REGISTER_METHODS}, got {method!r}")
+    if method == "none":
+        return None
+    return fit_registration([sets[i] for i in range(len(sets))], lights, method=method, size=size)
+
+
+def registered(sets, registration: Registration | None):
+    """``sets`` as they come (None) or registered to the reference pose (images and masks): the
+    one path train, eval and export parity take, the same function every engine applies."""
+    return sets if registration is None else RegisteredSets(sets, registration)
 
 
 def normal_subset(sets) -> list:

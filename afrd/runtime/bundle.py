@@ -8,6 +8,12 @@ Layout::
       model.<gpu-slug>.engine     optional TensorRT engine (+ .engine.json: TensorRT version, GPU)
       model.<variant>.onnx        optional precision variants (fp16 for TensorRT, int8 QDQ)
 
+A product registered to a reference pose declares it in ``preprocessing`` (a list of steps;
+today one kind, ``{"step": "register", ...parameters, "reference": "registration.png"}``), with
+the reference image a file of the bundle; every engine applies it before the graph
+(``afrd.runtime.engines.base.Engine``). A bundle without ``preprocessing`` feeds frames as they
+are.
+
 ``bundle.json`` is the only file not covered by a sha256 (it holds them), so the threshold can be
 recalibrated in place (:meth:`Bundle.set_threshold`, an atomic rewrite) without re-exporting.
 Torch-free: the daemon loads bundles on cells that have no torch.
@@ -25,9 +31,12 @@ import tempfile
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from afrd.errors import BundleError
+from afrd.errors import AfrdError, BundleError
+
+if TYPE_CHECKING:
+    from afrd.data.register import Registration
 
 log = logging.getLogger("afrd.runtime.bundle")
 
@@ -181,6 +190,36 @@ class Bundle:
         return self.meta["files"][ONNX_FILE]["sha256"]
 
     @property
+    def registration(self) -> Registration | None:
+        """The declared registration step (loaded once), or None when frames go in as they are."""
+        if "_registration" not in self.__dict__:
+            self.__dict__["_registration"] = self._load_registration()
+        return self.__dict__["_registration"]
+
+    def _load_registration(self) -> Registration | None:
+        from afrd.data.register import Registration, decode_png
+
+        steps = self.meta.get("preprocessing") or []
+        reg = [s for s in steps if isinstance(s, dict) and s.get("step") == "register"]
+        unknown = [s for s in steps if not (isinstance(s, dict) and s.get("step") == "register")]
+        if unknown:
+            raise BundleError(
+                f"bundle {self.path}: {BUNDLE_JSON} field 'preprocessing' has steps this afrd "
+                f"cannot apply: {unknown} (known: 'register')"
+            )
+        if not reg:
+            return None
+        step = reg[0]
+        name = step.get("reference")
+        if not name:
+            raise BundleError(f"bundle {self.path}: the register step names no 'reference' file")
+        try:
+            ref = decode_png(self.file(name).read_bytes())
+            return Registration.from_dict(step, reference=ref)
+        except AfrdError as e:
+            raise BundleError(f"bundle {self.path}: register step: {e}") from None
+
+    @property
     def random_teacher(self) -> bool:
         return bool((self.meta.get("model") or {}).get("random_teacher"))
 
@@ -228,8 +267,10 @@ def create_bundle(
     normalization: dict | None = None,
     onnx: dict | None = None,
     extra: dict | None = None,
+    files: Sequence[str] = (),
 ) -> Bundle:
-    """Write bundle.json for a directory that already holds model.onnx, and verify it."""
+    """Write bundle.json for a directory that already holds model.onnx (and ``files``, e.g. a
+    registration reference), recording every file's sha256, and verify it."""
     from afrd import __version__
 
     out = Path(out_dir)
@@ -268,9 +309,10 @@ def create_bundle(
     if extra:
         meta.update(extra)
     bundle = Bundle(path=out, meta=meta)
-    bundle.meta["files"][ONNX_FILE] = {
-        "sha256": sha256_file(onnx_path),
-        "bytes": onnx_path.stat().st_size,
-    }
+    for fname in (ONNX_FILE, *files):
+        p = out / fname
+        if not p.is_file():
+            raise BundleError(f"bundle {out}: missing file {fname}")
+        bundle.meta["files"][fname] = {"sha256": sha256_file(p), "bytes": p.stat().st_size}
     bundle.save()
     return Bundle.load(out)

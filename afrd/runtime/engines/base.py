@@ -2,7 +2,10 @@
 
 Every backend computes the same function (the bundle's ONNX graph, or the model it came from):
 uint8 [B,N,H,W,3] -> anomaly maps [B,H,W] float32 and scores [B] float32. What is common lives
-here: checking the light count, resizing frames to the bundle's input size (cv2) and timing.
+here: checking the light count, the bundle's declared pre-processing (registration to the
+product's reference pose, ``afrd.data.register``: one implementation for every engine, the maps
+warped back to the captured pose so overlays sit on the frame), resizing frames to the bundle's
+input size (cv2) and timing.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ from typing import Any
 
 import numpy as np
 
+from afrd.data.register import register_batch, warp_back
 from afrd.errors import DataError
 from afrd.runtime.bundle import Bundle
 
@@ -27,6 +31,7 @@ class Engine(ABC):
         self.opts = opts
         self.input_size = bundle.input_size
         self.n_lights = len(bundle.lights)
+        self.registration = bundle.registration
         # per-call timings of the last infer() in milliseconds: prepare (resize/copy), run, total
         self.last_timings: dict[str, float] = {}
 
@@ -40,11 +45,20 @@ class Engine(ABC):
         """images uint8 [N,H,W,3] (one part) or [B,N,H,W,3] -> (maps [B,H,W], scores [B])."""
         t0 = time.perf_counter()
         batch = self.prepare(images)
+        matrices = None
+        if self.registration is not None:  # RegistrationError: the part gets an error verdict
+            frame_hw = batch.shape[2:4]
+            batch, matrices = register_batch(self.registration, batch, self.bundle.lights)
+            batch = self._resize(batch)
         t1 = time.perf_counter()
         maps, scores = self._run(batch)
         t2 = time.perf_counter()
         maps = np.asarray(maps, dtype=np.float32)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+        if matrices is not None:
+            maps = np.stack(
+                [warp_back(m, a, frame_hw) for m, a in zip(maps, matrices, strict=True)]
+            )
         self.last_timings = {
             "prepare_ms": (t1 - t0) * 1e3,
             "run_ms": (t2 - t1) * 1e3,
@@ -72,7 +86,8 @@ class Engine(ABC):
 
     # ---- shared preprocessing ----------------------------------------------------------------------
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """Check shape/dtype/light count; resize to the bundle input size; contiguous [B,N,h,w,3]."""
+        """Check shape/dtype/light count; resize to the bundle input size (when the bundle
+        registers sets, :meth:`infer` resizes after registering); contiguous [B,N,h,w,3]."""
         x = np.asarray(images)
         if x.ndim == 4:
             x = x[None]
@@ -87,6 +102,11 @@ class Engine(ABC):
                 f"engine {self.name}: bundle {self.bundle.name} expects {self.n_lights} images "
                 f"(lights {list(self.bundle.lights)}), got {x.shape[1]}"
             )
+        if self.registration is not None:  # registered at the captured size, resized after
+            return np.ascontiguousarray(x)
+        return self._resize(x)
+
+    def _resize(self, x: np.ndarray) -> np.ndarray:
         h, w = self.input_size
         if x.shape[2:4] != (h, w):
             x = resize_sets(x, (h, w))
