@@ -8,6 +8,7 @@ from pathlib import Path
 
 import torch
 
+from afrd.data.register import Registration
 from afrd.errors import ConfigError
 from afrd.model.network import AFRD
 
@@ -100,6 +101,13 @@ def random_checkpoint(
     torch.manual_seed(seed)
     model = build_model(cfg).eval()
     return model, save_checkpoint(path, model, cfg)
+
+
+def registration_of(config: dict) -> Registration | None:
+    """The registration a checkpoint's model was trained with (``config["registration"]``, the
+    parameters and the reference image inline), or None: sets go in as they are."""
+    rec = config.get("registration")
+    return None if not rec else Registration.from_dict(rec)
 
 
 def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD, dict]:
