@@ -24,6 +24,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 from afrd.daemon.verdict import Job, judge, result_message
@@ -64,10 +65,14 @@ class Pipeline:
         self._paused = False
         self._in_flight = 0
         self.idle_grabs = 0  # hardware trigger: armed grabs that timed out (no part came)
+        stages = (
+            ("afrd-acquire", self._next_trigger, self._acquire_one, self._q_acq),
+            ("afrd-infer", partial(self._q_acq.get, timeout=1.0), self._infer_one, self._q_out),
+            ("afrd-output", partial(self._q_out.get, timeout=1.0), self._output_one, None),
+        )
         self._threads = [
-            threading.Thread(target=self._acquire_loop, name="afrd-acquire", daemon=True),
-            threading.Thread(target=self._infer_loop, name="afrd-infer", daemon=True),
-            threading.Thread(target=self._output_loop, name="afrd-output", daemon=True),
+            threading.Thread(target=self._stage, args=stage, name=stage[0], daemon=True)
+            for stage in stages
         ]
         self._last_beat = {t.name: time.monotonic() for t in self._threads}
 
@@ -177,7 +182,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
-        self._runtime.engine.close()
+        self._runtime.close()
 
     # ------------------------------------------------------------------ stages
     def _next_trigger(self) -> Any:
@@ -191,34 +196,41 @@ class Pipeline:
             job.armed = True
             return job
 
-    def _acquire_loop(self) -> None:
-        name = "afrd-acquire"
+    def _stage(
+        self,
+        name: str,
+        get: Callable[[], Any],
+        handle: Callable[[Job], None],
+        downstream: queue.Queue | None,
+    ) -> None:
+        """One thread's loop: take a job, handle it; on the stop marker pass it on and end."""
         while True:
             self._last_beat[name] = time.monotonic()
             try:
-                job = self._next_trigger()
+                job = get()
             except queue.Empty:
                 continue
             if job is _STOP:
-                self._q_acq.put(_STOP)
+                if downstream is not None:
+                    downstream.put(_STOP)
                 return
-            job.started = True
-            with self._seq_lock:
-                self._in_flight += 1
-            t0 = time.perf_counter()
-            try:
-                job.imageset = self._acquire(job.part_id, job.product)
-            except FrameTimeout as exc:
-                if job.armed:  # no part came: the line is idle, nothing to publish
-                    self._idle(job)
-                    continue
-                job.fail("acquire", exc)
-                log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
-            except Exception as exc:
-                job.fail("acquire", exc)
-                log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
-            job.t_acquire = time.perf_counter() - t0
-            self._q_acq.put(job)  # blocks when inference is behind: that is the backpressure
+            handle(job)
+
+    def _acquire_one(self, job: Job) -> None:
+        job.started = True
+        with self._seq_lock:
+            self._in_flight += 1
+        t0 = time.perf_counter()
+        try:
+            job.imageset = self._acquire(job.part_id, job.product)
+        except Exception as exc:
+            if job.armed and isinstance(exc, FrameTimeout):
+                self._idle(job)  # no part came: the line is idle, nothing to publish
+                return
+            job.fail("acquire", exc)
+            log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
+        job.t_acquire = time.perf_counter() - t0
+        self._q_acq.put(job)  # blocks when inference is behind: that is the backpressure
 
     def _idle(self, job: Job) -> None:
         with self._seq_lock:
@@ -227,20 +239,10 @@ class Pipeline:
             if self._seq == job.seq + 1:  # nobody took a number since: seq stays gapless
                 self._seq = job.seq
 
-    def _infer_loop(self) -> None:
-        name = "afrd-infer"
-        while True:
-            self._last_beat[name] = time.monotonic()
-            try:
-                job = self._q_acq.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if job is _STOP:
-                self._q_out.put(_STOP)
-                return
-            if job.error is None:
-                self._infer(job)
-            self._emit(job)
+    def _infer_one(self, job: Job) -> None:
+        if job.error is None:
+            self._infer(job)
+        self._emit(job)
 
     def _infer(self, job: Job) -> None:
         with self._rt_lock:
@@ -258,28 +260,19 @@ class Pipeline:
                 job.t_infer = time.perf_counter() - t0
         judge(job, maps, scores, rt.engine.name)
 
-    def _output_loop(self) -> None:
-        name = "afrd-output"
-        while True:
-            self._last_beat[name] = time.monotonic()
-            try:
-                job = self._q_out.get(timeout=1.0)
-            except queue.Empty:
-                continue
-            if job is _STOP:
-                return
-            if job.error is not None:
-                job.verdict = "error"
-                if job.threshold is None:
-                    rt = self._runtime
-                    job.threshold = rt.threshold
-                    job.model = rt.model
-            job.t_published = time.perf_counter()
-            msg = result_message(self.cell, job)
-            try:
-                self._sink(job, msg)
-            except Exception:
-                log.exception("publishing part %s failed", job.part_id)
-            if job.started:
-                with self._seq_lock:
-                    self._in_flight -= 1
+    def _output_one(self, job: Job) -> None:
+        if job.error is not None:
+            job.verdict = "error"
+            if job.threshold is None:
+                rt = self._runtime
+                job.threshold = rt.threshold
+                job.model = rt.model
+        job.t_published = time.perf_counter()
+        msg = result_message(self.cell, job)
+        try:
+            self._sink(job, msg)
+        except Exception:
+            log.exception("publishing part %s failed", job.part_id)
+        if job.started:
+            with self._seq_lock:
+                self._in_flight -= 1

@@ -282,13 +282,13 @@ class Service:
                     )
                 runtime, _ = _load_runtime(new)
                 if runtime.lights != self.pipeline.runtime.lights:
-                    runtime.engine.close()
+                    runtime.close()
                     raise ConfigError(
                         f"{self.config_path}: the new bundle uses lights {list(runtime.lights)}, "
                         f"the running one {list(self.pipeline.runtime.lights)}; restart the service"
                     )
                 old = self.pipeline.swap_runtime(runtime)
-                old.engine.close()
+                old.close()
                 self.heatmaps = new.heatmaps
                 self.cfg = new
                 log.info("reloaded: model %s threshold %g", runtime.model_name, runtime.threshold)

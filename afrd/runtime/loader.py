@@ -29,6 +29,9 @@ class Runtime:
         """The ``model`` field of a result message."""
         return {"name": self.model_name, "sha256": self.model_sha256}
 
+    def close(self) -> None:
+        self.engine.close()
+
 
 def load_runtime(
     bundle_path: str | os.PathLike,
