@@ -73,7 +73,7 @@ def run_case(
             trips.append(ctl.round_trips - n0)
             cmds.append(ctl.commands_sent - c0)
             # 8N1: 10 bits per byte on a real 115200 baud line (the pty has no baud rate)
-            wire.append((ctl.bytes_out + ctl.bytes_in - b0) * 10 / ctl.baudrate)
+            wire.append((ctl.bytes_out + ctl.bytes_in - b0) * 10 / ctl.config.baudrate)
             steps["apply"].append(t["apply"])
             steps["trigger"].append(t["trigger"] - render)  # render happens at trigger
             steps["grab"].append(t["grab"])
