@@ -217,3 +217,49 @@ def test_an_unknown_preprocessing_step_is_refused(tmp_path):
     b.save()
     with pytest.raises(BundleError, match="cannot apply"):
         _ = Bundle.load(b.path).registration
+
+
+# ----------------------------------------------------------------------------------------------
+# End to end: afrd train --register records it, afrd eval and afrd-export apply it
+
+
+@pytest.mark.slow
+def test_train_eval_export_carry_the_registration_into_the_bundle(tmp_path, capsys):
+    from afrd.cli import main as afrd
+    from afrd.data.synth_cli import synth
+    from afrd.export.onnx_export import export_onnx
+    from afrd.model.checkpoint import load_checkpoint, registration_of
+
+    data = synth(tmp_path / "data", ["gummy"], 6, 0, 4, size=64, progress=False, pose="conveyor")
+    run = tmp_path / "run"
+    common = ["--data", str(data), "--category", "gummy"]
+    rc = afrd(
+        [
+            "train",
+            *common,
+            "--no-progress",
+            "--teacher",
+            "efficientnet_lite0",
+            "--teacher-weights",
+            "random",
+        ]
+        + ["--fusion", "mean", "--epochs", "1", "--image-size", "64", "--out", str(run)]
+        + ["--register", "content", "--norm-split", "none"]
+    )
+    assert rc == 0
+    _, cfg = load_checkpoint(run / "model.pt")
+    reg = registration_of(cfg)
+    assert reg is not None and reg.light == "box" and reg.method == "content"
+    assert afrd(["eval", str(run / "model.pt"), *common, "--out", str(tmp_path / "eval")]) == 0
+    capsys.readouterr()
+    bundle = export_onnx(run / "model.pt", tmp_path / "bundle", data=data, echo=False)
+    step = bundle.meta["preprocessing"][0]
+    assert step["step"] == "register" and step["reference"] == "registration.png"
+    assert "registration.png" in bundle.meta["files"]
+    assert np.array_equal(bundle.registration.reference, reg.reference)
+    s = _parts("gummy", [500])[0]
+    with create_engine("onnxruntime", bundle) as engine:
+        maps, scores = engine.infer(s.images)
+        assert maps.shape == (1, 64, 64) and np.isfinite(scores).all()
+        with pytest.raises(RegistrationError):
+            engine.infer(np.zeros_like(s.images))

@@ -29,7 +29,14 @@ from afrd.model.checkpoint import read_checkpoint, save_checkpoint
 from afrd.model.feature_cache import MODES, training_batches
 from afrd.model.network import AFRD
 from afrd.model.scoring import LOSSES, distillation_loss
-from afrd.model.sets import SetDataset, normal_subset, open_sets
+from afrd.model.sets import (
+    REGISTER_METHODS,
+    SetDataset,
+    fit_sets_registration,
+    normal_subset,
+    open_sets,
+    registered,
+)
 
 # Config keys that must match when resuming (the rest, e.g. epochs, may change).
 _RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed")
@@ -58,6 +65,7 @@ class TrainConfig:
     device: str = "auto"
     workers: int = 0
     feature_cache: str = "auto"  # auto | ram | disk | off (afrd.model.feature_cache)
+    register: str = "none"  # none | content | moments: sets registered to a reference pose
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
 
@@ -118,6 +126,9 @@ def train(
     if len(sets) == 0:
         raise DataError(f"no image sets in {cfg.data} (split {cfg.split}, category {cfg.category})")
     lights = tuple(cfg.lights) if cfg.lights else tuple(sets[0].lights)
+    # the reference pose is fitted on the training sets; every later use reads it back
+    registration = fit_sets_registration(sets, lights, cfg.register)
+    sets = registered(sets, registration)
     dataset = SetDataset(sets, cfg.image_size, lights, normal_only=True)
     device = _device(cfg.device)
     model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
@@ -132,6 +143,7 @@ def train(
             "split": cfg.split,
             "sets": len(dataset),
         },
+        "registration": registration.to_dict() if registration else None,
     }
     start, history = 0, []
     last = out / "last.pt"
@@ -197,7 +209,8 @@ def train(
         print("afrd train: map statistics skipped (--norm-split none): the map is raw", flush=True)
         config["map_stats"] = None
     else:
-        config["map_stats"] = _fit_map_stats(model, norm_sets or [], source, lights, cfg)
+        norm_sets = registered(norm_sets or [], registration)
+        config["map_stats"] = _fit_map_stats(model, norm_sets, source, lights, cfg)
     return save_checkpoint(out / "model.pt", model, config, None, cfg.epochs, history)
 
 
@@ -296,6 +309,14 @@ def build_parser() -> argparse.ArgumentParser:
         default="val",
         help="split of held-out normal sets for the per-pixel map statistics ('none': skip)",
     )
+    p.add_argument(
+        "--register",
+        choices=REGISTER_METHODS,
+        default="none",
+        help="register every set to the product's reference pose before the model "
+        "(afrd.data.register): content = silhouette centre + rotation from the part's content "
+        "(round parts too); moments = silhouette axis only; recorded in checkpoint and bundle",
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -329,6 +350,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         resume=a.resume,
         device=a.device,
         workers=a.workers,
+        register=a.register,
         progress=not a.no_progress and not cliargs.quiet(),
         extra={"preset": a.preset} if a.preset else {},
     )
