@@ -15,7 +15,7 @@ from pydantic import Field
 
 from afrd.acquire.camera import Camera
 from afrd.acquire.gardasoft import GardasoftConfig, GardasoftController
-from afrd.acquire.genicam import GenICamConfig
+from afrd.acquire.genicam import GenICamCamera, GenICamConfig
 from afrd.acquire.lighting import LightController, LightingCondition
 from afrd.acquire.sequencer import Sequencer
 from afrd.acquire.simulated import SimCameraConfig, SimControllerConfig
@@ -120,8 +120,6 @@ class Devices:
     def _camera(self) -> Camera:
         cam = self.camera_config
         if cam.kind == "genicam":
-            from afrd.acquire.genicam import GenICamCamera
-
             return GenICamCamera(
                 cam, trigger="hardware" if self.trigger == "hardware" else "software"
             )
