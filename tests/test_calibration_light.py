@@ -88,6 +88,22 @@ def test_flatfield_cli_on_sim_cell_flattens_ring_lamps(tmp_path):
     assert raw.images[1].mean(-1).min() / raw.images[1].mean(-1).max() < 0.8
 
 
+def test_flatfield_cli_on_a_cell_config_needs_its_controller(tmp_path, capsys):
+    """--config opens the devices the config names (the device factory), writes beside it, and
+    refuses to go on without the lighting controller (the daemon would wait for it)."""
+    from afrd.sim.launch import write_config
+
+    cfg = write_config(tmp_path, tmp_path / "no-bundle-needed", size=N)
+    assert F.main(["--config", str(cfg), "--frames", "1", "--lights", "box,ring_top"]) == 0
+    assert FlatField.load(tmp_path / "flatfield.npz").lights == ("box", "ring_top")
+    lost = tmp_path / "lost"
+    lost.mkdir()
+    cfg = write_config(lost, tmp_path, controller=f'kind = "gardasoft"\nport = "{lost}/ttyNONE"')
+    assert F.main(["--config", str(cfg), "--frames", "1"]) == 2
+    err = capsys.readouterr().err
+    assert "cannot open lighting controller port" in err and "ttyNONE" in err
+
+
 def test_flatfield_cli_from_folder(tmp_path, capsys):
     src = tmp_path / "frames"
     src.mkdir()
