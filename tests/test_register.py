@@ -32,7 +32,9 @@ _REGS: dict[str, Registration] = {}
 
 def _registration(category: str) -> Registration:
     if category not in _REGS:
-        _REGS[category] = fit_registration(_parts(category, range(12)), DEFAULT_LIGHTS, size=SIZE)
+        _REGS[category] = fit_registration(
+            _parts(category, range(12)), DEFAULT_LIGHTS, size=SIZE, method="content"
+        )
     return _REGS[category]
 
 
@@ -92,6 +94,19 @@ def test_the_round_button_needs_its_content_the_outline_alone_does_not_register_
         return float(np.mean(out))
 
     assert agreement(content) > agreement(moments) + 0.03
+
+
+def test_auto_turns_parts_only_where_turning_aligns_them():
+    """An elongated plate is turned into line; a cookie, whose chips and wobbly outline have no
+    fixed orientation, is only centred (turning it would just turn the light falling on it)."""
+    plate = fit_registration(_parts("plate", range(16)), DEFAULT_LIGHTS, method="auto")
+    cookie = fit_registration(_parts("cookie", range(16)), DEFAULT_LIGHTS, method="auto")
+    assert (plate.method, cookie.method) == ("content", "shift")
+    s = _parts("cookie", [100])[0]
+    moved, m = _moved(s.images, 0.0, 5.0, -3.0)
+    r0, r1 = cookie.register(s.images, s.lights), cookie.register(moved, s.lights)
+    assert abs(r0.angle_deg) < 1e-6 and abs(r1.angle_deg) < 1e-6
+    np.testing.assert_allclose((r1.matrix @ m)[:, 2], r0.matrix[:, 2], atol=1.0)
 
 
 @pytest.mark.parametrize("fill", ["zeros", "noise", "flat grey"])
@@ -244,12 +259,12 @@ def test_train_eval_export_carry_the_registration_into_the_bundle(tmp_path, caps
             "random",
         ]
         + ["--fusion", "mean", "--epochs", "1", "--image-size", "64", "--out", str(run)]
-        + ["--register", "content", "--norm-split", "none"]
+        + ["--register", "auto", "--norm-split", "none"]
     )
     assert rc == 0
     _, cfg = load_checkpoint(run / "model.pt")
     reg = registration_of(cfg)
-    assert reg is not None and reg.light == "box" and reg.method == "content"
+    assert reg is not None and reg.light == "box" and reg.method == "content"  # gummy: turned
     assert afrd(["eval", str(run / "model.pt"), *common, "--out", str(tmp_path / "eval")]) == 0
     capsys.readouterr()
     bundle = export_onnx(run / "model.pt", tmp_path / "bundle", data=data, echo=False)

@@ -46,7 +46,9 @@ from afrd.data.silhouette import (
 )
 from afrd.errors import ConfigError, RegistrationError
 
-METHODS = ("content", "moments")
+# content: centre + rotation from the part's content; shift: centre only (the lights stay where
+# they were relative to the part); moments: centre + the silhouette's long axis
+METHODS = ("content", "shift", "moments")
 
 
 @dataclass(frozen=True)
@@ -116,9 +118,11 @@ class Registration:
             m = rotation_about(cx, cy, d, c, c)
             warped = cv2.warpAffine(gray, m, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
             return m, self._score(warped)
+        if self.method == "shift":
+            return self._refine(gray, rotation_about(cx, cy, 0.0, c, c), cv2.MOTION_TRANSLATION)
         angle = self._search_angle(content_image(gray, mask), cx, cy)
         m = rotation_about(cx, cy, angle, c, c)
-        return self._refine(gray, m)
+        return self._refine(gray, m, cv2.MOTION_EUCLIDEAN)
 
     def _search_angle(self, content: np.ndarray, cx: float, cy: float) -> float:
         """Rotation (deg) that best aligns ``content`` about (cx, cy) with the reference."""
@@ -129,7 +133,10 @@ class Registration:
         shifts = np.arange(N_ANGLES)
         deg = (shifts * 360.0 / N_ANGLES + 180) % 360 - 180
         allowed = np.abs(deg) <= self.max_angle + 1e-6
-        k = int(np.argmax(np.where(allowed, corr, -np.inf)))
+        # of equally good turns (a symmetric part) take the smallest: turning a part also turns
+        # the light on it, so a needless half turn swaps what the raking lamps show
+        tie_break = 0.1 * (corr.max() - corr.min()) * np.abs(deg) / 180.0
+        k = int(np.argmax(np.where(allowed, corr - tie_break, -np.inf)))
         y0, y1, y2 = corr[(k - 1) % N_ANGLES], corr[k], corr[(k + 1) % N_ANGLES]
         den = y0 - 2 * y1 + y2
         frac = 0.5 * (y0 - y2) / den if den < 0 else 0.0
@@ -141,8 +148,8 @@ class Registration:
         grown = cv2.dilate(self._ref_mask, np.ones((5, 5), np.uint8)).astype(bool)
         return ncc(warped[grown], self.reference.astype(np.float32)[grown])
 
-    def _refine(self, gray: np.ndarray, m: np.ndarray) -> tuple[np.ndarray, float]:
-        """ECC (Euclidean) from ``m``: returns the refined affine and its score."""
+    def _refine(self, gray: np.ndarray, m: np.ndarray, motion: int) -> tuple[np.ndarray, float]:
+        """ECC (``motion``: Euclidean or translation) from ``m``: the refined affine, its score."""
         ref = cv2.GaussianBlur(self.reference.astype(np.float32), (0, 0), 1.0)
         img = cv2.GaussianBlur(gray, (0, 0), 1.0)
         shape = gray.shape[::-1]
@@ -154,7 +161,7 @@ class Registration:
                 ref,
                 coarse,
                 warp,
-                cv2.MOTION_EUCLIDEAN,
+                motion,
                 (cv2.TERM_CRITERIA_EPS | cv2.TERM_CRITERIA_COUNT, 60, 1e-5),
                 grown,
                 1,

@@ -2,19 +2,21 @@
 
 from __future__ import annotations
 
+import logging
 import math
 from collections.abc import Sequence
 
 import cv2
 import numpy as np
 
-from afrd.data.register import Registration
+from afrd.data.register import METHODS, Registration
 from afrd.data.silhouette import centroid, rotation_about, silhouette, to_canvas
 from afrd.errors import ConfigError, RegistrationError
 
 # Light names that show a part's outline best, in order of preference; otherwise the light with
 # the clearest silhouette on the training sets is chosen (and recorded).
 OUTLINE_LIGHTS = ("box", "diffuse", "image_5", "ring_all")
+log = logging.getLogger("afrd.data.register")
 
 
 def choose_light(lights: Sequence[str]) -> str | None:
@@ -51,6 +53,10 @@ def _images(s) -> np.ndarray:
     return np.asarray(s.images if hasattr(s, "images") else s)
 
 
+AUTO = "auto"  # fit "content" and "shift", keep the one that makes the training parts most alike
+TURN_GAIN = 0.95  # "content" must leave at most this fraction of "shift"'s spread to be chosen
+
+
 def fit_registration(
     sets: Sequence,
     lights: Sequence[str],
@@ -58,7 +64,7 @@ def fit_registration(
     light: str | None = None,
     size: int = 128,
     max_angle: float | None = None,
-    method: str = "content",
+    method: str = AUTO,
     iterations: int = 2,
     max_sets: int = 32,
 ) -> Registration:
@@ -71,6 +77,12 @@ def fit_registration(
     spread past 80 deg): fewer wrong turns for a part whose outline is nearly symmetric.
     ``min_score`` is half the weakest training part's score: only what looks like no part of
     this product fails.
+
+    ``method="auto"`` decides whether turning parts helps: the lamps stay put in the camera
+    frame, so turning a part to the reference also turns the light falling on it. It fits
+    "content" and "shift" and keeps the one whose registered training parts differ least, pixel
+    by pixel, summed over ALL lights (:func:`alignment_spread`): an elongated part gains from
+    the turn, a part whose content has no fixed orientation (random holes, chips) does not.
     """
     arrays = [_images(s) for s in list(sets)[:max_sets]]
     if not arrays:
@@ -79,6 +91,66 @@ def fit_registration(
     light = light or choose_light(lights) or _clearest_light(arrays, lights, size)
     if light not in lights:
         raise ConfigError(f"registration light {light!r} is not one of the lights {lights}")
+    if method != AUTO:
+        return _fit(arrays, lights, light, size, max_angle, method, iterations)
+    fits = [
+        _fit(arrays, lights, light, size, max_angle, m, iterations) for m in ("content", "shift")
+    ]
+    spreads = [alignment_spread(reg, arrays, lights) for reg in fits]
+    # turn parts only when it clearly aligns them better: the spread does not see everything a
+    # turn costs (the lamps' directions change relative to the part)
+    best = 0 if spreads[0] < TURN_GAIN * spreads[1] else 1
+    log.info(
+        "registration: %s",
+        ", ".join(f"{r.method} spread {v:.4f}" for r, v in zip(fits, spreads, strict=True))
+        + f" -> {fits[best].method}",
+    )
+    return fits[best]
+
+
+def alignment_spread(
+    reg: Registration, arrays: Sequence[np.ndarray], lights: Sequence[str]
+) -> float:
+    """How much registered training parts still differ: per light, the per-pixel standard
+    deviation across parts inside the reference's silhouette, over that light's own spread
+    there (0: identical, about 1: unrelated), averaged over the lights."""
+    lights = list(lights)
+    li = lights.index(reg.light)
+    region = cv2.dilate(silhouette(reg.reference.astype(np.float32)), np.ones((5, 5), np.uint8))
+    region = region.astype(bool)
+    stacks: list[list[np.ndarray]] = [[] for _ in lights]
+    for a in arrays:
+        canvases = [to_canvas(img, reg.size)[0] for img in a]
+        try:
+            m, _ = reg.estimate(canvases[li])
+        except RegistrationError:
+            continue
+        for i, canvas in enumerate(canvases):
+            w = cv2.warpAffine(canvas, m, (reg.size, reg.size), borderMode=cv2.BORDER_REPLICATE)
+            stacks[i].append(w[region])
+    if not stacks[0]:
+        return float("inf")
+    values = []
+    for st in stacks:
+        x = np.stack(st)
+        values.append(float(x.std(axis=0).mean() / (x.std() + 1e-6)))
+    return float(np.mean(values))
+
+
+def _fit(
+    arrays: list[np.ndarray],
+    lights: list[str],
+    light: str,
+    size: int,
+    max_angle: float | None,
+    method: str,
+    iterations: int,
+) -> Registration:
+    """One method's reference (see :func:`fit_registration`)."""
+    if method not in METHODS:
+        raise ConfigError(
+            f"registration method {method!r}: expected {AUTO!r} or one of {list(METHODS)}"
+        )
     canvases = [to_canvas(a[lights.index(light)], size)[0] for a in arrays]
     c = (size - 1) / 2.0
     ref = None
@@ -93,6 +165,7 @@ def fit_registration(
     if ref is None:
         raise RegistrationError(f"registration: no part found in any training set (light {light})")
     search = 180.0 if max_angle is None else min(180.0, 2 * max_angle + 5)
+    turn, angles = 0.0, []
     for _ in range(iterations):
         reg = Registration(light, size, _u8(ref), search, method, min_score=-1.0)
         warped, angles = [], []
@@ -111,7 +184,7 @@ def fit_registration(
         ref = cv2.warpAffine(
             mean, rotation_about(cx, cy, turn, c, c), (size, size), borderMode=cv2.BORDER_REPLICATE
         )
-    if max_angle is None:  # the training parts' spread with margin; any rotation past 120
+    if max_angle is None:  # the training parts' spread with margin; any rotation past 80
         spread = max((abs((math.degrees(a) - turn + 180) % 360 - 180) for a in angles), default=180)
         max_angle = 180.0 if spread > 80 else min(180.0, 1.5 * spread + 10)
     reg = Registration(light, size, _u8(ref), max_angle, method, min_score=-1.0)

@@ -11,7 +11,7 @@ import torch
 
 from afrd.data.imageset import ImageSet
 from afrd.data.register import METHODS, RegisteredSets, Registration
-from afrd.data.register_fit import fit_registration
+from afrd.data.register_fit import AUTO, fit_registration
 from afrd.errors import ConfigError, DataError
 
 
@@ -94,7 +94,7 @@ def open_sets(
     return registered(open_dataset(path, split, category=category, **kwargs), registration)
 
 
-REGISTER_METHODS = ("none", *METHODS)
+REGISTER_METHODS = ("none", AUTO, *METHODS)
 
 
 def fit_sets_registration(
