@@ -314,8 +314,9 @@ def build_parser() -> argparse.ArgumentParser:
         choices=REGISTER_METHODS,
         default="none",
         help="register every set to the product's reference pose before the model "
-        "(afrd.data.register): content = silhouette centre + rotation from the part's content "
-        "(round parts too); moments = silhouette axis only; recorded in checkpoint and bundle",
+        "(afrd.data.register; recorded in checkpoint and bundle): content = centre + rotation "
+        "from the part's content (round parts too); shift = centre only; auto = content where "
+        "turning clearly aligns the training parts, else shift; moments = silhouette axis",
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
