@@ -47,18 +47,16 @@ class Engine(ABC):
         batch = self.prepare(images)
         matrices = None
         if self.registration is not None:  # RegistrationError: the part gets an error verdict
-            frame_hw = batch.shape[2:4]
+            # after the resize, as train and eval register sets loaded at the model's size
             batch, matrices = register_batch(self.registration, batch, self.bundle.lights)
-            batch = self._resize(batch)
         t1 = time.perf_counter()
         maps, scores = self._run(batch)
         t2 = time.perf_counter()
         maps = np.asarray(maps, dtype=np.float32)
         scores = np.asarray(scores, dtype=np.float32).reshape(-1)
         if matrices is not None:
-            maps = np.stack(
-                [warp_back(m, a, frame_hw) for m, a in zip(maps, matrices, strict=True)]
-            )
+            hw = batch.shape[2:4]
+            maps = np.stack([warp_back(m, a, hw) for m, a in zip(maps, matrices, strict=True)])
         self.last_timings = {
             "prepare_ms": (t1 - t0) * 1e3,
             "run_ms": (t2 - t1) * 1e3,
@@ -86,8 +84,7 @@ class Engine(ABC):
 
     # ---- shared preprocessing ----------------------------------------------------------------------
     def prepare(self, images: np.ndarray) -> np.ndarray:
-        """Check shape/dtype/light count; resize to the bundle input size (when the bundle
-        registers sets, :meth:`infer` resizes after registering); contiguous [B,N,h,w,3]."""
+        """Check shape/dtype/light count; resize to the bundle input size; contiguous [B,N,h,w,3]."""
         x = np.asarray(images)
         if x.ndim == 4:
             x = x[None]
@@ -102,11 +99,6 @@ class Engine(ABC):
                 f"engine {self.name}: bundle {self.bundle.name} expects {self.n_lights} images "
                 f"(lights {list(self.bundle.lights)}), got {x.shape[1]}"
             )
-        if self.registration is not None:  # registered at the captured size, resized after
-            return np.ascontiguousarray(x)
-        return self._resize(x)
-
-    def _resize(self, x: np.ndarray) -> np.ndarray:
         h, w = self.input_size
         if x.shape[2:4] != (h, w):
             x = resize_sets(x, (h, w))
