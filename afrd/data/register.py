@@ -15,10 +15,13 @@ every image. Three steps, on a working canvas of ``size`` px:
    of a pixel; the normalised correlation after it is the match score, and a score under
    ``min_score`` (fitted on the training parts) is a :class:`RegistrationError`.
 
-``method="moments"`` replaces 2-3 by the silhouette's principal axis (cheap; wrong for round or
-square outlines, kept for comparison). ``afrd.data.register_fit.fit_registration`` builds the reference from good
-training sets; :meth:`Registration.to_dict` / :meth:`Registration.from_dict` carry it through
-checkpoints and bundles; :func:`warp_back` maps an anomaly map back to the captured frame.
+``method="shift"`` stops after the centroid (+ ECC on the shift): the part is not turned, so
+the lamps keep their directions relative to it (``register_fit``'s "auto" chooses between the
+two per product). ``method="moments"`` turns by the silhouette's principal axis (cheap; wrong
+for round or square outlines, kept for comparison). ``afrd.data.register_fit.fit_registration``
+builds the reference from good training sets; :meth:`Registration.to_dict` /
+:meth:`Registration.from_dict` carry it through checkpoints and bundles; :func:`warp_back` maps
+an anomaly map back to the captured frame.
 """
 
 from __future__ import annotations
@@ -84,6 +87,7 @@ class Registration:
     min_score: float = 0.3
 
     def __post_init__(self) -> None:
+        # a RegistrationError here (no part in the reference) means a corrupt record
         if self.method not in METHODS:
             raise ConfigError(f"registration method {self.method!r}: expected one of {METHODS}")
         if not 0 < self.max_angle <= 180:
