@@ -153,3 +153,27 @@ def test_render_speed_benchmark_print():
         t2 = time.perf_counter()
         assert images.shape == (6, 256, 256, 3)
         print(f"sample_part {1e3 * (t1 - t0):.1f} ms, render_set {1e3 * (t2 - t1):.1f} ms")
+
+
+def test_pose_modes_bound_rotation_and_shift():
+    """fixtured +-4 deg, conveyor +-20 deg and +-4% shift, free any rotation; the pose mode only
+    narrows the pose draw (the same seed is the same part)."""
+    from afrd.data.render import POSES
+
+    assert set(POSES) == {"fixtured", "conveyor", "free"}
+    limits = {"fixtured": (4.0, 0.0075), "conveyor": (20.0, 0.04), "free": (180.0, 0.025)}
+    for pose, (max_deg, max_shift) in limits.items():
+        thetas = []
+        for s in range(40):
+            p = sample_part("plate", s, None, 32, pose).meta["pose"]
+            deg = (np.degrees(p["theta"]) + 180) % 360 - 180
+            thetas.append(deg)
+            # tx, ty are in half-widths: a fraction of the image width is half of it
+            assert max(abs(p["tx"]), abs(p["ty"])) / 2 <= max_shift + 1e-9, (pose, p)
+        assert np.abs(thetas).max() <= max_deg + 1e-9, pose
+        assert np.abs(thetas).max() > 0.6 * max_deg, pose  # and the range is used
+    a = sample_part("gummy", 3, None, 64, "conveyor")
+    b = sample_part("gummy", 3, None, 64, "fixtured")
+    colour = [p.albedo[p.height > 2].mean(0) for p in (a, b)]  # the same colour drawn
+    np.testing.assert_allclose(colour[0], colour[1], atol=0.02)
+    assert abs(a.meta["pose"]["scale"] - b.meta["pose"]["scale"]) < 1e-9
