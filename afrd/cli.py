@@ -45,9 +45,10 @@ def _usage() -> str:
 
 
 def main(argv: list[str] | None = None) -> int:
-    from afrd.cliargs import take_global_flags
+    from afrd.cliargs import setup_logging, take_global_flags
 
     argv = take_global_flags(sys.argv[1:] if argv is None else argv)
+    setup_logging()
     if not argv:
         print(f"afrd: a command is required\n\n{_usage()}", file=sys.stderr)
         return 2

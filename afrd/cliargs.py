@@ -23,6 +23,7 @@ from afrd.errors import ConfigError
 T = TypeVar("T")
 
 _QUIET_ENV = "AFRD_QUIET"
+_LOG_ENV = "AFRD_LOG_LEVEL"
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
 
@@ -30,8 +31,12 @@ class _Formatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescription
     """Defaults in --help, descriptions printed as written."""
 
     def _get_help_string(self, action: argparse.Action) -> str | None:
-        # "(default: None)" and "(default: False)" say nothing: leave them out.
-        if action.default is None or action.default is False or action.default is argparse.SUPPRESS:
+        # "(default: None)" and "(default: False)" say nothing; a help that names its own
+        # default needs no second one.
+        d = action.default
+        if d is None or d is False or d == "" or d is argparse.SUPPRESS:
+            return action.help
+        if action.help and "default" in action.help:
             return action.help
         return super()._get_help_string(action)
 
@@ -121,8 +126,16 @@ def take_global_flags(argv: Sequence[str]) -> list[str]:
             raise SystemExit(
                 f"afrd: --log-level expects one of {', '.join(LOG_LEVELS)}, got {level!r}"
             )
-        logging.basicConfig(level=level.upper(), format="%(levelname)s %(name)s: %(message)s")
+        os.environ[_LOG_ENV] = level.lower()
     return rest
+
+
+def setup_logging(
+    default: str = "warning", fmt: str = "%(levelname)s %(name)s: %(message)s"
+) -> None:
+    """Configure the root logger at --log-level (or ``default``); a later call replaces it."""
+    level = os.environ.get(_LOG_ENV, default).upper()
+    logging.basicConfig(level=level, format=fmt, force=True)
 
 
 def quiet() -> bool:

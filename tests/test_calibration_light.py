@@ -74,7 +74,7 @@ def test_flatfield_file_roundtrip_and_errors(tmp_path):
 
 
 def test_flatfield_cli_on_sim_cell_flattens_ring_lamps(tmp_path):
-    assert F.main(["--sim", "--out", str(tmp_path), "--size", str(N), "--frames", "2"]) == 0
+    assert F.main(["--sim", "--out", str(tmp_path), "--image-size", str(N), "--frames", "2"]) == 0
     report = json.loads((tmp_path / "flatfield.json").read_text())
     assert report["stats"]["ring_bottom"]["uniformity_min_over_max"] < 0.8  # real fall-off
     ff = FlatField.load(tmp_path / "flatfield.npz")
@@ -136,7 +136,7 @@ def test_search_converges_on_a_linear_sensor_and_reports_limits():
 
 
 def test_exposure_cli_on_sim_cell_then_sequencer_hits_target(tmp_path):
-    rc = E.main(["--sim", "--out", str(tmp_path), "--size", str(N), "--target", "150"])
+    rc = E.main(["--sim", "--out", str(tmp_path), "--image-size", str(N), "--target", "150"])
     assert rc == 0
     exposures = E.load_exposures(tmp_path / "exposure.json")
     assert exposures["ring_bottom"] > exposures["box"]  # a single ring lamp is dimmer
@@ -152,7 +152,7 @@ def test_exposure_level_knob(tmp_path, capsys):
             "--sim",
             "--out",
             str(tmp_path),
-            "--size",
+            "--image-size",
             str(N),
             "--knob",
             "level",

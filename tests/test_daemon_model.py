@@ -35,7 +35,7 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
 
     monkeypatch.chdir(tmp_path)  # the demo's model cache (.cache/afrd/demo) goes here
     args = demo.build_parser().parse_args(
-        ["--category", CATEGORY, "--size", str(SIZE), "--frr", "0"]
+        ["--category", CATEGORY, "--image-size", str(SIZE), "--frr", "0"]
     )
     bundle_dir = demo.build_model(args, CATEGORY)
     threshold = Bundle.load(bundle_dir).threshold
@@ -89,7 +89,7 @@ def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path):
 
     argv = (
         "demo --train-parts 8 --epochs 1 --norm-parts 4 --calib-parts 8 --parts 5 --interval 0.1 "
-        "--size 64 --out"
+        "--image-size 64 --out"
     ).split()
     p = subprocess.run(
         [sys.executable, "-m", "afrd", *argv, str(tmp_path / "demo-out")],

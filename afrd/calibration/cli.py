@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from afrd import cliargs
+
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "threshold": (
         "afrd.calibration.threshold",
@@ -23,14 +25,20 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
+def _usage() -> str:
+    lines = ["usage: afrd calibrate {" + ",".join(SUBCOMMANDS) + "} [options]", ""]
+    lines += [f"  {name:<10} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    return "\n".join(lines)
+
+
 def main(argv: list[str]) -> int:
-    if not argv or argv[0] in ("-h", "--help"):
-        print("usage: afrd calibrate {" + ",".join(SUBCOMMANDS) + "} [options]\n")
-        for name, (_, help_) in SUBCOMMANDS.items():
-            print(f"  {name:<10} {help_}")
+    argv = cliargs.take_global_flags(argv)
+    if argv and argv[0] in ("-h", "--help"):
+        print(_usage())
         return 0
-    if argv[0] not in SUBCOMMANDS:
-        print(f"afrd calibrate: unknown calibration {argv[0]!r}", file=sys.stderr)
+    if not argv or argv[0] not in SUBCOMMANDS:
+        what = f"unknown calibration {argv[0]!r}" if argv else "a calibration is required"
+        print(f"afrd calibrate: {what}\n\n{_usage()}", file=sys.stderr)
         return 2
     return int(importlib.import_module(SUBCOMMANDS[argv[0]][0]).main(argv[1:]) or 0)
 
@@ -39,17 +47,17 @@ def main(argv: list[str]) -> int:
 def cell_parser(
     prog: str, description: str, default_file: str, images: bool = False
 ) -> argparse.ArgumentParser:
-    """--sim | --config (| --images), --out, --name, --lights, --size; the caller adds its own."""
-    ap = argparse.ArgumentParser(prog=prog, description=description)
+    """--sim | --config (| --images), --out, --name, --lights, --image-size; the caller adds its own."""
+    ap = cliargs.parser(prog, description)
     src = ap.add_mutually_exclusive_group(required=True)
     src.add_argument("--sim", action="store_true", help="calibrate the simulated cell")
     src.add_argument("--config", type=Path, help="cell config (TOML): calibrate that cell")
     if images:
         src.add_argument("--images", type=Path, help="folder of white-target and dark frames")
     ap.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
-    ap.add_argument("--name", default=default_file, help=f"file name (default {default_file})")
+    ap.add_argument("--name", default=default_file, help="file name")
     ap.add_argument("--lights", help="comma-separated lighting names (default: all)")
-    ap.add_argument("--size", type=int, default=128, help="--sim: image size")
+    ap.add_argument("--image-size", type=int, default=128, help="--sim: image size in pixels")
     return ap
 
 
@@ -86,7 +94,7 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
 
     lights = args.lights.split(",") if args.lights else None
     if args.sim:
-        devices = Devices(SimCameraConfig(size=args.size), SimControllerConfig())
+        devices = Devices(SimCameraConfig(size=args.image_size), SimControllerConfig())
         conds = sim_lighting_conditions(lights or DEFAULT_LIGHTS)
     else:
         cfg = load_config(args.config)

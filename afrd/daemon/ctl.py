@@ -7,13 +7,26 @@ client's secret key file, e.g. from ``zmq.auth.create_certificates``).
 
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
 
 import zmq
 import zmq.auth
+
+from afrd import cliargs
+from afrd.errors import ConfigError
+
+
+def connect(sock: zmq.Socket, endpoint: str, flag: str = "--connect") -> None:
+    """``sock.connect`` with a ConfigError naming the flag instead of libzmq's EINVAL."""
+    try:
+        sock.connect(endpoint)
+    except zmq.ZMQError as exc:
+        raise ConfigError(
+            f"{flag} {endpoint!r}: not a usable ZeroMQ endpoint ({exc}); expected e.g. "
+            "tcp://HOST:PORT or ipc:///PATH"
+        ) from None
 
 
 def request(
@@ -35,8 +48,8 @@ def request(
         else:
             pub, sec = zmq.curve_keypair()
         s.curve_serverkey, s.curve_publickey, s.curve_secretkey = server_public, pub, sec
-    s.connect(endpoint)
     try:
+        connect(s, endpoint)
         s.send(req if isinstance(req, bytes) else json.dumps(req).encode())
         return json.loads(s.recv())
     except zmq.Again:
@@ -46,22 +59,22 @@ def request(
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="afrd ctl", description=__doc__)
+    ap = cliargs.parser("afrd ctl", __doc__.split("\n\n")[0])
     ap.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the control endpoint")
-    ap.add_argument("--timeout", type=float, default=5.0)
-    ap.add_argument("--server-key", type=Path)
-    ap.add_argument("--client-key", type=Path)
-    sub = ap.add_subparsers(dest="cmd", required=True)
-    sub.add_parser("status")
+    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    ap.add_argument("--server-key", type=Path, help="the daemon's CURVE public key file")
+    ap.add_argument("--client-key", type=Path, help="this client's CURVE secret key file")
+    sub = cliargs.subparsers(ap)
+    sub.add_parser("status", help="state, counts, queues, model, threshold")
     t = sub.add_parser("trigger", help="inspect one part")
     t.add_argument("--part-id")
     t.add_argument("--product")
     sub.add_parser("reload", help="re-read the config, reload model and threshold")
-    th = sub.add_parser("set-threshold")
+    th = sub.add_parser("set-threshold", help="verdict = score > THRESHOLD from the next part")
     th.add_argument("threshold", type=float)
-    sub.add_parser("pause")
-    sub.add_parser("resume")
-    args = ap.parse_args(argv)
+    sub.add_parser("pause", help="publish triggers as error/paused until resume")
+    sub.add_parser("resume", help="inspect again")
+    args = ap.parse_args(cliargs.take_global_flags(argv))
     req: dict = {"cmd": args.cmd.replace("-", "_")}
     if args.cmd == "trigger":
         if args.part_id:

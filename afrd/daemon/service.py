@@ -10,7 +10,6 @@ SIGHUP reloads; SIGTERM/SIGINT finish the part in flight, publish it, and exit 0
 
 from __future__ import annotations
 
-import argparse
 import logging
 import os
 import signal
@@ -20,6 +19,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from afrd import cliargs
 from afrd.acquire.devices import Devices
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.cell import CellConfig, load_config
@@ -298,19 +298,16 @@ class Service:
                 self.notifier.ready("inspecting (reloaded)")
 
 
-def _setup_logging(level: str) -> None:
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):
-        fmt = "%(asctime)s " + fmt
-    logging.basicConfig(level=getattr(logging, level.upper(), logging.INFO), format=fmt)
-
-
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="afrd run", description="run the inspection daemon")
+    ap = cliargs.parser(
+        "afrd run", "run the inspection daemon (--log-level, a global flag, defaults to info)"
+    )
     ap.add_argument("--config", "-c", required=True, help="cell config (TOML)")
-    ap.add_argument("--log-level", default="info")
-    args = ap.parse_args(argv)
-    _setup_logging(args.log_level)
+    args = ap.parse_args(cliargs.take_global_flags(argv))
+    fmt = "%(levelname)s %(name)s: %(message)s"
+    if not os.environ.get("JOURNAL_STREAM"):  # journald stamps lines itself
+        fmt = "%(asctime)s " + fmt
+    cliargs.setup_logging("info", fmt)
     try:
         cfg = load_config(args.config)
     except AfrdError as exc:

@@ -6,7 +6,6 @@ Every message is checked against the schema (a malformed one is reported, not tr
 
 from __future__ import annotations
 
-import argparse
 import json
 import re
 import sys
@@ -15,6 +14,8 @@ from pathlib import Path
 
 import zmq
 
+from afrd import cliargs
+from afrd.daemon.ctl import connect
 from afrd.daemon.verdict import SchemaError, parse_message
 
 
@@ -37,7 +38,7 @@ def format_result(msg: dict) -> str:
 
 
 def main(argv: list[str]) -> int:
-    ap = argparse.ArgumentParser(prog="afrd watch", description=__doc__)
+    ap = cliargs.parser("afrd watch", __doc__.split("\n\n")[0])
     ap.add_argument("--connect", default="tcp://127.0.0.1:5556", help="the cell's PUB endpoint")
     ap.add_argument("--cell", default="", help="only this cell (default: every cell)")
     ap.add_argument("--save", type=Path, help="directory for heatmap overlay PNGs")
@@ -45,14 +46,14 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--json", action="store_true", help="print raw result JSON lines")
     ap.add_argument("--count", type=int, default=0, help="exit after N results (0 = never)")
     ap.add_argument("--timeout", type=float, default=0, help="exit after S seconds (0 = never)")
-    args = ap.parse_args(argv)
+    args = ap.parse_args(cliargs.take_global_flags(argv))
     ctx = zmq.Context.instance()
     sub = ctx.socket(zmq.SUB)
     sub.setsockopt(zmq.LINGER, 0)
     suffix = f".{args.cell}" if args.cell else ""
     for kind in ("result", "heatmap", "status"):
         sub.setsockopt(zmq.SUBSCRIBE, f"{kind}{suffix}".encode())
-    sub.connect(args.connect)
+    connect(sub, args.connect)
     if args.save:
         args.save.mkdir(parents=True, exist_ok=True)
     counts = {"pass": 0, "fail": 0, "error": 0}

@@ -23,6 +23,7 @@ import tempfile
 import time
 from pathlib import Path
 
+from afrd import cliargs
 from afrd.errors import AfrdError, ConfigError
 
 CACHE = Path(".cache/afrd/demo")
@@ -37,7 +38,7 @@ def _key(args: argparse.Namespace, category: str) -> str:
 
     spec = {
         "category": category,
-        "size": args.size,
+        "size": args.image_size,
         "train_parts": args.train_parts,
         "epochs": args.epochs,
         "teacher": "efficientnet_lite0",
@@ -81,17 +82,17 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     root.mkdir(parents=True)
     t0 = time.monotonic()
     print(f"  imaging {args.train_parts} good training parts on the simulated cell ...", flush=True)
-    train_sets = _sets(category, TRAIN_SEED, args.train_parts, args.size, 0.0, "train")
+    train_sets = _sets(category, TRAIN_SEED, args.train_parts, args.image_size, 0.0, "train")
     # The raw map is far noisier where good parts vary most (e.g. a button's holes under the
     # highlight), so its max sat there on every part; train() z-scores each pixel against good
     # parts the student never saw (afrd.model.mapnorm), inside the exported graph.
     norm_sets = None
     if args.norm_parts:
         print(f"  imaging {args.norm_parts} more good parts for the map statistics ...", flush=True)
-        norm_sets = _sets(category, NORM_SEED, args.norm_parts, args.size, 0.0, "norm")
+        norm_sets = _sets(category, NORM_SEED, args.norm_parts, args.image_size, 0.0, "norm")
     print(
         f"  training AFRD ({args.epochs} epochs, EfficientNet-Lite0 ImageNet teacher, "
-        f"{args.size}px, 6 lights) ...",
+        f"{args.image_size}px, 6 lights) ...",
         flush=True,
     )
     from afrd.model.train import TrainConfig, train  # torch: only here
@@ -104,7 +105,7 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
             epochs=args.epochs,
             lr=args.lr,
             batch_size=8,
-            image_size=args.size,
+            image_size=args.image_size,
             seed=TRAIN_SEED,
             progress=True,
             extra={"demo": spec},
@@ -123,7 +124,7 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     )
     from afrd.calibration.threshold import calibrate
 
-    calib = _sets(category, CALIB_SEED, args.calib_parts, args.size, 0.5, "calib")
+    calib = _sets(category, CALIB_SEED, args.calib_parts, args.image_size, 0.5, "calib")
     stats = calibrate(bundle, calib, frr=args.frr, source={"demo": "sim cell", "seed": CALIB_SEED})
     far = stats.get("far")
     print(
@@ -149,17 +150,16 @@ def _save_overlay(folder: Path, msg: dict, png: bytes, truth: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    ap = argparse.ArgumentParser(prog="afrd demo", description=__doc__.split("\n\n")[0])
+    ap = cliargs.parser("afrd demo", __doc__.split("\n\n")[0])
     ap.add_argument("--parts", type=int, default=40, help="parts the line inspects")
     ap.add_argument("--interval", type=float, default=0.3, help="seconds between parts")
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument(
         "--category",
         default=DEFAULT_CATEGORY,
-        help=f"synthetic part type (default {DEFAULT_CATEGORY}: its quick model separates parts "
-        "best)",
+        help="synthetic part type",
     )
-    ap.add_argument("--size", type=int, default=128)
+    ap.add_argument("--image-size", type=int, default=128, help="camera and model input, pixels")
     ap.add_argument("--train-parts", type=int, default=64)
     ap.add_argument("--epochs", type=int, default=24)
     ap.add_argument("--calib-parts", type=int, default=40)
@@ -177,7 +177,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str]) -> int:
-    args = build_parser().parse_args(argv)
+    args = build_parser().parse_args(cliargs.take_global_flags(argv))
     if args.parts < 1 or args.interval <= 0:
         raise ConfigError("--parts must be >= 1 and --interval > 0")
     from afrd.data import render as R
@@ -203,7 +203,7 @@ def main(argv: list[str]) -> int:
     cfg_path = write_config(
         out,
         bundle_dir,
-        size=args.size,
+        size=args.image_size,
         defect_rate=args.defect_rate,
         cell="demo",
         camera=f'category = "{category}"\nseed = {LINE_SEED}',
@@ -232,7 +232,7 @@ def main(argv: list[str]) -> int:
 
     truth_src = SimParts(
         SimCameraConfig(
-            category=category, seed=LINE_SEED, defect_rate=args.defect_rate, size=args.size
+            category=category, seed=LINE_SEED, defect_rate=args.defect_rate, size=args.image_size
         )
     )
     n = correct = errors = 0
