@@ -1,25 +1,38 @@
-"""Fusion benchmark: does fusing six lights beat the best single light, and attention beat mean?
+"""Fusion benchmark: which detector should a cell run, and does fusing six lights pay?
 
-One command renders (or reads) the data, then trains and evaluates every method with the same
-seed, data, epochs and teacher: RD on each single light (``single:0..5``), ``mean``,
-``attention`` (the paper's FC), ``attention-pooled`` and ``restore-max`` (the student restores
-every light's features; the map is the maximum over lights). One model per category, as in the
-Eyecandies protocol. Prints I-AUROC and P-AUROC per category and mean; writes
-``bench/out/fusion.json`` after every run (a killed run keeps what it finished; ``--resume``
-skips finished runs).
+One command renders (or reads) the data, then trains, evaluates, exports and times every method
+with the same seed and data, at one or more part poses: RD on each single light
+(``single:0..5``), ``mean``, ``attention`` (the paper's FC), ``restore-max`` (the student
+restores every light's features; the map is the maximum over lights), optionally
+``attention-pooled``, the multi-light memory bank (``memory``, ``afrd train --model memory``) and
+``preset`` (exactly ``afrd train --preset cpu``). Every run goes through ``afrd train``'s own
+command line on the ``cpu`` preset (``--fusion`` / ``--model`` changed), then ``afrd eval``'s
+function; each method's first model per pose is exported with ``afrd-export onnx``'s function and
+timed in ONNX Runtime on one CPU thread. One model per category and method (Eyecandies protocol).
+Writes ``bench/out/fusion.json`` after every run (``--resume`` skips finished runs) and prints a
+table per pose: I-AUROC, P-AUROC, AUPRO, train seconds, ORT ms per part.
 
-    .venv/bin/python bench/fusion.py --config cpu            # EfficientNet-Lite0, 128 px
-    .venv/bin/python bench/fusion.py --config paper --data /data/eyecandies \\
-        --teacher-weights wide_resnet50_2-95faca4d.pth      # GPU: WRN50-2, 256 px, 100 epochs
-    .venv/bin/python bench/fusion.py --quick                 # smoke run
+Budget (``--config cpu``): all methods at all three poses in about 40 minutes on one torch
+thread of this 2-core box. To fit, the AFRD rows train ``BENCH_EPOCHS`` epochs (not the preset's
+own); 64 training sets, 32 held-out normals for the map statistics and 48 test sets per
+category; ``preset`` trains the preset as a user gets it. Pick rows with ``--methods``.
+
+    .venv/bin/python bench/fusion.py --threads 1                       # cpu, all poses
+    .venv/bin/python bench/fusion.py --threads 1 --pose fixtured --methods single:5 memory
+    .venv/bin/python bench/fusion.py --config paper --data /data/eyecandies --pose free \\
+        --teacher-weights wide_resnet50_2-95faca4d.pth                 # GPU: the paper's run
+    .venv/bin/python bench/fusion.py --quick                           # smoke run
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import platform
+import statistics
 import sys
 import time
 from pathlib import Path
@@ -29,26 +42,20 @@ sys.path.insert(0, str(ROOT))
 
 from afrd.data.lights import DEFAULT_LIGHTS  # noqa: E402
 from afrd.data.render import CATEGORIES  # noqa: E402
+from afrd.errors import AfrdError  # noqa: E402
 
-METHODS = tuple(f"single:{k}" for k in range(len(DEFAULT_LIGHTS))) + (
-    "mean",
-    "attention",
-    "attention-pooled",
-    "restore-max",
-)
+SINGLES = tuple(f"single:{k}" for k in range(len(DEFAULT_LIGHTS)))
+METHODS = (*SINGLES, "mean", "attention", "attention-pooled", "restore-max", "memory", "preset")
+POSES = ("fixtured", "conveyor", "free")
+# the decision first (a run cut short still answers it), then the baselines
+DEFAULT_METHODS = ("memory", "preset", "attention", "mean", "restore-max", *SINGLES)
+BENCH_EPOCHS = 8  # AFRD rows at the cpu config: see the module docstring
 
 CONFIGS: dict[str, dict] = {
-    # Sized to finish in well under an hour on 2 shared CPU cores (one torch thread): all four
-    # categories, 64 normal training sets, 32 held-out normal sets for the map statistics, 48 test
-    # sets, 12 epochs (96 optimiser steps). lr 2e-3, not the paper's 4e-4: at 96 steps the
-    # student is far from converged, and 2e-3 scored higher for both a single light and attention
-    # in a 64-set/12-epoch trial (button + plate). Read it as a short-schedule comparison.
     "cpu": {
-        "teacher": "efficientnet_lite0",
+        "preset": "cpu",
+        "epochs": BENCH_EPOCHS,
         "image_size": 128,
-        "epochs": 12,
-        "batch_size": 8,
-        "lr": 2e-3,
         "train": 64,
         "val": 32,
         "test": 48,
@@ -57,11 +64,9 @@ CONFIGS: dict[str, dict] = {
     },
     # The paper's setting, for a GPU machine (ImageNet WRN50-2 weights from a local file).
     "paper": {
-        "teacher": "wide_resnet50_2",
+        "preset": "paper",
+        "epochs": None,  # the preset's 100
         "image_size": 256,
-        "epochs": 100,
-        "batch_size": 8,
-        "lr": 4e-4,
         "train": 200,
         "val": 20,
         "test": 100,
@@ -69,11 +74,9 @@ CONFIGS: dict[str, dict] = {
         "defect_rate": 0.5,
     },
     "quick": {
-        "teacher": "efficientnet_lite0",
-        "image_size": 64,
+        "preset": "cpu",
         "epochs": 1,
-        "batch_size": 4,
-        "lr": 4e-4,
+        "image_size": 64,
         "train": 4,
         "val": 4,
         "test": 6,
@@ -81,16 +84,17 @@ CONFIGS: dict[str, dict] = {
         "defect_rate": 0.5,
     },
 }
+ORT_PARTS = 5  # parts timed one at a time per exported model (after 2 warm-up runs)
 
 
 def method_label(method: str) -> str:
     if method.startswith("single:"):
         return f"RD {DEFAULT_LIGHTS[int(method.split(':')[1])]}"
-    return method
+    return {"preset": "preset cpu", "memory": "memory bank"}.get(method, method)
 
 
 def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
-    """Render the synthetic set once per (config, seed); reuse it if the stamp matches."""
+    """Render the synthetic set once per (config, seed, pose); reuse it if the stamp matches."""
     from afrd.data.synth_cli import synth
 
     keys = ("image_size", "train", "val", "test", "categories", "defect_rate", "pose")
@@ -108,59 +112,163 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
         cfg["image_size"],
         seed,
         cfg["defect_rate"],
-        progress=True,
+        progress=False,
         pose=cfg["pose"],
     )
     stamp_file.write_text(json.dumps(stamp))
     return root
 
 
+def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> list[str]:
+    """``afrd train`` arguments for one run: the config's preset, changed only where the method
+    differs (``preset`` changes nothing)."""
+    args = ["--data", str(data), "--category", cat, "--out", str(out), "--preset", cfg["preset"]]
+    args += ["--seed", str(a.seed), "--device", a.device, "--no-progress"]
+    if a.teacher_weights:
+        args += ["--teacher-weights", a.teacher_weights]
+    if method == "memory":
+        return [*args, "--model", "memory"]
+    if method != "preset":
+        args += ["--model", "afrd"] if a.has_model_flag else []
+        args += ["--fusion", method, "--image-size", str(cfg["image_size"])]
+        if cfg["epochs"] is not None:
+            args += ["--epochs", str(cfg["epochs"])]
+    return args
+
+
+def ort_ms(ckpt: Path, bundle_dir: Path, data: Path, cat: str) -> dict:
+    """Export ``ckpt`` (parity-checked) and time ONNX Runtime on one CPU thread, one part per
+    call, on real test parts: median and max ms per part."""
+    from afrd.export.onnx_export import export_onnx
+    from afrd.model.sets import open_sets
+    from afrd.runtime.engines import create_engine
+
+    bundle = export_onnx(ckpt, bundle_dir, force=True, echo=False)
+    sets = open_sets(data, "test_public", cat, bundle.lights)
+    engine = create_engine("onnxruntime", bundle, device="cpu", threads=1)
+    engine.warmup(2)
+    times = []
+    for i in range(min(ORT_PARTS, len(sets))):
+        engine.infer(sets[i].images)
+        times.append(engine.last_timings["total_ms"])
+    engine.close()
+    return {"median_ms": round(statistics.median(times), 1), "max_ms": round(max(times), 1)}
+
+
+def ort_key(method: str) -> str:
+    """Single-light graphs differ only in which light they slice: one timing serves all six."""
+    return "single" if method.startswith("single:") else method
+
+
 def fmt(v) -> str:
     return "  -  " if v is None else f"{v:.3f}"
 
 
-def table(results: dict, categories: list[str], methods: list[str]) -> str:
-    head = f"{'method':<18}" + "".join(f"{c[:10]:>12}" for c in categories) + f"{'mean':>12}"
-    lines = ["I-AUROC / P-AUROC", head, "-" * len(head)]
+def _mean(vals: list) -> float | None:
+    vals = [v for v in vals if v is not None]
+    return sum(vals) / len(vals) if vals else None
+
+
+def table(res: dict, categories: list[str], methods: list[str], ort: dict) -> str:
+    head = (
+        f"{'method':<16}"
+        + "".join(f"{c[:8]:>9}" for c in categories)
+        + f"{'I-AUROC':>9}{'P-AUROC':>9}{'AUPRO':>8}{'train s':>9}{'ORT ms':>8}"
+    )
+    lines = ["I-AUROC per category, then means over categories", head, "-" * len(head)]
     for m in methods:
-        r = results.get(m)
-        if not r:
+        r = res.get(m)
+        if not r or not r.get("categories"):
+            if r and r.get("error"):
+                lines.append(f"{method_label(m):<16}{r['error']}")
             continue
-        cells = []
-        for c in categories:
-            x = r["categories"].get(c)
-            cells.append(f"{fmt(x['i_auroc']) + '/' + fmt(x['p_auroc']) if x else '-':>12}")
-        mean = r.get("mean", {})
+        cats = r["categories"]
+        cells = "".join(f"{fmt(cats[c]['i_auroc']) if c in cats else '-':>9}" for c in categories)
+        mean = r["mean"]
+        ms = ort.get(ort_key(m), {}).get("median_ms")
         lines.append(
-            f"{method_label(m):<18}"
-            + "".join(cells)
-            + f"{fmt(mean.get('i_auroc')) + '/' + fmt(mean.get('p_auroc')):>12}"
+            f"{method_label(m):<16}{cells}{fmt(mean['i_auroc']):>9}{fmt(mean['p_auroc']):>9}"
+            f"{fmt(mean['aupro']):>8}{mean['train_s']:>9.0f}"
+            f"{'-' if ms is None else f'{ms:.0f}':>8}"
         )
     return "\n".join(lines)
+
+
+def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> None:
+    """Train, evaluate (and, once per method, export and time) ``method`` at ``pose`` for every
+    category not yet in the report."""
+    from afrd.model.evaluate import evaluate
+    from afrd.model.presets import get_preset
+    from afrd.model.train import main as train_main
+
+    work = Path(a.out).parent / f"fusion_{report['config']}_{pose}"
+    data = Path(a.data) if a.data else work / "data"
+    pres = report["results"].setdefault(pose, {})
+    if method == "preset" and get_preset(cfg["preset"]).model == "memory" and "memory" in pres:
+        pres["preset"] = {**pres["memory"], "alias_of": "memory"}  # the very same command
+        write()
+        return
+    res = pres.setdefault(method, {"categories": {}})
+    for cat in cfg["categories"]:
+        if cat in res["categories"] or res.get("error"):
+            continue
+        run_dir = work / "runs" / method.replace(":", "_") / cat
+        log = io.StringIO()
+        t0 = time.perf_counter()
+        try:
+            with contextlib.redirect_stdout(log):
+                rc = train_main(train_args(method, cfg, data, cat, run_dir, a))
+        except SystemExit as e:  # argparse: e.g. no --model memory in this checkout
+            rc = e.code
+        if rc != 0:
+            res["error"] = f"afrd train exited {rc}: {log.getvalue().strip()[-200:]}"
+            print(f"{method_label(method)}: {res['error']}", flush=True)
+            write()
+            return
+        t1 = time.perf_counter()
+        ckpt = run_dir / "model.pt"
+        r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
+        c = r["categories"][cat]
+        res["categories"][cat] = {
+            "i_auroc": c["i_auroc"],
+            "p_auroc": c["p_auroc"],
+            "aupro": c.get("aupro"),
+            "test_sets": c["sets"],
+            "defective": c["defective"],
+            "train_s": round(t1 - t0, 1),
+            "eval_s": round(time.perf_counter() - t1, 1),
+            "train_log": [ln for ln in log.getvalue().splitlines() if ln.startswith("afrd train")],
+        }
+        ort, key = report["ort"], ort_key(method)
+        if key not in ort and not a.no_ort:  # the same graph at every pose: time once
+            t2 = time.perf_counter()
+            try:
+                ort[key] = ort_ms(ckpt, run_dir / "bundle", data, cat)
+            except AfrdError as e:  # recorded, not fatal: the metrics still count
+                ort[key] = {"median_ms": None, "error": f"{type(e).__name__}: {e}"[:300]}
+            ort[key]["export_and_time_s"] = round(time.perf_counter() - t2, 1)
+        vals = list(res["categories"].values())
+        res["mean"] = {k: _mean([x[k] for x in vals]) for k in ("i_auroc", "p_auroc", "aupro")}
+        res["mean"]["train_s"] = _mean([x["train_s"] for x in vals])
+        write()
+        print(
+            f"[{report['wall_s']:6.0f}s] {pose:<9} {method_label(method):<14} {cat:<8} "
+            f"I {fmt(c['i_auroc'])} P {fmt(c['p_auroc'])} PRO {fmt(c.get('aupro'))} "
+            f"(train {t1 - t0:.0f}s)",
+            flush=True,
+        )
 
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["cpu", "paper"], default="cpu")
     ap.add_argument("--quick", action="store_true", help="smoke run: 2 categories, 64 px, 1 epoch")
-    ap.add_argument(
-        "--data",
-        default=None,
-        help="dataset root (Eyecandies layout); default: render synthetic parts",
-    )
+    ap.add_argument("--data", default=None, help="Eyecandies-layout root (default: render)")
+    ap.add_argument("--pose", nargs="+", choices=POSES, default=list(POSES))
     ap.add_argument("--categories", nargs="+", default=None)
-    ap.add_argument("--methods", nargs="+", default=list(METHODS))
-    ap.add_argument("--epochs", type=int, default=None)
-    ap.add_argument("--train", type=int, default=None, help="synthetic train sets per category")
-    ap.add_argument("--test", type=int, default=None, help="synthetic test sets per category")
-    ap.add_argument("--image-size", type=int, default=None)
-    ap.add_argument("--lr", type=float, default=None)
-    ap.add_argument(
-        "--pose",
-        choices=["free", "fixtured"],
-        default="free",
-        help="synthetic parts at any rotation (default) or held in a nest",
-    )
+    ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
+    ap.add_argument("--epochs", type=int, default=None, help="AFRD rows' epochs")
+    ap.add_argument("--no-ort", action="store_true", help="skip export and ORT timing")
     ap.add_argument("--teacher-weights", default=None, help="local ImageNet weights file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -171,39 +279,22 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from afrd.model.checkpoint import read_checkpoint
-    from afrd.model.evaluate import evaluate
-    from afrd.model.train import TrainConfig, train
+    from afrd.model.train import build_parser
 
+    a.has_model_flag = "--model" in build_parser().format_help()
     if a.threads:
         torch.set_num_threads(a.threads)
     name = "quick" if a.quick else a.config
-    cfg = dict(CONFIGS[name], pose=a.pose)
-    for key, val in (
-        ("epochs", a.epochs),
-        ("train", a.train),
-        ("test", a.test),
-        ("image_size", a.image_size),
-        ("categories", a.categories),
-        ("lr", a.lr),
-    ):
+    cfg = dict(CONFIGS[name])
+    for key, val in (("epochs", a.epochs), ("categories", a.categories)):
         if val is not None:
             cfg[key] = val
     out_json = Path(a.out)
-    work = out_json.parent / (f"fusion_{name}" + ("" if a.pose == "free" else f"_{a.pose}"))
-    if a.data:
-        data = Path(a.data)
-    else:
-        data = ensure_data(work / "data", cfg, a.seed)
-    categories = list(cfg["categories"])
-
     report = {
         "config": name,
         "settings": cfg,
         "seed": a.seed,
-        "data": str(data),
-        "synthetic": a.data is None,
-        "methods": a.methods,
+        "data": a.data or "rendered",
         "machine": {
             "platform": platform.platform(),
             "cpus": os.cpu_count(),
@@ -213,80 +304,46 @@ def main(argv: list[str] | None = None) -> int:
         },
         "command": " ".join([Path(sys.argv[0]).name, *(argv or sys.argv[1:])]),
         "results": {},
+        "ort": {},  # method -> ORT CPU ms per part (1 thread), timed on its first model
+        "wall_s": 0.0,
     }
     if a.resume and out_json.is_file():
         old = json.loads(out_json.read_text())
         if old.get("settings") == cfg and old.get("seed") == a.seed:
             report["results"] = old.get("results", {})
+            report["ort"] = old.get("ort", {})
+            for pose in report["results"].values():  # retry methods that could not run
+                for r in pose.values():
+                    r.pop("error", None)
     t_all = time.perf_counter()
+
+    def write() -> None:
+        report["wall_s"] = round(time.perf_counter() - t_all, 1)
+        out_json.parent.mkdir(parents=True, exist_ok=True)
+        out_json.write_text(json.dumps(report, indent=1))
+
+    if not a.data:
+        for pose in a.pose:
+            work = out_json.parent / f"fusion_{name}_{pose}"
+            ensure_data(work / "data", {**cfg, "pose": pose}, a.seed)
+    # method-major: a run cut short has every pose for the methods it finished
     for method in a.methods:
-        res = report["results"].setdefault(method, {"categories": {}})
-        for cat in categories:
-            if cat in res["categories"]:
-                continue
-            run_dir = work / "runs" / method.replace(":", "_") / cat
-            t0 = time.perf_counter()
-            tc = TrainConfig(
-                data=str(data),
-                out=str(run_dir),
-                category=cat,
-                teacher=cfg["teacher"],
-                teacher_weights=a.teacher_weights,
-                fusion=method,
-                epochs=cfg["epochs"],
-                batch_size=cfg["batch_size"],
-                lr=cfg["lr"],
-                image_size=cfg["image_size"],
-                seed=a.seed,
-                lights=DEFAULT_LIGHTS,
-                device=a.device,
-                progress=False,
-            )
-            ckpt = train(tc)
-            t1 = time.perf_counter()
-            r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
-            c = r["categories"][cat]
-            res["categories"][cat] = {
-                "i_auroc": c["i_auroc"],
-                "p_auroc": c["p_auroc"],
-                "aupro": c.get("aupro"),
-                "test_sets": c["sets"],
-                "defective": c["defective"],
-                "train_s": round(t1 - t0, 1),
-                "eval_s": round(time.perf_counter() - t1, 1),
-                "teacher_weights_source": r["model"].get("teacher_weights_source"),
-                "map_normalised": read_checkpoint(ckpt)["config"].get("map_stats") is not None,
-            }
-            vals = [x for x in res["categories"].values()]
-            res["mean"] = {
-                k: (
-                    sum(x[k] for x in vals if x[k] is not None)
-                    / max(1, sum(x[k] is not None for x in vals))
-                )
-                for k in ("i_auroc", "p_auroc")
-            }
-            report["wall_s"] = round(time.perf_counter() - t_all, 1)
-            out_json.parent.mkdir(parents=True, exist_ok=True)
-            out_json.write_text(json.dumps(report, indent=1))
-            print(
-                f"[{report['wall_s']:7.0f}s] {method_label(method):<18} {cat:<10} "
-                f"I-AUROC {fmt(c['i_auroc'])} P-AUROC {fmt(c['p_auroc'])} "
-                f"(train {t1 - t0:.0f}s)",
-                flush=True,
-            )
-    print()
-    print(table(report["results"], categories, a.methods))
-    singles = {
-        m: r["mean"]["i_auroc"]
-        for m, r in report["results"].items()
-        if m.startswith("single:") and r.get("mean")
-    }
-    if singles:
-        best = max(singles, key=singles.get)
-        report["best_single"] = {"method": best, "i_auroc": singles[best]}
-        print(f"\nbest single light: {method_label(best)} I-AUROC {singles[best]:.3f}")
-    out_json.write_text(json.dumps(report, indent=1))
-    print(f"wrote {out_json} (wall {time.perf_counter() - t_all:.0f}s)")
+        for pose in a.pose:
+            run_method(method, pose, cfg, a, report, write)
+    for pose in a.pose:
+        res = report["results"].get(pose, {})
+        print(f"\n{pose}:\n{table(res, cfg['categories'], a.methods, report['ort'])}")
+        singles = {
+            m: r["mean"]["i_auroc"]
+            for m, r in report["results"].get(pose, {}).items()
+            if m.startswith("single:") and r.get("mean")
+        }
+        if singles:
+            best = max(singles, key=singles.get)
+            report.setdefault("best_single", {})[pose] = {"method": best, "i_auroc": singles[best]}
+            print(f"{pose}: best single light {method_label(best)} I-AUROC {singles[best]:.3f}")
+    write()
+    print(f"wrote {out_json} (wall {report['wall_s']:.0f}s)")
     return 0
 
 
