@@ -255,8 +255,7 @@ def export_onnx(
 
     from afrd import __version__
     from afrd.data.register import png_bytes
-    from afrd.model.checkpoint import load_checkpoint, registration_of
-    from afrd.model.inference import InferenceModel
+    from afrd.model.checkpoint import inference_module, load_checkpoint, registration_of
 
     ckpt, out = validate_args(checkpoint, out_dir, opset, force, exporter)
     model, cfg = load_checkpoint(ckpt)
@@ -267,7 +266,7 @@ def export_onnx(
             f"checkpoint {ckpt}: config lists {len(lights)} lights {list(lights)} but the model "
             f"was built for {model.n_lights}"
         )
-    inference = InferenceModel(model).eval()
+    inference = inference_module(model).eval()
     if out.is_dir() and force:
         shutil.rmtree(out)
     out.mkdir(parents=True, exist_ok=True)
@@ -288,7 +287,10 @@ def export_onnx(
             "afrd.lights": list(lights),
             "afrd.input_size": [size, size],
             "afrd.input": "uint8 [batch, N, H, W, 3] RGB; normalization inside the graph",
-            "afrd.outputs": "anomaly_map float32 [batch, H, W]; score float32 [batch] = max(map)",
+            "afrd.outputs": "anomaly_map float32 [batch, H, W]; score float32 [batch] = "
+            + str((cfg.get("memory") or {}).get("score", "max")).replace("topk:", "mean of top ")
+            + " of map",
+            "afrd.model_kind": str(cfg.get("model_kind", "afrd")),
             "afrd.teacher": str(cfg.get("teacher")),
             "afrd.teacher_weights": teacher_weights,
             "afrd.fusion": str(cfg.get("fusion")),
@@ -345,7 +347,9 @@ def export_onnx(
             "teacher": cfg.get("teacher"),
             "teacher_weights": teacher_weights,
             "random_teacher": random_teacher,
+            "kind": cfg.get("model_kind", "afrd"),
             "fusion": cfg.get("fusion"),
+            **({"memory": cfg["memory"]} if "memory" in cfg else {}),
             "views": int(getattr(model, "views", 1)),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         },

@@ -10,6 +10,8 @@ import torch
 
 from afrd.data.register import Registration
 from afrd.errors import ConfigError
+from afrd.model.memory import KIND as MEMORY_KIND
+from afrd.model.memory import MemoryBank
 from afrd.model.network import AFRD
 
 FORMAT = "afrd.checkpoint/1"
@@ -66,8 +68,11 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return blob
 
 
-def build_model(config: dict) -> AFRD:
-    """An AFRD with random weights shaped for ``config`` (weights are loaded afterwards)."""
+def build_model(config: dict) -> AFRD | MemoryBank:
+    """The model ``config`` describes (kind ``config["model_kind"]``: AFRD when absent, or the
+    memory bank), random weights, shaped for the checkpoint's state (loaded afterwards)."""
+    if config.get("model_kind", "afrd") == MEMORY_KIND:
+        return MemoryBank.from_config(config)
     return AFRD(
         teacher=config["teacher"],
         fusion=config["fusion"],
@@ -110,8 +115,19 @@ def registration_of(config: dict) -> Registration | None:
     return None if not rec else Registration.from_dict(rec)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD, dict]:
-    """(AFRD in eval mode, config with ``lights`` as a tuple)."""
+def inference_module(model: torch.nn.Module) -> torch.nn.Module:
+    """The uint8 [B, N, H, W, 3] -> (map [B, H, W], score [B]) module of a model from
+    ``load_checkpoint``: the memory bank is its own, an AFRD gets an InferenceModel."""
+    from afrd.model.inference import InferenceModel
+
+    if isinstance(model, (MemoryBank, InferenceModel)):
+        return model
+    return InferenceModel(model)
+
+
+def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD | MemoryBank, dict]:
+    """(model in eval mode: AFRD or MemoryBank by the config's ``model_kind``, config with
+    ``lights`` as a tuple)."""
     blob = read_checkpoint(path)
     cfg = dict(blob["config"])
     cfg["lights"] = tuple(cfg["lights"])

@@ -264,6 +264,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--preset", choices=list(presets.PRESETS), default=None, help="a recipe (listed below)"
     )
     p.add_argument(
+        "--model",
+        choices=("afrd", "memory"),
+        default=None,
+        help="model kind: afrd (student trained by distillation) | memory (training-free "
+        "memory bank, afrd.model.memory_fit) (default: the preset's, else afrd)",
+    )
+    p.add_argument(
         "--teacher",
         help=preset_help("teacher", f"architecture: {' | '.join(TEACHERS)}"),
     )
@@ -363,11 +370,18 @@ def main(argv: list[str]) -> int:
         torch.set_num_threads(a.threads)
     t0 = time.perf_counter()
     cfg = config_from_args(a)
-    path = train(cfg)
-    src = read_checkpoint(path)["config"]["teacher_weights_source"]
+    kind = a.model or (presets.get_preset(a.preset).model if a.preset else "afrd")
+    if kind == "memory":
+        from afrd.model.memory_fit import train_memory_from_args
+
+        path = train_memory_from_args(a, cfg)
+    else:
+        path = train(cfg)
+    saved = read_checkpoint(path)["config"]  # what was built (a model kind may set its own)
     print(
-        f"checkpoint: {path} (teacher {cfg.teacher}, weights {src}, fusion {cfg.fusion}, "
-        f"loss {cfg.loss}{', preset ' + a.preset if a.preset else ''})"
+        f"checkpoint: {path} ({saved.get('model_kind', 'afrd')}, teacher {saved['teacher']}, "
+        f"weights {saved['teacher_weights_source']}, fusion {saved['fusion']}, "
+        f"loss {saved['loss']}{', preset ' + a.preset if a.preset else ''})"
     )
     print(f"train wall time: {time.perf_counter() - t0:.1f} s", flush=True)
     return 0

@@ -39,6 +39,7 @@ class PyTorchEngine(Engine):
         **opts: Any,
     ) -> None:
         super().__init__(bundle, **opts)
+        from afrd.model.checkpoint import inference_module
         from afrd.model.inference import InferenceModel
 
         if device == "auto":
@@ -62,7 +63,8 @@ class PyTorchEngine(Engine):
         if model is None:
             model = self._load_model(bundle, checkpoint)
         net = model.module if hasattr(model, "module") else model
-        inference = model if isinstance(model, InferenceModel) else InferenceModel(net)
+        # an AFRD gets an InferenceModel; the memory bank is its own (afrd.model.checkpoint)
+        inference = model if isinstance(model, InferenceModel) else inference_module(net)
         inference = inference.eval().to(self.device)
         if self.channels_last:
             inference = inference.to(memory_format=torch.channels_last)

@@ -1,0 +1,221 @@
+"""``afrd train --model memory``: build a memory bank from normal image sets, no optimiser.
+
+Steps: teacher patch features of every normal training set, per light; a greedy k-center
+coreset of each light's patches (afrd.model.coreset); the per-light normalisation from
+held-out normal sets (the ``val`` split, as for AFRD's map statistics: parts that are not in
+the bank, since a bank patch is its own nearest neighbour at distance 0). Writes
+``<out>/model.pt`` in the checkpoint format ``afrd.model.checkpoint`` reads for either kind.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from afrd.errors import ConfigError, DataError
+from afrd.model.backbones import TEACHERS
+from afrd.model.checkpoint import save_checkpoint
+from afrd.model.coreset import greedy_coreset
+from afrd.model.memory import MemoryBank
+from afrd.model.sets import normal_subset, open_sets, resize_set
+
+MIN_HELD_OUT = 4  # fewer held-out normals make a useless std
+
+
+@dataclass
+class MemoryOptions:
+    """What the memory bank is built from (defaults: the measured best at 128 px, Lite0)."""
+
+    layers: tuple[int, ...] = (0, 1)
+    pool: int = 3
+    stride: int = 8  # pixels between patches
+    coreset: float = 0.1  # fraction of each light's training patches kept in its bank
+    max_bank: int = 16384  # cap per light (ONNX constant size and search time)
+    position: float = 0.0  # > 0: coordinates appended to features (fixtured/registered parts)
+    fusion: str = "max"
+    score: str = "max"
+    sigma: float = 4.0
+    batch_size: int = 8
+
+
+@torch.no_grad()
+def _patches(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int) -> torch.Tensor:
+    """[K sets, N, Q, dim] patch features of uint8 [N, H, W, 3] arrays."""
+    out = [
+        model.patches(torch.from_numpy(np.stack(arrays[i : i + batch])))
+        for i in range(0, len(arrays), batch)
+    ]
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def raw_maps(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> torch.Tensor:
+    """Per-light raw distance maps [K, N, grid, grid] of uint8 [N, H, W, 3] arrays."""
+    out = [
+        model.raw_maps(torch.from_numpy(np.stack(arrays[i : i + batch])))
+        for i in range(0, len(arrays), batch)
+    ]
+    return torch.cat(out)
+
+
+def fit_bank(
+    model: MemoryBank, arrays: Sequence[np.ndarray], opts: MemoryOptions, seed: int = 0
+) -> dict:
+    """Fill ``model``'s per-light banks with coresets of the patches of ``arrays``."""
+    feats = _patches(model, arrays, opts.batch_size)  # [K, N, Q, D]
+    if model.position > 0:
+        # coordinates in units of the features' spread, so ``position`` means the same for
+        # every teacher and layer choice: 1.0 = crossing the part weighs like a typical
+        # feature difference
+        spread = float(feats[..., :-2].std(dim=(0, 2)).norm(dim=-1).mean())
+        model.set_position_scale(model.position * spread)
+        feats = _patches(model, arrays, opts.batch_size)
+    per_light = feats.transpose(0, 1).flatten(1, 2)  # [N, K*Q, D]
+    total = per_light.shape[1]
+    k = max(1, min(opts.max_bank, int(round(opts.coreset * total))))
+    banks = [per_light[i, greedy_coreset(per_light[i], k, seed)] for i in range(model.n_lights)]
+    model.set_bank(torch.stack(banks))
+    return {"patches_per_light": total, "bank_per_light": k, "dim": model.dim}
+
+
+def fit_normalisation(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> dict:
+    """Per light: mean and std of the maximum of the raw map over held-out normal sets."""
+    if len(arrays) < MIN_HELD_OUT:
+        raise DataError(
+            f"memory normalisation needs at least {MIN_HELD_OUT} held-out normal sets, "
+            f"got {len(arrays)}"
+        )
+    peaks = raw_maps(model, arrays, batch).flatten(2).amax(2)  # [K, N]
+    mean, std = peaks.mean(0), peaks.std(0)
+    # a light whose maximum hardly moves must not turn small differences into huge z-scores
+    std = std.clamp_min(max(float(std.median()) * 0.1, 1e-6))
+    model.light_mean.copy_(mean)
+    model.light_std.copy_(std)
+    return {"sets": len(arrays), "mean": mean.tolist(), "std": std.tolist()}
+
+
+def _held_out(cfg, lights: tuple[str, ...]) -> tuple[list, str]:
+    """Normal sets of ``cfg.norm_split`` (empty when the split is absent or off)."""
+    if not cfg.norm_split or not cfg.data:
+        return [], "none"
+    try:
+        sets = normal_subset(
+            open_sets(cfg.data, cfg.norm_split, cfg.category, lights, cfg.image_size)
+        )
+    except DataError:
+        return [], "none"
+    return [sets[i] for i in range(len(sets))], f"split {cfg.norm_split!r} of {cfg.data}"
+
+
+def train_memory(
+    cfg,
+    sets: Sequence | None = None,
+    norm_sets: Sequence | None = None,
+    opts: MemoryOptions | None = None,
+) -> Path:
+    """Build the bank from ``cfg`` (an ``afrd.model.train.TrainConfig``: data, category, split,
+    norm_split, teacher, teacher_weights, image_size, lights, max_sets, seed, out) and write
+    ``<out>/model.pt``. ``sets``/``norm_sets`` replace reading the splits from disk."""
+    opts = opts or MemoryOptions()
+    t0 = time.perf_counter()
+    if cfg.teacher not in TEACHERS:
+        raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
+    if not 0 < opts.coreset <= 1:
+        raise ConfigError(f"memory coreset fraction must be in (0, 1], got {opts.coreset}")
+    torch.manual_seed(cfg.seed)
+    if sets is None:
+        if not cfg.data:
+            raise ConfigError("train: --data DIR is required")
+        sets = normal_subset(
+            open_sets(cfg.data, cfg.split, cfg.category, cfg.lights, cfg.image_size)
+        )
+    n = len(sets) if cfg.max_sets is None else min(cfg.max_sets, len(sets))
+    sets = [sets[i] for i in range(n)]
+    sets = [s for s in sets if getattr(s, "label", 0) != 1]
+    if not sets:
+        raise DataError(f"no normal image sets in {cfg.data} (split {cfg.split}, {cfg.category})")
+    lights = tuple(cfg.lights) if cfg.lights else tuple(sets[0].lights)
+    source = "the normal sets given to train_memory()"
+    if norm_sets is None:
+        norm_sets, source = _held_out(cfg, lights)
+    norm_sets = [s for s in norm_sets if getattr(s, "label", 0) != 1]
+    arrays = [resize_set(s, cfg.image_size, lights) for s in sets]
+    held = [resize_set(s, cfg.image_size, lights) for s in norm_sets]
+    if len(held) < MIN_HELD_OUT:
+        # no usable held-out split: keep a quarter of the training sets out of the bank
+        cut = max(MIN_HELD_OUT, len(arrays) // 4)
+        if len(arrays) - cut < 1:
+            raise DataError(
+                f"memory bank needs held-out normal sets: {len(held)} in {source} and only "
+                f"{len(arrays)} training sets (need {MIN_HELD_OUT + 1} or a val split)"
+            )
+        print(
+            f"afrd train: {len(held)} held-out normal sets in {source}; normalising on the "
+            f"last {cut} of {len(arrays)} training sets instead (they stay out of the bank)",
+            flush=True,
+        )
+        arrays, held = arrays[:-cut], arrays[-cut:]
+        source = f"last {cut} sets of split {cfg.split!r}"
+    model = MemoryBank(
+        cfg.teacher,
+        len(lights),
+        cfg.image_size,
+        opts.layers,
+        opts.pool,
+        opts.stride,
+        1,
+        opts.position,
+        opts.fusion,
+        opts.score,
+        opts.sigma,
+        cfg.teacher_weights,
+    ).eval()
+    bank_info = fit_bank(model, arrays, opts, cfg.seed)
+    norm_info = {"source": source, **fit_normalisation(model, held, opts.batch_size)}
+    seconds = time.perf_counter() - t0
+    config = {
+        "data": str(cfg.data),
+        "category": cfg.category,
+        "split": cfg.split,
+        "seed": cfg.seed,
+        "lights": list(lights),
+        "image_size": cfg.image_size,
+        "epochs": 0,
+        "loss": "none",
+        "data_summary": {
+            "path": str(cfg.data),
+            "category": cfg.category,
+            "split": cfg.split,
+            "sets": len(arrays),
+        },
+        "memory_fit": {"coreset": opts.coreset, "max_bank": opts.max_bank, **bank_info},
+        "light_norm": norm_info,
+        "train_seconds": round(seconds, 2),
+    }
+    path = save_checkpoint(Path(cfg.out) / "model.pt", model, config)
+    print(
+        f"afrd train: memory bank of {bank_info['bank_per_light']} patches x "
+        f"{len(lights)} lights from {len(arrays)} sets in {seconds:.1f} s",
+        flush=True,
+    )
+    return path
+
+
+# What ``afrd train --model memory`` uses when neither a preset nor a flag sets them: the
+# trainer's own defaults (WideResNet-50-2 at 256 px) make a bank too large to search on a CPU.
+DEFAULTS = {"teacher": "efficientnet_lite0", "image_size": 128}
+
+
+def train_memory_from_args(args, cfg) -> Path:
+    """``afrd train --model memory``: ``cfg`` as the command line resolved it, with the memory
+    bank's own defaults for the teacher and size where neither a preset nor a flag chose."""
+    if getattr(args, "preset", None) is None:
+        for key, value in DEFAULTS.items():
+            if getattr(args, key, None) is None:
+                setattr(cfg, key, value)
+    return train_memory(cfg)
