@@ -126,6 +126,8 @@ def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> li
     args += ["--seed", str(a.seed), "--device", a.device, "--no-progress"]
     if a.teacher_weights:
         args += ["--teacher-weights", a.teacher_weights]
+    if a.register:
+        args += ["--register", a.register]
     if method == "memory":
         return [*args, "--model", "memory"]
     if method != "preset":
@@ -269,6 +271,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--methods", nargs="+", choices=METHODS, default=list(DEFAULT_METHODS))
     ap.add_argument("--epochs", type=int, default=None, help="AFRD rows' epochs")
     ap.add_argument("--no-ort", action="store_true", help="skip export and ORT timing")
+    ap.add_argument(
+        "--register", default=None, help="afrd train --register for every row (default: preset's)"
+    )
     ap.add_argument("--teacher-weights", default=None, help="local ImageNet weights file")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--device", default="auto")
@@ -286,7 +291,7 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(a.threads)
     name = "quick" if a.quick else a.config
     cfg = dict(CONFIGS[name])
-    for key, val in (("epochs", a.epochs), ("categories", a.categories)):
+    for key, val in (("epochs", a.epochs), ("categories", a.categories), ("register", a.register)):
         if val is not None:
             cfg[key] = val
     out_json = Path(a.out)
