@@ -31,7 +31,7 @@ _STATUS = re.compile(r"^CH(\d+)\s+(OFF|CONT|PULSE)\s+([\d.]+)(.*)$")
 class GardasoftConfig(BaseModel):
     """``[controller] kind = "gardasoft"``: the serial link and how the driver uses it."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["gardasoft"] = "gardasoft"
     port: str = Field(

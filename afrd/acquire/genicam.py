@@ -42,7 +42,7 @@ TRIGGER_MODES = ("software", "hardware", "free-run")
 class GenICamConfig(BaseModel):
     """``[camera] kind = "genicam"``: which device, how it is set up, how long a grab waits."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["genicam"] = "genicam"
     producer: str | list[str] | None = Field(

@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 class ChannelSetting(BaseModel):
     """One controller output: level in percent, strobed for ``pulse_us`` µs when set."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     channel: int = Field(ge=1, le=64)
     level: float = Field(ge=0.0, le=100.0)
@@ -21,7 +21,7 @@ class ChannelSetting(BaseModel):
 class LightingCondition(BaseModel):
     """A named set of channels switched on together; every channel not listed is off."""
 
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
     name: str = Field(min_length=1)
     channels: list[ChannelSetting]

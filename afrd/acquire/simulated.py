@@ -33,7 +33,7 @@ SIM_CHANNELS: dict[int, str] = {
 class SimCameraConfig(BaseModel):
     """``[camera] kind = "sim"``: renders deterministic synthetic parts under the lit channels."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["sim"] = "sim"
     category: str | None = Field(None, description="afrd.data.render category; None = first")
@@ -58,7 +58,7 @@ class SimControllerConfig(BaseModel):
     """``[controller] kind = "sim"``: the controller emulator on a pty, started in-process and
     driven by the real Gardasoft driver."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
     kind: Literal["sim"] = "sim"
     settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")

@@ -11,18 +11,29 @@ was expected. Nothing here opens a device or loads a model: checking a config is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import tomllib
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    Tag,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 from afrd.acquire.devices import CameraConfig, ControllerConfig
 from afrd.acquire.lighting import LightingCondition
-from afrd.errors import ConfigError
+from afrd.config.endpoints import check_endpoint
+from afrd.errors import AfrdError, ConfigError
+from afrd.runtime.bundle import check_threshold
 
 
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", allow_inf_nan=False)
 
 
 # ---------------------------------------------------------------- model
@@ -30,16 +41,79 @@ class BundleConfig(_Strict):
     path: Path
 
 
-class EngineConfig(_Strict):
-    kind: Literal["onnxruntime", "tensorrt", "pytorch", "null"] = "onnxruntime"
-    options: dict[str, Any] = Field(default_factory=dict)
+# Each engine's options, typed: a misspelt or mistyped option is a config error, not a
+# TypeError (or a silently ignored keyword) when the engine opens.
+class OnnxRuntimeOptions(_Strict):
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    threads: int | None = Field(None, ge=1, le=1024, description="intra-op threads")
+    onnx_file: str = Field("model.onnx", description="a bundle file, e.g. model.int8.onnx")
+
+
+class TensorRTOptions(_Strict):
+    device: int = Field(0, ge=0, le=64, description="CUDA device ordinal")
+    engine_file: str | None = None
+
+
+class PyTorchOptions(_Strict):
+    checkpoint: Path | None = None
+    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$")
+    fp16: bool | None = None
+    channels_last: bool | None = None
+    threads: int | None = Field(None, ge=1, le=1024)
+
+
+class NullOptions(_Strict):
+    pass
+
+
+class _Engine(_Strict):
+    def open_options(self) -> dict[str, Any]:
+        """The options as the engine's keyword arguments (only those the config sets)."""
+        return self.options.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
+
+
+class OnnxRuntimeEngineConfig(_Engine):
+    kind: Literal["onnxruntime"] = "onnxruntime"
+    options: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions)
+
+
+class TensorRTEngineConfig(_Engine):
+    kind: Literal["tensorrt"]
+    options: TensorRTOptions = Field(default_factory=TensorRTOptions)
+
+
+class PyTorchEngineConfig(_Engine):
+    kind: Literal["pytorch"]
+    options: PyTorchOptions = Field(default_factory=PyTorchOptions)
+
+
+class NullEngineConfig(_Engine):
+    kind: Literal["null"]
+    options: NullOptions = Field(default_factory=NullOptions)
+
+
+def _engine_kind(v: Any) -> Any:
+    return v.get("kind", "onnxruntime") if isinstance(v, dict) else getattr(v, "kind", None)
+
+
+EngineConfig = Annotated[
+    Annotated[OnnxRuntimeEngineConfig, Tag("onnxruntime")]
+    | Annotated[TensorRTEngineConfig, Tag("tensorrt")]
+    | Annotated[PyTorchEngineConfig, Tag("pytorch")]
+    | Annotated[NullEngineConfig, Tag("null")],
+    Discriminator(
+        _engine_kind,
+        custom_error_type="engine_kind",
+        custom_error_message="engine.kind: expected 'onnxruntime', 'tensorrt', 'pytorch' or 'null'",
+    ),
+]
 
 
 class TriggerConfig(_Strict):
     """Where parts come from: the control socket, the camera's hardware line, or a timer."""
 
     mode: Literal["control", "hardware", "free-run"] = "control"
-    interval_s: float = Field(1.0, gt=0, description="free-run period")
+    interval_s: float = Field(1.0, ge=0.001, le=86400.0, description="free-run period")
     product: str = "default"  # product name for hardware / free-run parts
 
 
@@ -47,30 +121,54 @@ class SocketsConfig(_Strict):
     pub: str = "tcp://*:5556"
     control: str = "tcp://127.0.0.1:5557"
     curve_keys_dir: Path | None = None  # server.key_secret (+ authorized_clients/*.key)
-    heartbeat_s: float = Field(1.0, gt=0)
-    sndhwm: int = Field(100, ge=1, description="messages queued per subscriber before dropping")
+    allow_any_client: bool = Field(
+        False, description="CURVE without authorized_clients/: accept any client key"
+    )
+    heartbeat_s: float = Field(1.0, ge=0.01, le=3600.0)
+    sndhwm: int = Field(
+        100, ge=1, le=1_000_000, description="messages queued per subscriber before dropping"
+    )
+    max_request_bytes: int = Field(
+        65536, ge=1024, le=16 * 1024**2, description="control requests larger are refused"
+    )
+
+    @field_validator("pub", "control")
+    @classmethod
+    def _endpoint(cls, v: str, info: Any) -> str:
+        try:
+            return check_endpoint(v, f"sockets.{info.field_name}")
+        except ConfigError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+    @model_validator(mode="after")
+    def _distinct(self) -> SocketsConfig:
+        if self.pub == self.control:
+            raise ValueError(f"pub and control are both {self.pub!r}; give each its own endpoint")
+        return self
 
 
 class RecorderConfig(_Strict):
     enabled: bool = False
     dir: Path = Path("/var/lib/afrd/captures")
     pass_sample_rate: float = Field(0.01, ge=0.0, le=1.0, description="share of passes kept")
-    max_bytes: int = Field(10 * 1024**3, gt=0)
-    max_age_days: float = Field(30.0, gt=0)
-    min_free_bytes: int = Field(512 * 1024**2, ge=0)
-    queue: int = Field(16, ge=1)
+    max_bytes: int = Field(10 * 1024**3, gt=0, le=2**62)
+    max_age_days: float = Field(30.0, gt=0, le=36500.0)
+    min_free_bytes: int = Field(512 * 1024**2, ge=0, le=2**62)
+    queue: int = Field(16, ge=1, le=10_000)
 
 
 class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
     port: int = Field(9108, ge=0, le=65535)  # 0 = any free port (tests)
+    max_connections: int = Field(16, ge=1, le=1024, description="scrapers served at once")
+    timeout_s: float = Field(5.0, gt=0, le=300.0, description="per-connection read/write limit")
 
 
 class QueuesConfig(_Strict):
-    triggers: int = Field(16, ge=1, description="triggers waiting for acquisition")
-    acquired: int = Field(2, ge=1, description="image sets waiting for inference")
-    results: int = Field(16, ge=1, description="results waiting to be published")
+    triggers: int = Field(16, ge=1, le=100_000, description="triggers waiting for acquisition")
+    acquired: int = Field(2, ge=1, le=1000, description="image sets waiting for inference")
+    results: int = Field(16, ge=1, le=100_000, description="results waiting to be published")
 
 
 class CellConfig(_Strict):
@@ -79,7 +177,7 @@ class CellConfig(_Strict):
     controller: ControllerConfig
     lighting: list[LightingCondition] = Field(..., min_length=1)
     bundle: BundleConfig
-    engine: EngineConfig = Field(default_factory=EngineConfig)
+    engine: EngineConfig = Field(default_factory=OnnxRuntimeEngineConfig)
     threshold: float | None = Field(None, description="override the bundle's threshold")
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     sockets: SocketsConfig = Field(default_factory=SocketsConfig)
@@ -87,6 +185,16 @@ class CellConfig(_Strict):
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float | None) -> float | None:
+        if v is None:
+            return v
+        try:
+            return check_threshold(v, "threshold")
+        except AfrdError as exc:
+            raise ValueError(str(exc).split(": ", 1)[1]) from None
 
     @model_validator(mode="after")
     def _unique_lights(self) -> CellConfig:
@@ -114,7 +222,7 @@ class CellConfig(_Strict):
         return [self.condition(n) for n in lights]
 
 
-_TAGS = {"sim", "genicam", "gardasoft"}
+_TAGS = {"sim", "genicam", "gardasoft", "onnxruntime", "tensorrt", "pytorch", "null"}
 
 
 def _loc(loc: tuple) -> str:
@@ -122,7 +230,7 @@ def _loc(loc: tuple) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i > 0 and part in _TAGS and loc[i - 1] in ("camera", "controller"):
+        elif i > 0 and part in _TAGS and loc[i - 1] in ("camera", "controller", "engine"):
             continue  # pydantic puts the union tag in the path; the user never wrote it
         elif part.startswith("function-") or part.startswith("tagged-union"):
             continue
@@ -157,7 +265,12 @@ def load_config(path: str | Path) -> CellConfig:
     """Read and validate a cell config. Relative paths in it are relative to the file."""
     path = Path(path)
     try:
-        data = tomllib.loads(path.read_text())
+        data = tomllib.loads(path.read_bytes().decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"{path}: not UTF-8 text (byte {exc.start}: {exc.object[exc.start : exc.start + 1]!r});"
+            f" expected a UTF-8 TOML file"
+        ) from None
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
     except tomllib.TOMLDecodeError as exc:
@@ -176,11 +289,3 @@ def load_config(path: str | Path) -> CellConfig:
     if cfg.sockets.curve_keys_dir is not None and not cfg.sockets.curve_keys_dir.is_absolute():
         cfg.sockets.curve_keys_dir = base / cfg.sockets.curve_keys_dir
     return cfg
-
-
-def check_bundle_lights(cfg: CellConfig, source: str = "config") -> list:
-    """Load the bundle's metadata and check the config's lighting covers its lights."""
-    from afrd.runtime.bundle import Bundle
-
-    bundle = Bundle.load(cfg.bundle.path)
-    return cfg.conditions_for(tuple(bundle.lights), f"bundle {cfg.bundle.path}")

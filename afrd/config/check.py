@@ -1,26 +1,52 @@
-"""`afrd config check FILE`: validate a cell config (and its bundle's lights) without running."""
+"""`afrd config check FILE`: every check `afrd run` makes before it opens a device.
+
+The config's keys and values, the sockets (CURVE keys for a wide control bind, ipc:// paths
+another live process holds), the bundle (schema, fields, sha256 of every file, threshold), the
+config's lighting against the bundle's lights, and the engine opened and warmed on the bundle
+(a graph that does not load, or takes another input size, is found here, not at start-up).
+"""
 
 from __future__ import annotations
 
 import argparse
 import sys
 
+from afrd.config.cell import CellConfig
+from afrd.config.endpoints import check_ipc_free, curve_server_keys
 from afrd.errors import AfrdError
+
+
+def check_sockets(cfg: CellConfig) -> None:
+    """ConfigError when the daemon could not or must not bind its sockets as configured."""
+    sk = cfg.sockets
+    curve_server_keys(sk.curve_keys_dir, sk.control, sk.allow_any_client)
+    check_ipc_free(sk.pub, "sockets.pub")
+    check_ipc_free(sk.control, "sockets.control")
 
 
 def check(path: str, bundle: bool = True) -> list[str]:
     """Every problem with the config at ``path`` as lines; empty when it is good."""
-    from afrd.config.cell import check_bundle_lights, load_config
+    from afrd.config.cell import load_config
+    from afrd.runtime.loader import load_runtime
 
     try:
         cfg = load_config(path)
+        check_sockets(cfg)
     except AfrdError as exc:
         return str(exc).splitlines()
     if bundle:
         if not cfg.bundle.path.exists():
             return [f"{path}: bundle.path: no bundle at {cfg.bundle.path}"]
+        e = cfg.engine
+
+        def lights(names: tuple[str, ...]) -> None:
+            cfg.conditions_for(names, f"bundle {cfg.bundle.path}")
+
         try:
-            check_bundle_lights(cfg)
+            rt = load_runtime(
+                cfg.bundle.path, e.kind, e.open_options(), cfg.threshold, None, lights
+            )
+            rt.close()
         except AfrdError as exc:
             return [f"{path}: {exc}"]
     return []

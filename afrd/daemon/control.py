@@ -7,9 +7,12 @@ command table (name -> handler(request)); the daemon's is status, trigger {part_
 reload, set_threshold {threshold}, pause, resume.
 
 Bound to loopback (or ipc://) by default. Binding anything wider needs CURVE: the keys
-directory holds ``server.key_secret`` (``zmq.auth.create_certificates``) and optionally
-``authorized_clients/*.key`` (client public keys; without it any client that knows the server's
-public key may connect, traffic still encrypted).
+directory holds ``server.key_secret`` (``zmq.auth.create_certificates``) and
+``authorized_clients/*.key`` (client public keys; without that directory the daemon refuses to
+start unless ``sockets.allow_any_client = true``). Requests over ``max_request_bytes`` are cut
+by libzmq (``ZMQ_MAXMSGSIZE``, the peer is disconnected), a request of several frames gets an
+error reply, and what is logged or echoed of a request is clipped: no input ends the thread,
+and ``healthy()`` tells the watchdog when it has.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from __future__ import annotations
 import json
 import logging
 import threading
+import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -24,48 +28,38 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from afrd.errors import AfrdError, ConfigError
+from afrd.config.endpoints import check_ipc_free, curve_server_keys, is_ipv6
+from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.control")
+
+CLIP = 200  # characters of a request echoed in a reply or a log line
+MAX_ID_CHARS = 256  # part ids and product names longer than this are refused
 
 
 class CommandError(AfrdError):
     """A control command was refused; the message goes back to the client."""
 
 
-def is_local(endpoint: str) -> bool:
-    """True when ``endpoint`` is reachable only from this machine."""
-    if endpoint.startswith(("ipc://", "inproc://")):
-        return True
-    if endpoint.startswith("tcp://"):
-        host = endpoint[len("tcp://") :].rsplit(":", 1)[0].strip("[]")
-        return host in ("localhost", "::1") or host.startswith("127.")
-    return False
+def clip(text: str, n: int = CLIP) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
 
 
-def curve_server_keys(keys_dir: Path | None, endpoint: str) -> tuple[bytes, bytes] | None:
-    """The server key pair for ``endpoint``; None when loopback needs none.
-    ConfigError when the endpoint is wider than loopback and no usable keys are configured."""
-    if keys_dir is None:
-        if is_local(endpoint):
-            return None
-        raise ConfigError(
-            f"sockets.control: {endpoint!r} is not loopback; refusing to open the control socket "
-            f"without CURVE keys: set sockets.curve_keys_dir to a directory with server.key_secret"
+def check_name(value: object, key: str) -> None:
+    """A part id or product name a result, a log line and a file name can all carry."""
+    if not isinstance(value, str) or not value or len(value) > MAX_ID_CHARS:
+        raise CommandError(
+            f"trigger: {key} must be a non-empty string of at most {MAX_ID_CHARS} characters, "
+            f"got {clip(repr(value), 80)}"
         )
-    secret = Path(keys_dir) / "server.key_secret"
-    if not secret.is_file():
-        raise ConfigError(
-            f"sockets.curve_keys_dir: {secret} not found (expected a CURVE secret key)"
-        )
-
     try:
-        public, private = zmq.auth.load_certificate(str(secret))
-    except Exception as exc:
-        raise ConfigError(f"sockets.curve_keys_dir: cannot read {secret}: {exc}") from None
-    if not private:
-        raise ConfigError(f"sockets.curve_keys_dir: {secret} holds no secret key")
-    return public, private
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise CommandError(
+            f"trigger: {key} {clip(ascii(value), 80)} is not valid Unicode (a lone surrogate)"
+        ) from None
+    if not value.isprintable():
+        raise CommandError(f"trigger: {key} {clip(ascii(value), 80)} has control characters")
 
 
 Handler = Callable[[dict], Any]
@@ -81,16 +75,18 @@ class ControlServer:
         commands: Mapping[str, Handler],
         keys_dir: Path | None = None,
         context: zmq.Context | None = None,
+        *,
+        allow_any_client: bool = False,
+        max_request_bytes: int = 65536,
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._commands = dict(commands)
         self._auth = None
-        keys = curve_server_keys(keys_dir, endpoint)
-        self._sock = self._ctx.socket(zmq.REP)
-        self._sock.setsockopt(zmq.LINGER, 0)
-        if keys is not None:
-            if not zmq.has("curve"):
-                raise ConfigError("sockets.curve_keys_dir: this libzmq has no CURVE support")
+        self._endpoint = endpoint
+        self._max_bytes = max_request_bytes
+        self._keys = curve_server_keys(keys_dir, endpoint, allow_any_client)
+        check_ipc_free(endpoint, "sockets.control")
+        if self._keys is not None:
             from zmq.auth.thread import ThreadAuthenticator
 
             self._auth = ThreadAuthenticator(self._ctx)
@@ -98,38 +94,74 @@ class ControlServer:
             clients = Path(keys_dir) / "authorized_clients"
             location = str(clients) if clients.is_dir() else zmq.auth.CURVE_ALLOW_ANY
             self._auth.configure_curve(domain="*", location=location)
-            self._sock.curve_publickey, self._sock.curve_secretkey = keys
-            self._sock.curve_server = True
-        self._sock.bind(endpoint)
+        self._sock = self._open()
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
+        self._beat = time.monotonic()
         self._thread = threading.Thread(target=self._loop, name="afrd-control", daemon=True)
+
+    def _open(self, endpoint: str | None = None) -> zmq.Socket:
+        sock = self._ctx.socket(zmq.REP)
+        sock.setsockopt(zmq.LINGER, 0)
+        sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)
+        if is_ipv6(self._endpoint):
+            sock.setsockopt(zmq.IPV6, 1)
+        if self._keys is not None:
+            sock.curve_publickey, sock.curve_secretkey = self._keys
+            sock.curve_server = True
+        sock.bind(endpoint or self._endpoint)
+        return sock
 
     def start(self) -> None:
         self._thread.start()
 
+    def healthy(self, max_age_s: float = 30.0) -> bool:
+        """The serving thread is alive and looped within ``max_age_s`` (watchdog)."""
+        return self._thread.is_alive() and time.monotonic() - self._beat < max_age_s
+
     def _loop(self) -> None:
-        poller = zmq.Poller()
-        poller.register(self._sock, zmq.POLLIN)
         while not self._stop.is_set():
-            if not poller.poll(100):
-                continue
+            self._beat = time.monotonic()
             try:
-                raw = self._sock.recv(zmq.NOBLOCK)
-            except zmq.Again:
-                continue
-            reply = self.dispatch(raw)
-            try:
-                self._sock.send(json.dumps(reply, allow_nan=False, default=str).encode())
-            except (zmq.ZMQError, ValueError):
-                log.exception("control reply failed")
-                self._sock.send(b'{"ok":false,"error":"internal error: reply not serializable"}')
+                self._serve_one()
+            except Exception:  # never let one request end the thread: start a fresh socket
+                log.exception("control socket failed; re-opening it")
+                self._reopen()
+
+    def _serve_one(self) -> None:
+        if not self._sock.poll(100):
+            return
+        try:
+            frames = self._sock.recv_multipart(zmq.NOBLOCK)
+        except zmq.Again:
+            return
+        if len(frames) != 1:
+            reply = {"ok": False, "error": f"request has {len(frames)} frames, expected 1"}
+        else:
+            reply = self.dispatch(frames[0])
+        try:
+            data = json.dumps(reply, allow_nan=False, default=str).encode()
+        except (ValueError, TypeError, UnicodeEncodeError) as exc:
+            log.error("control reply not serializable: %s", clip(str(exc)))
+            data = b'{"ok":false,"error":"internal error: reply not serializable"}'
+        self._sock.send(data)
+
+    def _reopen(self) -> None:
+        """A REP socket left between recv and send refuses both: replace it on its endpoint."""
+        bound = self.bound
+        self._sock.close(linger=0)
+        try:
+            self._sock = self._open(bound)
+        except zmq.ZMQError:
+            log.exception("control socket could not be re-opened on %s", bound)
+            self._stop.wait(1.0)
+            self._sock = self._open(bound)  # a second failure ends the thread: unhealthy
 
     def dispatch(self, raw: bytes) -> dict:
         try:
             req = json.loads(raw)
-        except (ValueError, UnicodeDecodeError) as exc:
-            return {"ok": False, "error": f"request is not JSON: {exc}"}
+        except (ValueError, UnicodeDecodeError, RecursionError) as exc:
+            return {"ok": False, "error": f"request is not JSON: {clip(str(exc))}"}
         if not isinstance(req, dict):
             return {
                 "ok": False,
@@ -140,15 +172,19 @@ class ControlServer:
         if handler is None:
             return {
                 "ok": False,
-                "error": f"unknown or missing 'cmd' {cmd!r}; expected one of {list(self._commands)}",
+                "error": f"unknown or missing 'cmd' {clip(repr(cmd), 80)}; "
+                f"expected one of {list(self._commands)}",
             }
         try:
             return {"ok": True, "result": handler(req)}
         except AfrdError as exc:
-            return {"ok": False, "error": str(exc)}
+            return {"ok": False, "error": clip(str(exc), 1000)}
         except Exception as exc:  # a bug in a handler must not take the socket down
             log.exception("control command %s failed", cmd)
-            return {"ok": False, "error": f"internal error in {cmd}: {type(exc).__name__}: {exc}"}
+            return {
+                "ok": False,
+                "error": f"internal error in {cmd}: {type(exc).__name__}: {clip(str(exc))}",
+            }
 
     def close(self) -> None:
         self._stop.set()

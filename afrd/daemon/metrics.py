@@ -2,6 +2,11 @@
 
 afrd_parts_total{verdict}, afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
 (acquire, infer, publish, overhead, total), afrd_queue_depth{queue}, afrd_paused, afrd_up.
+
+The port is unauthenticated, so it must not be a way to starve the daemon: at most
+``max_connections`` are served at once (more are closed on accept, counted in
+``afrd_metrics_refused_total``), each socket read/write times out after ``timeout_s``, and a
+connection serves one request (HTTP/1.0). Bind it to loopback unless a scraper elsewhere needs it.
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class Metrics:
         self.hist = {s: _Histogram() for s in STAGES}
         self.queue_fn: Callable[[], dict[str, int]] = dict
         self.gauges_fn: Callable[[], dict[str, float]] = dict
+        self.refused_fn: Callable[[], int] = int  # metrics connections closed over the cap
 
     def part(self, verdict: str, code: str | None = None) -> None:
         with self._lock:
@@ -92,14 +98,53 @@ class Metrics:
         out += [f'afrd_queue_depth{{{c},queue="{q}"}} {n}' for q, n in self.queue_fn().items()]
         for name, v in self.gauges_fn().items():
             out += [f"# TYPE afrd_{name} gauge", f"afrd_{name}{{{c}}} {v}"]
+        out += ["# TYPE afrd_metrics_refused_total counter"]
+        out += [f"afrd_metrics_refused_total{{{c}}} {self.refused_fn()}"]
         return "\n".join(out) + "\n"
 
 
+class _CappedServer(ThreadingHTTPServer):
+    """A thread per connection, at most ``slots`` at once; the rest are closed on accept."""
+
+    daemon_threads = True
+
+    def __init__(self, address: tuple[str, int], handler: type, slots: int) -> None:
+        self._slots = threading.BoundedSemaphore(slots)
+        self.refused = 0
+        super().__init__(address, handler)
+
+    def process_request(self, request, client_address) -> None:  # noqa: ANN001 - socketserver API
+        if not self._slots.acquire(blocking=False):
+            self.refused += 1
+            self.shutdown_request(request)
+            return
+        try:
+            super().process_request(request, client_address)
+        except BaseException:
+            self._slots.release()
+            raise
+
+    def process_request_thread(self, request, client_address) -> None:  # noqa: ANN001
+        try:
+            super().process_request_thread(request, client_address)
+        finally:
+            self._slots.release()
+
+
 class MetricsServer:
-    def __init__(self, metrics: Metrics, host: str, port: int) -> None:
+    def __init__(
+        self,
+        metrics: Metrics,
+        host: str,
+        port: int,
+        max_connections: int = 16,
+        timeout_s: float = 5.0,
+    ) -> None:
         m = metrics
 
         class Handler(BaseHTTPRequestHandler):
+            timeout = timeout_s  # applied to the connection's socket
+
             def do_GET(self) -> None:  # noqa: N802 - http.server API
                 if self.path.split("?")[0] not in ("/metrics", "/"):
                     self.send_error(404)
@@ -114,8 +159,8 @@ class MetricsServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer((host, port), Handler)
-        self.httpd.daemon_threads = True
+        self.httpd = _CappedServer((host, port), Handler, max_connections)
+        metrics.refused_fn = lambda: self.httpd.refused
         self.port = self.httpd.server_address[1]
         self._t = threading.Thread(
             target=self.httpd.serve_forever, name="afrd-metrics", daemon=True

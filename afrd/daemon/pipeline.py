@@ -20,6 +20,7 @@ sequence number is reused.
 from __future__ import annotations
 
 import logging
+import math
 import queue
 import threading
 import time
@@ -62,6 +63,9 @@ class Pipeline:
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._closing = False
+        # trigger() checks _closing and queues under this lock, stop() sets it under it: a
+        # trigger is either queued before stop() drains the queue or refused, never lost between
+        self._gate = threading.Lock()
         self._paused = False
         self._in_flight = 0
         self.idle_grabs = 0  # hardware trigger: armed grabs that timed out (no part came)
@@ -141,20 +145,21 @@ class Pipeline:
         """Queue one part. Never blocks: a full queue, a pause or a shutdown makes the part an
         ``error`` result (published) and the returned job carries ``error``."""
         job = self._new_job(part_id, product)
-        if self._closing:
-            job.error = ("shutdown", "daemon is stopping; part not inspected")
-        elif self._paused:
-            job.error = ("paused", "inspection is paused; part not inspected")
-        else:
-            try:
-                self._q_trig.put_nowait(job)
-                return job
-            except queue.Full:
-                job.error = (
-                    "overrun",
-                    f"trigger queue full ({self._q_trig.maxsize} parts waiting): triggers come "
-                    f"faster than the cell inspects",
-                )
+        with self._gate:
+            if self._closing:
+                job.error = ("shutdown", "daemon is stopping; part not inspected")
+            elif self._paused:
+                job.error = ("paused", "inspection is paused; part not inspected")
+            else:
+                try:
+                    self._q_trig.put_nowait(job)
+                    return job
+                except queue.Full:
+                    job.error = (
+                        "overrun",
+                        f"trigger queue full ({self._q_trig.maxsize} parts waiting): triggers "
+                        f"come faster than the cell inspects",
+                    )
         self._emit(job)
         return job
 
@@ -170,7 +175,8 @@ class Pipeline:
     def stop(self, timeout_s: float = 30.0) -> None:
         """Finish the part in flight, publish queued triggers as errors, join the threads, and
         close the engine."""
-        self._closing = True
+        with self._gate:
+            self._closing = True
         while True:
             try:
                 job = self._q_trig.get_nowait()
@@ -260,6 +266,19 @@ class Pipeline:
                 job.t_infer = time.perf_counter() - t0
         judge(job, maps, scores, rt.engine.name)
 
+    def _sink_as_error(self, job: Job, exc: Exception) -> None:
+        """Publish ``job`` as ``error``/``internal`` with only values any encoder carries."""
+        job.verdict, job.score, job.amap = "error", None, None
+        job.error = ("internal", f"result could not be published: {type(exc).__name__}")
+        if not (isinstance(job.threshold, float) and math.isfinite(job.threshold)):
+            job.threshold = None
+        job.part_id = job.part_id.encode("utf-8", "replace").decode("utf-8")
+        job.product = job.product.encode("utf-8", "replace").decode("utf-8")
+        try:
+            self._sink(job, result_message(self.cell, job))
+        except Exception:
+            log.exception("part %s (seq %d) could not be published at all", job.part_id, job.seq)
+
     def _output_one(self, job: Job) -> None:
         if job.error is not None:
             job.verdict = "error"
@@ -268,11 +287,11 @@ class Pipeline:
                 job.threshold = rt.threshold
                 job.model = rt.model
         job.t_published = time.perf_counter()
-        msg = result_message(self.cell, job)
         try:
-            self._sink(job, msg)
-        except Exception:
-            log.exception("publishing part %s failed", job.part_id)
+            self._sink(job, result_message(self.cell, job))
+        except Exception as exc:  # e.g. a value JSON cannot carry: publish the part as an error
+            log.exception("publishing part %s failed; publishing it as an error", job.seq)
+            self._sink_as_error(job, exc)
         if job.started:
             with self._seq_lock:
                 self._in_flight -= 1

@@ -2,7 +2,8 @@
 
 A slow or dead subscriber must never slow inspection: SNDHWM bounds what ZeroMQ queues per
 subscriber and every send is NOBLOCK, so past the mark ZeroMQ drops messages for that subscriber
-only (counted in ``dropped``). Sends from several threads go through one lock.
+only. Those drops are silent (a PUB socket never reports them), so there is no drop counter: a
+subscriber sees a gap in ``seq``. Sends from several threads go through one lock.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
+from afrd.config.endpoints import check_ipc_free, is_ipv6
 from afrd.daemon.verdict import STATUS_SCHEMA, utc_iso
 
 log = logging.getLogger("afrd.daemon.publisher")
@@ -34,19 +36,20 @@ class Publisher:
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 500)
+        if is_ipv6(endpoint):
+            self._sock.setsockopt(zmq.IPV6, 1)
+        check_ipc_free(endpoint, "sockets.pub")
         self._sock.bind(endpoint)
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._lock = threading.Lock()
         self._hb_stop = threading.Event()
         self._hb: threading.Thread | None = None
-        self.dropped = 0
 
     def _send(self, frames: list[bytes]) -> bool:
         with self._lock:
             try:
                 self._sock.send_multipart(frames, flags=zmq.NOBLOCK, copy=False)
-            except zmq.Again:
-                self.dropped += 1
+            except zmq.Again:  # PUB drops rather than blocks; kept for other socket types
                 return False
             return True
 
@@ -76,6 +79,9 @@ class Publisher:
 
         self._hb = threading.Thread(target=loop, name="afrd-heartbeat", daemon=True)
         self._hb.start()
+
+    def heartbeat_alive(self) -> bool:
+        return self._hb is not None and self._hb.is_alive()
 
     def close(self) -> None:
         self._hb_stop.set()

@@ -44,8 +44,13 @@ class Recorder:
         self._thread = threading.Thread(target=self._loop, name="afrd-recorder", daemon=True)
 
     def start(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
-        self._scan()
+        """Index the directory and start writing; a directory that cannot be created or read
+        stops recording (``stopped_reason``), never inspection."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            self._scan()
+        except OSError as exc:
+            self._stop(f"cannot use {self.root}: {exc}")
         self._thread.start()
 
     def _scan(self) -> None:

@@ -1,11 +1,14 @@
 """`afrd run --config cell.toml`: the inspection daemon.
 
-Start-up: validate the config (exit 2 naming the key), verify the bundle and check the config's
-lighting covers its lights (exit 2), load and warm the engine (EXTEND_TIMEOUT_USEC to systemd
-meanwhile), bind the PUB and control sockets (exit 2 when the control socket would be reachable
-from the network without CURVE keys), open the controller and camera, then READY=1.
-Running: the main thread pings the systemd watchdog while the pipeline threads are alive, applies
-SIGHUP reloads; SIGTERM/SIGINT finish the part in flight, publish it, and exit 0.
+Start-up: validate the config (exit 2 naming the key), check the sockets (exit 2 when the control
+socket would be reachable from the network without CURVE keys, or an ipc:// path is another live
+process's), verify the bundle and check the config's lighting covers its lights (exit 2), load and
+warm the engine (EXTEND_TIMEOUT_USEC to systemd meanwhile), bind the PUB and control sockets, open
+the controller and camera, then READY=1. `afrd config check` runs the same checks up to here.
+Running: the main thread pings the systemd watchdog while the pipeline, control and heartbeat
+threads are alive, applies SIGHUP reloads (a config that does not load is logged, the running one
+stays); SIGTERM/SIGINT stop accepting triggers (control socket closed first), finish and publish
+every part already accepted, then close the rest and exit 0.
 """
 
 from __future__ import annotations
@@ -23,13 +26,15 @@ from afrd import cliargs
 from afrd.acquire.devices import Devices
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.cell import CellConfig, load_config
-from afrd.daemon.control import CommandError, ControlServer
+from afrd.config.check import check_sockets
+from afrd.daemon.control import CommandError, ControlServer, check_name, clip
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
 from afrd.daemon.systemd import Notifier, watchdog_interval
 from afrd.daemon.verdict import Job, heatmap_message
 from afrd.errors import AfrdError, ConfigError, DeviceError
+from afrd.runtime.bundle import check_threshold
 from afrd.runtime.loader import Runtime, load_runtime
 
 log = logging.getLogger("afrd.daemon")
@@ -51,7 +56,7 @@ def _load_runtime(
             notifier.status(text)
 
     e = cfg.engine
-    rt = load_runtime(cfg.bundle.path, e.kind, e.options, cfg.threshold, status, check)
+    rt = load_runtime(cfg.bundle.path, e.kind, e.open_options(), cfg.threshold, status, check)
     return rt, conditions
 
 
@@ -74,6 +79,8 @@ class Service:
         self.recorder: Any = None  # afrd.daemon.recorder.Recorder when enabled
         self.pipeline: Pipeline | None = None
         self.devices: Devices | None = None
+        self._free_run_thread: threading.Thread | None = None
+        self._unhealthy_logged = False
         self.heatmaps = cfg.heatmaps
         self._reload_lock = threading.Lock()
         self.commands = {
@@ -88,19 +95,30 @@ class Service:
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         cfg = self.cfg
+        check_sockets(cfg)
         self.notifier.status("verifying bundle")
         runtime, conditions = _load_runtime(cfg, self.notifier)
         self.notifier.status("binding sockets")
-        self.publisher = Publisher(cfg.sockets.pub, cfg.cell, sndhwm=cfg.sockets.sndhwm)
-        self.control = ControlServer(cfg.sockets.control, self.commands, cfg.sockets.curve_keys_dir)
+        sk = cfg.sockets
+        self.publisher = Publisher(sk.pub, cfg.cell, sndhwm=sk.sndhwm)
+        self.control = ControlServer(
+            sk.control,
+            self.commands,
+            sk.curve_keys_dir,
+            allow_any_client=sk.allow_any_client,
+            max_request_bytes=sk.max_request_bytes,
+        )
         if cfg.metrics.enabled:
-            self.metrics_server = MetricsServer(self.metrics, cfg.metrics.host, cfg.metrics.port)
+            mc = cfg.metrics
+            self.metrics_server = MetricsServer(
+                self.metrics, mc.host, mc.port, mc.max_connections, mc.timeout_s
+            )
             self.metrics_server.start()
         if cfg.recorder.enabled:
             from afrd.daemon.recorder import Recorder
 
             self.recorder = Recorder(cfg.recorder)
-            self.recorder.start()
+            self.recorder.start()  # a directory it cannot use stops recording, not the daemon
         self.notifier.status("opening camera and lighting controller")
         mode = cfg.trigger.mode
         self.devices = Devices(cfg.camera, cfg.controller, mode).open()
@@ -119,15 +137,15 @@ class Service:
         self.metrics.gauges_fn = lambda: {
             "paused": float(self.pipeline.paused),
             "in_flight": float(self.pipeline.in_flight),
-            "publisher_dropped": float(self.publisher.dropped),
         }
         self.pipeline.start()
         self.control.start()
         self.publisher.start_heartbeat(self.status, cfg.sockets.heartbeat_s)
         if mode == "free-run":
-            threading.Thread(
+            self._free_run_thread = threading.Thread(
                 target=self._free_run, name="afrd-trigger-free-run", daemon=True
-            ).start()
+            )
+            self._free_run_thread.start()
         self.state = "running"
         log.info(
             "cell %s running: model %s (%s), threshold %.6g, trigger %s, PUB %s, control %s%s",
@@ -161,17 +179,42 @@ class Service:
                     self.reload()
                 except AfrdError as exc:
                     log.error("reload failed, keeping the running config: %s", exc)
-            if wd and self.pipeline.healthy():
-                self.notifier.watchdog()
+                except Exception:  # a bug in reload must not end inspection
+                    log.exception("reload failed, keeping the running config")
+            if not self.unhealthy_parts():  # a daemon that cannot take triggers is not healthy
+                if wd:
+                    self.notifier.watchdog()
+            elif not self._unhealthy_logged:
+                self._unhealthy_logged = True
+                log.error("unhealthy (%s): no more watchdog pings", self.unhealthy_parts())
         return self.shutdown()
+
+    def unhealthy_parts(self) -> list[str]:
+        """The threads that died or stopped looping (empty when healthy)."""
+        bad = []
+        if self.pipeline is None or not self.pipeline.healthy():
+            bad.append("pipeline")
+        if self.control is None or not self.control.healthy():
+            bad.append("control")
+        if self.publisher is None or not self.publisher.heartbeat_alive():
+            bad.append("heartbeat")
+        return bad
 
     def shutdown(self) -> int:
         self.state = "stopping"
         self.notifier.stopping("finishing the part in flight")
         log.info("stopping: finishing the part in flight")
+        # 1. stop accepting triggers: the control socket answers its last request and closes
+        self.stop_event.set()
+        if self.control is not None:
+            self.control.close()
+        if self._free_run_thread is not None:
+            self._free_run_thread.join(timeout=5)
+        # 2. publish every accepted part (the one in flight; queued ones as error/shutdown)
         if self.pipeline is not None:
-            self.pipeline.stop()  # publishes the part in flight, closes the engine
-        for part in (self.control, self.recorder, self.devices, self.metrics_server):
+            self.pipeline.stop()  # also closes the engine
+        # 3. close the rest
+        for part in (self.recorder, self.devices, self.metrics_server):
             if part is not None:
                 part.close()
         if self.publisher is not None:
@@ -183,7 +226,13 @@ class Service:
     # ------------------------------------------------------------------ output
     def _sink(self, job: Job, msg: dict) -> None:
         t0 = time.perf_counter()
-        self.publisher.result(msg)
+        self.publisher.result(msg)  # may raise (unencodable): the pipeline republishes as error
+        try:
+            self._after_publish(job, msg, t0)
+        except Exception:  # metrics, heatmap or recorder trouble never touches the result
+            log.exception("part %s: post-publish step failed", job.seq)
+
+    def _after_publish(self, job: Job, msg: dict, t0: float) -> None:
         m = self.metrics
         m.part(job.verdict, msg.get("error", {}).get("code"))
         total = job.t_published - job.t_trigger
@@ -227,7 +276,6 @@ class Service:
             "trigger": self.cfg.trigger.mode,
             "heatmaps": self.heatmaps,
             "recorder": rec,
-            "publisher_dropped": self.publisher.dropped if self.publisher else 0,
             "endpoints": {
                 "pub": self.publisher.bound if self.publisher else None,
                 "control": self.control.bound if self.control else None,
@@ -237,20 +285,20 @@ class Service:
 
     def _cmd_trigger(self, req: dict) -> dict:
         part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
-        if part_id is not None and (not isinstance(part_id, str) or not part_id):
-            raise CommandError("trigger: part_id must be a non-empty string")
-        if not isinstance(product, str):
-            raise CommandError("trigger: product must be a string")
+        if part_id is not None:
+            check_name(part_id, "part_id")
+        check_name(product, "product")
         job = self.pipeline.trigger(part_id, product)
         if job.error is not None:
             raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
         return {"seq": job.seq, "part_id": job.part_id}
 
     def _cmd_set_threshold(self, req: dict) -> dict:
-        v = req.get("threshold")
-        if isinstance(v, bool) or not isinstance(v, (int, float)) or v != v:
-            raise CommandError(f"set_threshold: 'threshold' must be a number, got {v!r}")
-        self.pipeline.set_threshold(float(v))
+        try:  # refused before anything changes
+            v = check_threshold(req.get("threshold"), "set_threshold")
+        except AfrdError as exc:
+            raise CommandError(clip(str(exc))) from None
+        self.pipeline.set_threshold(v)
         log.info("threshold set to %g over the control socket (not saved to the config)", v)
         return {"threshold": float(v), "persisted": False}
 

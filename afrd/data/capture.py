@@ -44,12 +44,14 @@ from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import DataError
 
 SCHEMA = "afrd.capture/1"
-_SAFE = re.compile(r"[^A-Za-z0-9._-]+")
+_SAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script (product names)
+_NAME_BYTES = 150  # a folder name (with the temp prefix) stays under NAME_MAX = 255 bytes
 CAPTURE_SPLITS = ("train", "val", "test", "test_public", "all")
 
 
 def _safe(name: str, what: str) -> str:
     out = _SAFE.sub("_", name).strip("._")
+    out = out.encode()[:_NAME_BYTES].decode("utf-8", "ignore")
     if not out:
         raise DataError(f"capture: {what} {name!r} has no usable characters for a folder name")
     return out

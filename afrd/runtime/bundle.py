@@ -25,6 +25,8 @@ import datetime as _dt
 import hashlib
 import json
 import logging
+import math
+import numbers
 import os
 import re
 import tempfile
@@ -51,6 +53,20 @@ IMAGENET_NORMALIZATION: dict[str, Any] = {
     "channel_order": "RGB",
     "inside_graph": True,
 }
+# A score threshold outside this range is a typo or an attack (scores are maxima of 1 - cos sums
+# or of per-pixel z-scores: positive, small), never a calibration.
+THRESHOLD_RANGE = (0.0, 1e6)
+
+
+def check_threshold(value: Any, where: str) -> float:
+    """``value`` as a threshold, or BundleError naming ``where`` and the expected value."""
+    lo, hi = THRESHOLD_RANGE
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool)
+    if not ok or not math.isfinite(value) or not lo <= value <= hi:
+        raise BundleError(
+            f"{where}: threshold {value!r}, expected a finite number in [{lo:g}, {hi:g}]"
+        )
+    return float(value)
 
 
 def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
@@ -116,9 +132,7 @@ class Bundle:
                 f"bundle {js}: field 'schema' is {schema!r}, expected {SCHEMA!r} "
                 f"(bundle written by a different afrd version?)"
             )
-        for key in ("lights", "input", "files"):
-            if key not in meta:
-                raise BundleError(f"bundle {js}: missing field {key!r}")
+        _check_fields(js, meta)
         bundle = cls(path=path, meta=meta)
         bundle.verify()
         if expect_lights is not None:
@@ -244,9 +258,7 @@ class Bundle:
         self, value: float, statistics: dict | None = None, source: str = "manual"
     ) -> None:
         """Store a new threshold (verdict = score > threshold) with where it came from."""
-        value = float(value)
-        if value != value:  # NaN
-            raise BundleError(f"bundle {self.path}: threshold must be a number, got NaN")
+        value = check_threshold(value, f"bundle {self.path}")
         self.meta["threshold"] = {
             "value": value,
             "source": source,
@@ -254,6 +266,54 @@ class Bundle:
             "statistics": statistics or {},
         }
         self.save()
+
+
+def _check_fields(js: Path, meta: dict) -> None:
+    """The fields the runtime reads have the shapes it reads them as (BundleError naming the
+    field and what was expected, never a TypeError later)."""
+
+    def bad(key: str, expected: str) -> BundleError:
+        got = repr(meta.get(key))[:80]
+        return BundleError(f"bundle {js}: field {key!r} is {got}, expected {expected}")
+
+    for key in ("lights", "input", "files"):
+        if key not in meta:
+            raise BundleError(f"bundle {js}: missing field {key!r}")
+    lights = meta["lights"]
+    if not (
+        isinstance(lights, list)
+        and lights
+        and all(isinstance(e, dict) and isinstance(e.get("name"), str) for e in lights)
+    ):
+        raise bad("lights", 'a non-empty list of {"name": "<light>"} objects')
+    names = [e["name"] for e in lights]
+    if len(set(names)) != len(names):
+        raise bad("lights", "unique light names")
+    size = meta["input"].get("size") if isinstance(meta["input"], dict) else None
+    if not (
+        isinstance(size, list)
+        and len(size) == 2
+        and all(isinstance(v, int) and not isinstance(v, bool) and 0 < v <= 16384 for v in size)
+    ):
+        raise BundleError(
+            f"bundle {js}: field 'input.size' is {size!r}, expected [height, width] in pixels"
+        )
+    files = meta["files"]
+    if not isinstance(files, dict) or not all(
+        isinstance(r, dict) and isinstance(r.get("sha256"), str) for r in files.values()
+    ):
+        raise bad("files", '{"<file name>": {"sha256": "<hex>"}, ...}')
+    for name in files:
+        if Path(name).name != name or name.startswith("."):
+            raise bad("files", f"plain file names inside the bundle (not {name!r})")
+    thr = meta.get("threshold")
+    if thr is not None and not isinstance(thr, dict):
+        raise bad("threshold", '{"value": <number or null>, ...}')
+    if thr and thr.get("value") is not None:
+        check_threshold(thr["value"], f"bundle {js}: field 'threshold.value'")
+    steps = meta.get("preprocessing")
+    if steps is not None and not isinstance(steps, list):
+        raise bad("preprocessing", "a list of steps")
 
 
 def create_bundle(

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from afrd.errors import ConfigError
+from afrd.errors import AfrdError, BundleError, ConfigError
 from afrd.runtime.bundle import Bundle
 from afrd.runtime.engines import Engine, create_engine
 
@@ -57,8 +57,24 @@ def load_runtime(
         )
     if on_status is not None:
         on_status(f"loading engine {engine} for {bundle.name}")
-    eng = create_engine(engine, bundle, **dict(options or {}))
-    eng.warmup()
+    try:
+        eng = create_engine(engine, bundle, **dict(options or {}))
+    except AfrdError:
+        raise
+    except Exception as exc:  # a graph that does not load, an option of the wrong type
+        raise BundleError(
+            f"bundle {bundle_path}: engine {engine} cannot open it: {type(exc).__name__}: "
+            f"{str(exc)[:300]}"
+        ) from None
+    try:
+        eng.warmup()
+    except Exception as exc:  # e.g. the graph's input size is not bundle.json's input.size
+        eng.close()
+        raise BundleError(
+            f"bundle {bundle_path}: engine {engine} fails on an input of the bundle's "
+            f"input.size {list(bundle.input_size)} and {len(bundle.lights)} lights: "
+            f"{type(exc).__name__}: {str(exc)[:300]}"
+        ) from None
     return Runtime(
         engine=eng,
         threshold=float(threshold),

@@ -194,7 +194,10 @@ class Daemon:
             # drain notifications as systemd does (a full datagram queue would drop them)
             self._notes_thread = threading.Thread(target=self._read_notes, daemon=True)
             self._notes_thread.start()
-            env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", **self.env)
+            # the checkout's afrd, whatever the venv has installed (the child runs in self.dir)
+            path = os.pathsep.join(p for p in (str(REPO), os.environ.get("PYTHONPATH")) if p)
+            env = dict(os.environ, NOTIFY_SOCKET=sock_path, OMP_NUM_THREADS="1", PYTHONPATH=path)
+            env.update(self.env)
             self.log = open(self.dir / "daemon.log", "w")  # noqa: SIM115
             self.proc = subprocess.Popen(
                 [sys.executable, "-m", "afrd", "run", "--config", str(self.config)],
