@@ -22,7 +22,7 @@ from afrd.model.backbones import TEACHERS
 from afrd.model.checkpoint import save_checkpoint
 from afrd.model.coreset import greedy_coreset
 from afrd.model.memory import MemoryBank
-from afrd.model.sets import normal_subset, open_sets, resize_set
+from afrd.model.sets import fit_sets_registration, normal_subset, open_sets, registered, resize_set
 
 MIN_HELD_OUT = 4  # fewer held-out normals make a useless std
 
@@ -112,6 +112,10 @@ def _held_out(cfg, lights: tuple[str, ...]) -> tuple[list, str]:
     return [sets[i] for i in range(len(sets))], f"split {cfg.norm_split!r} of {cfg.data}"
 
 
+def _listed(sets) -> list:
+    return [sets[i] for i in range(len(sets))]
+
+
 def train_memory(
     cfg,
     sets: Sequence | None = None,
@@ -140,9 +144,13 @@ def train_memory(
     if not sets:
         raise DataError(f"no normal image sets in {cfg.data} (split {cfg.split}, {cfg.category})")
     lights = tuple(cfg.lights) if cfg.lights else tuple(sets[0].lights)
+    # registered to the product's reference pose like AFRD's training sets (cfg.register)
+    registration = fit_sets_registration(sets, lights, getattr(cfg, "register", "none"))
+    sets = _listed(registered(sets, registration))
     source = "the normal sets given to train_memory()"
     if norm_sets is None:
         norm_sets, source = _held_out(cfg, lights)
+    norm_sets = _listed(registered(norm_sets, registration))
     norm_sets = [s for s in norm_sets if getattr(s, "label", 0) != 1]
     arrays = [resize_set(s, cfg.image_size, lights) for s in sets]
     held = [resize_set(s, cfg.image_size, lights) for s in norm_sets]
@@ -196,6 +204,7 @@ def train_memory(
         "memory_fit": {"coreset": opts.coreset, "max_bank": opts.max_bank, **bank_info},
         "light_norm": norm_info,
         "train_seconds": round(seconds, 2),
+        "registration": registration.to_dict() if registration else None,
     }
     path = save_checkpoint(Path(cfg.out) / "model.pt", model, config)
     print(
