@@ -107,6 +107,7 @@ class _CappedServer(ThreadingHTTPServer):
     """A thread per connection, at most ``slots`` at once; the rest are closed on accept."""
 
     daemon_threads = True
+    request_queue_size = 128  # listen backlog: a burst is accepted (and closed) quickly
 
     def __init__(self, address: tuple[str, int], handler: type, slots: int) -> None:
         self._slots = threading.BoundedSemaphore(slots)

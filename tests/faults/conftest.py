@@ -45,3 +45,38 @@ def refused(cfg: Path, *expect: str) -> None:
         assert "Traceback" not in p.stderr, p.stderr
         lines = p.stderr.splitlines()
         assert any(all(e in line for e in expect) for line in lines), (args, expect, p.stderr)
+
+
+def results_for(sub, ids: list[str], timeout: float = 30.0) -> list[dict]:
+    """Read ``sub`` until a result for every part id in ``ids`` came; every result message
+    validates, and none of ``ids`` is published twice or missing."""
+    import time
+    from collections import Counter
+
+    import zmq
+
+    from afrd.daemon.verdict import parse_message
+
+    want, got = set(ids), []
+    poller = zmq.Poller()
+    poller.register(sub, zmq.POLLIN)
+    deadline = time.monotonic() + timeout
+    while want - {r["part_id"] for r in got} and time.monotonic() < deadline:
+        if poller.poll(200):
+            frames = sub.recv_multipart()
+            kind, _, msg, _ = parse_message(frames)
+            if kind == "result":
+                got.append(msg)
+    counts = Counter(r["part_id"] for r in got)
+    missing = [i for i in ids if counts[i] == 0]
+    twice = [i for i in ids if counts[i] > 1]
+    assert not missing and not twice, (missing, twice)
+    return [r for r in got if r["part_id"] in want]
+
+
+def inspect(dm, sub, ids: list[str], **fields) -> list[dict]:
+    """Trigger one part per id (each answered ok) and return their results."""
+    for pid in ids:
+        r = dm.ctl({"cmd": "trigger", "part_id": pid, **fields})
+        assert r["ok"], r
+    return results_for(sub, ids)
