@@ -136,17 +136,27 @@ def test_preset_fills_defaults_and_explicit_flags_win(tmp_path) -> None:
     args = ["--data", str(tmp_path), "--category", "plate", "--preset", "cpu"]
     cfg = config_from_args(build_parser().parse_args([*args, "--epochs", "3", "--lr", "1e-3"]))
     assert (cfg.teacher, cfg.image_size, cfg.fusion) == ("efficientnet_lite0", 128, "attention")
-    assert (cfg.epochs, cfg.lr) == (3, 1e-3)
+    assert (cfg.epochs, cfg.lr, cfg.steps) == (3, 1e-3, None)  # explicit epochs drop its steps
+    assert config_from_args(build_parser().parse_args(args)).steps == 512
     assert cfg.extra == {"preset": "cpu"} and cfg.category == "plate"
     paper = config_from_args(build_parser().parse_args([*args[:-1], "paper"]))
     assert (paper.teacher, paper.image_size, paper.lr) == ("wide_resnet50_2", 256, 4e-4)
     assert (paper.batch_size, paper.epochs, paper.fusion) == (8, 100, "attention")
     plain = config_from_args(build_parser().parse_args(args[:4] + ["--image-size", "64"]))
     assert plain.teacher == TrainConfig().teacher and plain.image_size == 64
+    assert (plain.register, plain.steps) == ("none", None)
     text = " ".join(build_parser().format_help().split())
     assert "cpu: efficientnet_lite0" in text and "paper: 0.0004" in text
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args[:-1], "gpu"])
+
+
+def test_steps_set_the_epochs_from_the_number_of_sets(tmp_path, capsys) -> None:
+    blob = read_checkpoint(train(_cfg(tmp_path, steps=5, norm_split=None), sets=make_sets(7, SIZE)))
+    assert blob["epoch"] == 3 and blob["config"]["epochs"] == 3  # 2 batches of 4 per epoch
+    assert "5 steps = 3 epochs of 2 batches" in capsys.readouterr().out
+    with pytest.raises(ConfigError, match="steps"):
+        train(_cfg(tmp_path, steps=0), sets=make_sets(2, SIZE))
 
 
 def test_checkpoint_carries_config_and_rebuilds_model(tmp_path) -> None:

