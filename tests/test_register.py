@@ -96,17 +96,21 @@ def test_the_round_button_needs_its_content_the_outline_alone_does_not_register_
     assert agreement(content) > agreement(moments) + 0.03
 
 
-def test_auto_turns_parts_only_where_turning_aligns_them():
-    """An elongated plate is turned into line; a cookie, whose chips and wobbly outline have no
-    fixed orientation, is only centred (turning it would just turn the light falling on it)."""
+def test_auto_turns_parts_only_where_turning_aligns_them_and_leaves_fixtured_parts_alone():
+    """An elongated plate on a belt is turned into line; a cookie, whose chips and wobbly outline
+    have no fixed orientation, is only centred (turning it would just turn the light falling on
+    it); fixtured parts are not resampled at all."""
     plate = fit_registration(_parts("plate", range(16)), DEFAULT_LIGHTS, method="auto")
     cookie = fit_registration(_parts("cookie", range(16)), DEFAULT_LIGHTS, method="auto")
     assert (plate.method, cookie.method) == ("content", "shift")
+    fixtured = _parts("plate", range(16), pose="fixtured")
+    assert fit_registration(fixtured, DEFAULT_LIGHTS, method="auto") is None
     s = _parts("cookie", [100])[0]
     moved, m = _moved(s.images, 0.0, 5.0, -3.0)
     r0, r1 = cookie.register(s.images, s.lights), cookie.register(moved, s.lights)
     assert abs(r0.angle_deg) < 1e-6 and abs(r1.angle_deg) < 1e-6
     np.testing.assert_allclose((r1.matrix @ m)[:, 2], r0.matrix[:, 2], atol=1.0)
+    assert np.array_equal(r1.matrix[:, 2], np.round(r1.matrix[:, 2]))  # whole pixels
 
 
 @pytest.mark.parametrize("fill", ["zeros", "noise", "flat grey"])

@@ -197,6 +197,10 @@ class Registration:
                 f"{self.min_score:.2f}): wrong product, or a part the reference never saw"
             )
         full = (np.linalg.inv(affine3(a)) @ affine3(m) @ affine3(a))[:2]
+        if self.method == "shift":
+            # whole pixels: resampling at a fraction of a pixel blurs by a random amount, a
+            # nuisance that costs more than the half pixel of alignment it buys
+            full = np.array([[1.0, 0.0, round(full[0, 2])], [0.0, 1.0, round(full[1, 2])]])
         h, w = images.shape[1:3]
         out = np.stack(
             [

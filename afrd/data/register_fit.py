@@ -53,8 +53,11 @@ def _images(s) -> np.ndarray:
     return np.asarray(s.images if hasattr(s, "images") else s)
 
 
-AUTO = "auto"  # fit "content" and "shift", keep the one that makes the training parts most alike
+AUTO = "auto"  # content, shift or no registration, by how the training parts lie (see below)
 TURN_GAIN = 0.95  # "content" must leave at most this fraction of "shift"'s spread to be chosen
+# Parts that stray less than this are left as they are by "auto" (a fixtured part: +-4 deg, <1%)
+STILL_DEG = 8.0
+STILL_SHIFT = 0.02  # of the canvas
 
 
 def fit_registration(
@@ -67,7 +70,7 @@ def fit_registration(
     method: str = AUTO,
     iterations: int = 2,
     max_sets: int = 32,
-) -> Registration:
+) -> Registration | None:
     """Build the reference from good sets (ImageSets or uint8 [N,H,W,3] arrays, ``lights`` order).
 
     The first part that registers starts the reference; every part is registered to it and the
@@ -78,11 +81,13 @@ def fit_registration(
     ``min_score`` is half the weakest training part's score: only what looks like no part of
     this product fails.
 
-    ``method="auto"`` decides whether turning parts helps: the lamps stay put in the camera
-    frame, so turning a part to the reference also turns the light falling on it. It fits
-    "content" and "shift" and keeps the one whose registered training parts differ least, pixel
-    by pixel, summed over ALL lights (:func:`alignment_spread`): an elongated part gains from
-    the turn, a part whose content has no fixed orientation (random holes, chips) does not.
+    ``method="auto"`` decides whether and how to register: the lamps stay put in the camera
+    frame, so turning a part to the reference also turns the light falling on it, and any
+    resampling blurs a little. It fits "content" and "shift"; "content" when it clearly leaves
+    the training parts more alike over ALL lights (:func:`alignment_spread`) and they turn by
+    more than ``STILL_DEG``; else "shift" when their centres stray more than ``STILL_SHIFT``;
+    else None: the parts are fixtured and go in as they are. An elongated part on a belt gets
+    turned; a part whose content has no fixed orientation (random holes, chips) only centred.
     """
     arrays = [_images(s) for s in list(sets)[:max_sets]]
     if not arrays:
@@ -93,19 +98,49 @@ def fit_registration(
         raise ConfigError(f"registration light {light!r} is not one of the lights {lights}")
     if method != AUTO:
         return _fit(arrays, lights, light, size, max_angle, method, iterations)
-    fits = [
+    content, shift = (
         _fit(arrays, lights, light, size, max_angle, m, iterations) for m in ("content", "shift")
-    ]
-    spreads = [alignment_spread(reg, arrays, lights) for reg in fits]
-    # turn parts only when it clearly aligns them better: the spread does not see everything a
-    # turn costs (the lamps' directions change relative to the part)
-    best = 0 if spreads[0] < TURN_GAIN * spreads[1] else 1
-    log.info(
-        "registration: %s",
-        ", ".join(f"{r.method} spread {v:.4f}" for r, v in zip(fits, spreads, strict=True))
-        + f" -> {fits[best].method}",
     )
-    return fits[best]
+    spreads = [alignment_spread(reg, arrays, lights) for reg in (content, shift)]
+    centre_px, turn_deg = _pose_range(
+        content, [to_canvas(a[lights.index(light)], size)[0] for a in arrays]
+    )
+    # turn parts only when it clearly aligns them better (the spread does not see everything a
+    # turn costs: the lamps' directions change relative to the part) and they do turn
+    if spreads[0] < TURN_GAIN * spreads[1] and turn_deg > STILL_DEG:
+        chosen: Registration | None = content
+    elif centre_px > STILL_SHIFT * size:
+        chosen = shift
+    else:  # fixtured: resampling would add more variation than the pose has
+        chosen = None
+    log.info(
+        "registration: content spread %.4f, shift spread %.4f, centres within %.1f px, turns "
+        "within %.1f deg -> %s",
+        *spreads,
+        centre_px,
+        turn_deg,
+        chosen.method if chosen else "none",
+    )
+    return chosen
+
+
+def _pose_range(reg: Registration, canvases: Sequence[np.ndarray]) -> tuple[float, float]:
+    """How far the parts' centroids (px) and content rotations (deg) stray from their middle."""
+    centres, turns = [], []
+    for canvas in canvases:
+        try:
+            centres.append(centroid(silhouette(canvas)))
+            m, _ = reg.estimate(canvas)
+        except RegistrationError:
+            continue
+        turns.append(math.atan2(m[1, 0], m[0, 0]))
+    if not centres:
+        return 0.0, 0.0
+    c = np.asarray(centres)
+    centre_px = float(np.linalg.norm(c - np.median(c, axis=0), axis=1).max())
+    mid = np.angle(np.mean(np.exp(1j * np.asarray(turns))))
+    turn_deg = float(np.degrees(np.abs(np.angle(np.exp(1j * (np.asarray(turns) - mid))))).max())
+    return centre_px, turn_deg
 
 
 def alignment_spread(

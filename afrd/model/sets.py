@@ -100,8 +100,9 @@ REGISTER_METHODS = ("none", AUTO, *METHODS)
 def fit_sets_registration(
     sets, lights: Sequence[str], method: str, size: int = 128
 ) -> Registration | None:
-    """The product's registration fitted on good ``sets`` (``method`` "none": None). Train calls
-    this once; its ``to_dict()`` goes into the checkpoint config under ``"registration"``."""
+    """The product's registration fitted on good ``sets``; None for ``method`` "none", or "auto"
+    on parts that barely move. Train calls this once; its ``to_dict()`` goes into the checkpoint
+    config under ``"registration"``."""
     if method not in REGISTER_METHODS:
         raise ConfigError(f"--register must be one of {REGISTER_METHODS}, got {method!r}")
     if method == "none":
