@@ -160,3 +160,16 @@ def test_trt_cli_checks_before_building(toy, capsys):
         assert afrd_main(["export", "trt", str(toy.path), "--fp16"]) == 2
         assert "TensorRT not installed" in capsys.readouterr().err
         assert not (toy.path / "model.fp16.onnx").exists()  # failed before any conversion
+
+
+def test_every_listed_file_is_verified_not_only_model_onnx(toy):
+    """A tampered precision variant (or registration reference) is refused like model.onnx."""
+    variant = toy.path / "model.int8.onnx"
+    variant.write_bytes(toy.onnx_path.read_bytes())
+    toy.add_file("model.int8.onnx", precision="int8")
+    Bundle.load(toy.path)  # as exported: fine
+    data = bytearray(variant.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    variant.write_bytes(bytes(data))
+    with pytest.raises(BundleError, match=r"model\.int8\.onnx sha256 mismatch"):
+        Bundle.load(toy.path)

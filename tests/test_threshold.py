@@ -105,3 +105,17 @@ def test_cli_on_a_dataset_on_disk(toy, tmp_path, capsys):
     assert rc == 0 and "achieved FRR 0.1 " in out and "defective sets 5: false-accept rate" in out
     b = Bundle.load(toy.path)
     assert b.threshold is not None and b.meta["threshold"]["statistics"]["normal"]["n"] == 30
+
+
+def test_far_is_the_share_of_defective_sets_accepted(toy):
+    """FAR = defective scores <= threshold (accepted as pass), counted independently here."""
+    rng = np.random.default_rng(3)
+    normal = make_sets(rng, 100, (100, 200), label=0)
+    defective = make_sets(rng, 40, (150, 255), label=1)  # overlaps the normal range on purpose
+    r = calibrate(toy, normal + defective, frr=0.05)
+    d_scores = np.array(
+        [s.images.astype(np.float32).mean(axis=(0, 3)).max() / 255 for s in defective]
+    )
+    accepted = float((d_scores <= r["threshold"] + 1e-7).mean())
+    assert 0.0 < accepted < 0.5  # the overlap makes it neither 0 nor the inverted rate
+    assert r["far"] == pytest.approx(accepted, abs=1.5 / d_scores.size)
