@@ -7,9 +7,10 @@
   RPATH $ORIGIN) into ``.cache/genicam/1.5.0/`` in the repo (ignored by git).
 - viky.cti: the free-running producer in the installed ``genicam`` (1.6) package.
 
-Idempotent: when the cache is complete nothing is downloaded. Never fails the build: on error it
-prints why, writes the reason to ``.cache/genicam/1.5.0.error`` (the tests' skip message quotes
-it) and exits 0, unless ``--strict`` is given.
+Idempotent: when the cache is complete nothing is downloaded. On error it prints why, writes the
+reason to ``.cache/genicam/1.5.0.error`` (the tests' skip message quotes it) and exits 1, so
+`make test` stops loudly instead of passing with the camera driver untested;
+``--allow-missing`` exits 0 instead (the GenICam tests then skip, saying why).
 """
 
 from __future__ import annotations
@@ -134,14 +135,18 @@ def fetch(cache: Path = CACHE) -> Path:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--strict", action="store_true", help="exit 1 when TLSimu is missing")
+    parser.add_argument(
+        "--allow-missing",
+        action="store_true",
+        help="exit 0 when TLSimu cannot be fetched (its tests skip) instead of 1",
+    )
     parser.add_argument("--cache", type=Path, default=CACHE, help=f"default: {CACHE}")
     args = parser.parse_args(argv)
     error_file = args.cache.parent / f"{args.cache.name}.error"
     ok = True
     try:
         path = fetch(args.cache)
-    except Exception as exc:  # noqa: BLE001 - any failure must only skip the tests, not the build
+    except Exception as exc:  # noqa: BLE001 - any failure is reported the same way
         ok = False
         reason = f"fetching genicam=={VERSION} for TLSimu.cti failed: {exc}"
         print(f"fetch_test_assets: {reason}", file=sys.stderr)
@@ -155,7 +160,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"TLSimu.cti: {path}")
     viky = viky_path()
     print(f"viky.cti: {viky}" if viky else "viky.cti: not found (genicam 1.6 not installed)")
-    return 1 if (args.strict and not ok) else 0
+    return 0 if (ok or args.allow_missing) else 1
 
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""scripts/fetch_test_assets.py: cached runs do nothing, failures never fail the build."""
+"""scripts/fetch_test_assets.py: cached runs do nothing, a failure fails `make test` loudly."""
 
 from __future__ import annotations
 
@@ -38,20 +38,20 @@ def test_cached_run_does_nothing_and_prints_paths() -> None:
         pytest.skip(f"TLSimu.cti not cached in {CACHE}; run scripts/fetch_test_assets.py")
     before = {p.name: p.stat().st_mtime_ns for p in CACHE.iterdir()}
     # An unreachable index proves no download is attempted when the cache is complete.
-    proc = run("--strict", env=OFFLINE)
+    proc = run(env=OFFLINE)
     assert proc.returncode == 0, proc.stderr
     assert f"TLSimu.cti: {CACHE / 'TLSimu.cti'}" in proc.stdout
     assert "viky.cti: " in proc.stdout
     assert {p.name: p.stat().st_mtime_ns for p in CACHE.iterdir()} == before
 
 
-def test_failed_fetch_exits_0_and_records_why(tmp_path) -> None:
+def test_failed_fetch_exits_1_and_records_why(tmp_path) -> None:
     cache = tmp_path / "1.5.0"
     env = OFFLINE
     proc = run("--cache", str(cache), env=env)
-    assert proc.returncode == 0
+    assert proc.returncode == 1  # `make test` stops here instead of skipping the camera tests
     assert "fetching genicam==1.5.0 for TLSimu.cti failed" in proc.stderr
     assert not (cache / "TLSimu.cti").exists()
     reason = (tmp_path / "1.5.0.error").read_text()
     assert "genicam==1.5.0" in reason
-    assert run("--cache", str(cache), "--strict", env=env).returncode == 1
+    assert run("--cache", str(cache), "--allow-missing", env=env).returncode == 0
