@@ -230,7 +230,7 @@ def test_sigterm_mid_part_publishes_it_and_exits_0(bundle, tmp_path):
     wait_subscribed(sub)
     assert dm.ctl({"cmd": "trigger", "part_id": "inflight"})["ok"]
     assert dm.ctl({"cmd": "trigger", "part_id": "queued"})["ok"]
-    time.sleep(0.1)
+    _wait_status(dm, lambda s: s["in_flight"] >= 1)  # "inflight" is being imaged
     dm.proc.send_signal(signal.SIGTERM)
     results = _results(collect(sub, 2, timeout=20))
     assert dm.stop() == 0, dm.output()
@@ -300,7 +300,7 @@ def test_subscriber_that_never_reads_does_not_slow_the_pipeline(bundle, tmp_path
         stuck.setsockopt(zmq.RCVBUF, 4096)
         stuck.setsockopt(zmq.SUBSCRIBE, b"")
         stuck.connect(f"ipc://{tmp_path}/pub.sock")
-        time.sleep(0.5)
+        wait_subscribed(stuck)  # its one read: the subscription is live, then it never reads
         stuck_s, res = run("stuck")
         assert len(base) == 30 and len(res) == 30  # the reading subscriber misses nothing
         # never reading must not cost throughput (generous bound: shared 2-core CI)
@@ -328,13 +328,15 @@ def test_watch_and_ctl_clients(daemon, tmp_path):
             "2",
             "--timeout",
             "60",
+            "--status",
         ],
         cwd=REPO,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
-    time.sleep(1.5)  # let the subscription settle
+    first = watch.stdout.readline()  # a heartbeat printed: the subscription is live
+    assert " status " in first, first
     ctl = [sys.executable, "-m", "afrd", "ctl", "--connect", f"ipc://{daemon.dir}/ctl.sock"]
     for i in range(2):
         p = subprocess.run(
@@ -347,6 +349,7 @@ def test_watch_and_ctl_clients(daemon, tmp_path):
         assert p.returncode == 0 and json.loads(p.stdout)["ok"], p.stderr
     out, err = watch.communicate(timeout=60)
     assert watch.returncode == 0, err
+    out = first + out
     assert "w-0" in out and "w-1" in out
     pngs = sorted((tmp_path / "hm").glob("*.png"))
     assert len(pngs) >= 1 and cv2.imread(str(pngs[0])) is not None
@@ -394,10 +397,13 @@ def test_free_run_trigger_inspects_on_its_own(bundle, tmp_path):
         assert all(r["verdict"] in ("pass", "fail") for r in res), res
         assert len({r["part_id"] for r in res}) == 5
         assert dm.ctl({"cmd": "pause"})["ok"]
-        time.sleep(0.5)
+        # paused: the timer's triggers are not taken (no part, not even an error/paused one)
+        _wait_status(dm, lambda s: s["in_flight"] == 0 and not any(s["queues"].values()))
         n_paused = dm.ctl({"cmd": "status"})["result"]["parts"]
-        time.sleep(0.5)
-        assert dm.ctl({"cmd": "status"})["result"]["parts"] == n_paused  # paused: no new parts
+        # three heartbeats = 1.5 s = 15 timer periods later, still the same count
+        hb = collect(sub, 3, kind="status", timeout=10)
+        assert sum(m[0].startswith(b"status.") for m in hb) == 3
+        assert dm.ctl({"cmd": "status"})["result"]["parts"] == n_paused
     finally:
         assert dm.stop() == 0, dm.output()
 
