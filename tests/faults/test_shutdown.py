@@ -50,3 +50,39 @@ def test_every_trigger_answered_ok_during_sigterm_is_published(bundle, tmp_path)
     finally:
         sub.close()
         dm.stop()
+
+
+def test_a_trigger_racing_stop_is_published_or_refused(bundle):
+    """In-process and deterministic: ``Pipeline.stop()`` starts exactly while a trigger is
+    between "not closing" and "queued" (a wrapped queue put lets stop run first). The trigger
+    is then either refused or queued before stop drains the queue: returned without an error,
+    it is published exactly once."""
+    from collections import Counter
+
+    from afrd.daemon.pipeline import Pipeline
+    from afrd.runtime.loader import load_runtime
+    from afrd.sim.cell import SimCell
+
+    published: Counter = Counter()
+    with SimCell(size=16, seed=3) as cell:
+        rt = load_runtime(bundle, "null")
+        p = Pipeline("u1", cell.sequencer().acquire, rt, lambda j, m: published.update([j.seq]))
+        p.start()
+        assert p.trigger("warm", "x").error is None
+        real_put = p._q_trig.put_nowait
+        stopper = threading.Thread(target=p.stop)
+
+        def put_after_stop_began(job):
+            stopper.start()
+            # a correct stop() waits for this trigger to finish queueing; a racy one completes
+            # (its end marker queued ahead of this job) well within this bound
+            stopper.join(2.0)
+            real_put(job)
+
+        p._q_trig.put_nowait = put_after_stop_began
+        job = p.trigger("racing", "x")
+        stopper.join(30)
+    assert not stopper.is_alive()
+    if job.error is None:
+        assert published[job.seq] == 1, "accepted during stop() but never published"
+    assert published[0] == 1
