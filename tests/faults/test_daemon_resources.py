@@ -5,8 +5,10 @@ starves control and subscribers."""
 
 from __future__ import annotations
 
+import http.client
 import os
 import socket
+import time
 import urllib.request
 
 from conftest import afrd, inspect
@@ -53,7 +55,9 @@ def test_a_live_ipc_endpoint_is_not_taken_over(bundle, tmp_path):
 def test_idle_metrics_connections_neither_exhaust_fds_nor_starve_control(bundle, tmp_path):
     cfg = write_config(tmp_path, bundle)
     cfg.write_text(
-        cfg.read_text().replace("[metrics]\nport = 0", "[metrics]\nport = 0\nmax_connections = 4")
+        cfg.read_text().replace(
+            "[metrics]\nport = 0", "[metrics]\nport = 0\nmax_connections = 4\ntimeout_s = 1.0"
+        )
     )
     dm = Daemon(cfg).start()
     sub = dm.subscriber()
@@ -67,10 +71,17 @@ def test_idle_metrics_connections_neither_exhaust_fds_nor_starve_control(bundle,
         inspect(dm, sub, [f"flood-{i}" for i in range(3)])
         fds_during = len(os.listdir(f"/proc/{dm.proc.pid}/fd"))
         assert fds_during < fds_before + 4 + 16, (fds_before, fds_during)
-        for s in idle:
-            s.close()
-        idle.clear()
-        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=30).read()
+        # the 4 idle connections holding the slots time out (timeout_s): scraping works again
+        # while all 300 are still open on this side
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                url = f"http://127.0.0.1:{port}/metrics"
+                text = urllib.request.urlopen(url, timeout=5).read()
+                break
+            except (OSError, http.client.HTTPException):
+                assert time.monotonic() < deadline, dm.output()
+                time.sleep(0.1)
         refused = [ln for ln in text.decode().splitlines() if ln.startswith("afrd_metrics_refused")]
         assert refused and float(refused[0].split()[-1]) > 0, refused
         assert b"afrd_publisher_dropped" not in text  # a PUB socket cannot count its drops

@@ -133,3 +133,18 @@ def test_every_accepted_trigger_so_far_published_once(cell):
     results = results_for(sub, [*ids, "marker"])
     assert len({r["seq"] for r in results}) == len(ids) + 1
     assert all(r["verdict"] in ("pass", "fail") for r in results)
+
+
+def test_a_reload_with_a_non_finite_threshold_is_refused_before_it_applies(cell):
+    dm, sub = cell
+    good = dm.config.read_text()
+    before = dm.ctl({"cmd": "status"})["result"]["threshold"]
+    try:
+        dm.config.write_text(good.replace("heatmaps = ", "threshold = inf\nheatmaps = ", 1))
+        r = dm.ctl({"cmd": "reload"})
+        assert not r["ok"] and "threshold" in r["error"] and "finite" in r["error"], r
+        assert dm.ctl({"cmd": "status"})["result"]["threshold"] == before
+        (res,) = inspect(dm, sub, ["after-inf-reload"])
+        assert res["threshold"] == before
+    finally:
+        dm.config.write_text(good)
