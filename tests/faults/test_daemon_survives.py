@@ -148,3 +148,20 @@ def test_a_reload_with_a_non_finite_threshold_is_refused_before_it_applies(cell)
         assert res["threshold"] == before
     finally:
         dm.config.write_text(good)
+
+
+def test_a_non_finite_score_is_published_as_an_error_and_heartbeats_go_on(tmp_path):
+    from afrd.sim.launch import collect, make_brightness_bundle
+
+    nan = make_brightness_bundle(tmp_path / "nan", size=64, nan_score=True)
+    dm = Daemon(write_config(tmp_path, nan.path)).start()
+    sub = dm.subscriber()
+    try:
+        wait_subscribed(sub)
+        results = inspect(dm, sub, ["nan-1", "nan-2"])
+        assert [r["error"]["code"] for r in results] == ["nan_score", "nan_score"]
+        assert all(r["score"] is None for r in results)
+        assert sum(m[0].startswith(b"status.") for m in collect(sub, 2, kind="status")) == 2
+    finally:
+        sub.close()
+        assert dm.stop() == 0, dm.output()
