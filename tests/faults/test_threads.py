@@ -90,3 +90,36 @@ def test_multi_frame_requests_are_answered_and_the_thread_lives(tmp_path, frames
         s.close()
         srv.close()
         ctx.term()
+
+
+@pytest.mark.filterwarnings("ignore::pytest.PytestUnhandledThreadExceptionWarning")
+def test_the_service_counts_a_dead_control_thread_against_the_watchdog(bundle, tmp_path):
+    """What run_forever pings the watchdog on: pipeline, control and heartbeat all alive."""
+    from types import SimpleNamespace
+
+    from afrd.config.cell import load_config
+    from afrd.daemon.service import Service
+    from afrd.sim.launch import write_config
+
+    cfg_path = write_config(tmp_path, bundle)
+    svc = Service(cfg_path, load_config(cfg_path))
+    svc.pipeline = SimpleNamespace(healthy=lambda: True)
+    svc.publisher = SimpleNamespace(heartbeat_alive=lambda: True)
+    ctx = zmq.Context()
+    ep = f"ipc://{tmp_path}/ctl2.sock"
+
+    def die(_req):
+        raise SystemExit("escapes every handler")
+
+    svc.control = ControlServer(ep, {"die": die}, context=ctx)
+    svc.control.start()
+    try:
+        assert svc.unhealthy_parts() == []
+        assert request(ep, {"cmd": "die"}, 1.0) is None
+        deadline = time.monotonic() + 10
+        while svc.unhealthy_parts() != ["control"]:
+            assert time.monotonic() < deadline, svc.unhealthy_parts()
+            time.sleep(0.02)
+    finally:
+        svc.control.close()
+        ctx.term()
