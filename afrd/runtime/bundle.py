@@ -53,9 +53,11 @@ IMAGENET_NORMALIZATION: dict[str, Any] = {
     "channel_order": "RGB",
     "inside_graph": True,
 }
-# A score threshold outside this range is a typo or an attack (scores are maxima of 1 - cos sums
-# or of per-pixel z-scores: positive, small), never a calibration.
-THRESHOLD_RANGE = (0.0, 1e6)
+# A score threshold outside this range is a typo or an attack, never a calibration. Negative
+# values are legal: normalised scores (per-pixel z-scores, the memory bank's per-light
+# normalisation) put normal parts around 0, so a threshold calibrated at a high false-reject
+# rate can fall below it.
+THRESHOLD_RANGE = (-1e6, 1e6)
 
 
 def check_threshold(value: Any, where: str) -> float:

@@ -42,7 +42,7 @@ CASES = {
     "lights-as-string": (_lights_as_string, ["field 'lights'", "non-empty list"]),
     "threshold-high": (_threshold("high"), ["threshold.value", "finite number"]),
     "threshold-nan": (_threshold(float("nan")), ["threshold.value", "finite number"]),
-    "threshold-negative": (_threshold(-3.0), ["threshold.value", "[0, 1e+06]"]),
+    "threshold-huge-negative": (_threshold(-3e6), ["threshold.value", "[-1e+06, 1e+06]"]),
     "size-not-pixels": (_size("big"), ["input.size", "[height, width]"]),
     "size-not-the-graphs": (_size([32, 32]), ["input.size [32, 32]", "fails on"]),
 }

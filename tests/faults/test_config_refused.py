@@ -23,8 +23,14 @@ def _edit(text: str, old: str, new: str) -> str:
 CASES = {
     "threshold-nan": (("cell = ", "threshold = nan\ncell = "), ["threshold", "finite number"]),
     "threshold-inf": (("cell = ", "threshold = inf\ncell = "), ["threshold", "finite number"]),
-    "threshold-negative": (("cell = ", "threshold = -0.5\ncell = "), ["threshold", "[0, 1e+06]"]),
-    "threshold-absurd": (("cell = ", "threshold = 1e41\ncell = "), ["threshold", "[0, 1e+06]"]),
+    "threshold-huge-negative": (
+        ("cell = ", "threshold = -2e6\ncell = "),
+        ["threshold", "[-1e+06, 1e+06]"],
+    ),
+    "threshold-absurd": (
+        ("cell = ", "threshold = 1e41\ncell = "),
+        ["threshold", "[-1e+06, 1e+06]"],
+    ),
     "pub-bogus-scheme": (('pub = "ipc://', 'pub = "bogus://x"\n#'), ["sockets.pub", "tcp://HOST"]),
     "control-port-99999": (
         ('control = "ipc://', 'control = "tcp://127.0.0.1:99999"\n#'),
