@@ -72,7 +72,7 @@ def test_a_part_id_with_a_lone_surrogate_is_refused_at_the_socket(cell):
     assert res["verdict"] in ("pass", "fail")  # the camera was never blamed
 
 
-@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -1.0, 1e41, "high", None, True])
+@pytest.mark.parametrize("bad", [float("inf"), float("nan"), -2e6, 1e41, "high", None, True])
 def test_a_bad_set_threshold_is_refused_before_it_applies(cell, bad):
     dm, sub = cell
     before = dm.ctl({"cmd": "status"})["result"]["threshold"]
