@@ -13,7 +13,7 @@ import sys
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("afrd.sim.demo", "run the whole inspection cell simulated: train, export, inspect"),
-    "run": ("afrd.daemon.service", "run the inspection daemon from a cell config"),
+    "run": ("afrd.daemon.main", "run the inspection daemon from a cell config"),
     "config": ("afrd.config.check", "check a cell config (afrd config check FILE)"),
     "watch": ("afrd.daemon.watch", "subscribe to a cell's verdicts and heatmaps"),
     "ctl": ("afrd.daemon.ctl", "send a command to a cell's control socket"),

@@ -1,6 +1,6 @@
-"""`afrd run --config cell.toml`: the inspection daemon.
+"""The inspection daemon behind `afrd run` (afrd.daemon.main); control commands: commands.py.
 
-Start-up: validate the config (exit 2 naming the key), check the sockets (exit 2 when the control
+`afrd run` start-up: validate the config (exit 2 naming the key), check the sockets (exit 2 when the control
 socket would be reachable from the network without CURVE keys, or an ipc:// path is another live
 process's), verify the bundle and check the config's lighting covers its lights (exit 2), load and
 warm the engine (EXTEND_TIMEOUT_USEC to systemd meanwhile), bind the PUB and control sockets, open
@@ -14,53 +14,28 @@ every part already accepted, then close the rest and exit 0.
 from __future__ import annotations
 
 import logging
-import os
-import signal
-import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
-from afrd import cliargs
 from afrd.acquire.devices import Devices
-from afrd.acquire.lighting import LightingCondition
-from afrd.config.cell import CellConfig, load_config
+from afrd.config.cell import CellConfig
 from afrd.config.check import check_sockets
-from afrd.daemon.control import CommandError, ControlServer, check_name, clip
+from afrd.daemon.commands import ControlCommands
+from afrd.daemon.control import ControlServer
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
+from afrd.daemon.runtimes import load_cell_runtime
 from afrd.daemon.systemd import Notifier, watchdog_interval
 from afrd.daemon.verdict import Job, heatmap_message
-from afrd.errors import AfrdError, ConfigError, DeviceError
-from afrd.runtime.bundle import check_threshold
-from afrd.runtime.loader import Runtime, load_runtime
+from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon")
 
 
-def _load_runtime(
-    cfg: CellConfig, notifier: Notifier | None = None
-) -> tuple[Runtime, list[LightingCondition]]:
-    """The runtime of the config's bundle and the lighting conditions in its lights' order
-    (ConfigError, before the engine is opened, when the config does not light them all)."""
-    conditions: list[LightingCondition] = []
-
-    def check(lights: tuple[str, ...]) -> None:
-        conditions[:] = cfg.conditions_for(lights, f"bundle {cfg.bundle.path}")
-
-    def status(text: str) -> None:
-        if notifier is not None:
-            notifier.extend_timeout(300)
-            notifier.status(text)
-
-    e = cfg.engine
-    rt = load_runtime(cfg.bundle.path, e.kind, e.open_options(), cfg.threshold, status, check)
-    return rt, conditions
-
-
-class Service:
+class Service(ControlCommands):
     """The daemon: devices, runtime, pipeline, publisher, control, metrics and recorder, composed
     from one cell config."""
 
@@ -97,7 +72,7 @@ class Service:
         cfg = self.cfg
         check_sockets(cfg)
         self.notifier.status("verifying bundle")
-        runtime, conditions = _load_runtime(cfg, self.notifier)
+        runtime, conditions = load_cell_runtime(cfg, self.notifier)
         self.notifier.status("binding sockets")
         sk = cfg.sockets
         self.publisher = Publisher(sk.pub, cfg.cell, sndhwm=sk.sndhwm)
@@ -248,150 +223,3 @@ class Service:
         if self.recorder is not None and job.imageset is not None and job.verdict != "error":
             self.recorder.submit(job.imageset, msg)
         m.observe("publish", time.perf_counter() - t0)
-
-    # ------------------------------------------------------------------ control
-    def status(self) -> dict:
-        p = self.pipeline
-        rt = p.runtime if p else None
-        state = self.state
-        if state == "running" and p is not None and p.paused:
-            state = "paused"
-        rec = None
-        if self.recorder is not None:
-            rec = {
-                "recorded": self.recorder.recorded,
-                "bytes": self.recorder.total_bytes,
-                "stopped": self.recorder.stopped_reason,
-            }
-        return {
-            "state": state,
-            "uptime_s": round(time.monotonic() - self.started, 3),
-            "parts": dict(self.metrics.parts),
-            "queues": p.queue_depths() if p else {},
-            "in_flight": p.in_flight if p else 0,
-            "idle_grabs": p.idle_grabs if p else 0,
-            "threshold": rt.threshold if rt else None,
-            "model": rt.model if rt else None,
-            "engine": rt.engine.name if rt else None,
-            "trigger": self.cfg.trigger.mode,
-            "heatmaps": self.heatmaps,
-            "recorder": rec,
-            "endpoints": {
-                "pub": self.publisher.bound if self.publisher else None,
-                "control": self.control.bound if self.control else None,
-                "metrics_port": self.metrics_server.port if self.metrics_server else None,
-            },
-        }
-
-    def _cmd_trigger(self, req: dict) -> dict:
-        part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
-        if part_id is not None:
-            check_name(part_id, "part_id")
-        check_name(product, "product")
-        job = self.pipeline.trigger(part_id, product)
-        if job.error is not None:
-            raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
-        return {"seq": job.seq, "part_id": job.part_id}
-
-    def _cmd_set_threshold(self, req: dict) -> dict:
-        try:  # refused before anything changes
-            v = check_threshold(req.get("threshold"), "set_threshold")
-        except AfrdError as exc:
-            raise CommandError(clip(str(exc))) from None
-        self.pipeline.set_threshold(v)
-        log.info("threshold set to %g over the control socket (not saved to the config)", v)
-        return {"threshold": float(v), "persisted": False}
-
-    def _cmd_pause(self, _req: dict) -> dict:
-        self.pipeline.pause()
-        self.notifier.status("paused")
-        return {"paused": True}
-
-    def _cmd_resume(self, _req: dict) -> dict:
-        self.pipeline.resume()
-        self.notifier.status("inspecting")
-        return {"paused": False}
-
-    def reload(self) -> dict:
-        """Re-read the config; apply threshold, heatmaps and the model (bundle/engine). Devices
-        and sockets need a restart. On any error the running config stays."""
-        with self._reload_lock:
-            self.notifier.reloading()
-            self.state = "reloading"
-            try:
-                new = load_config(self.config_path)
-                changes = []
-                for section in ("cell", "camera", "controller", "sockets", "trigger", "queues"):
-                    if getattr(new, section) != getattr(self.cfg, section):
-                        changes.append(section)
-                if changes:
-                    raise ConfigError(
-                        f"{self.config_path}: reload cannot change {changes}; restart the service"
-                    )
-                runtime, _ = _load_runtime(new)
-                if runtime.lights != self.pipeline.runtime.lights:
-                    runtime.close()
-                    raise ConfigError(
-                        f"{self.config_path}: the new bundle uses lights {list(runtime.lights)}, "
-                        f"the running one {list(self.pipeline.runtime.lights)}; restart the service"
-                    )
-                old = self.pipeline.swap_runtime(runtime)
-                old.close()
-                self.heatmaps = new.heatmaps
-                self.cfg = new
-                log.info("reloaded: model %s threshold %g", runtime.model_name, runtime.threshold)
-                return {"model": runtime.model_name, "threshold": runtime.threshold}
-            finally:
-                self.state = "running"
-                self.notifier.ready("inspecting (reloaded)")
-
-
-def main(argv: list[str]) -> int:
-    ap = cliargs.parser(
-        "afrd run", "run the inspection daemon (--log-level, a global flag, defaults to info)"
-    )
-    ap.add_argument("--config", "-c", required=True, help="cell config (TOML)")
-    args = ap.parse_args(cliargs.take_global_flags(argv))
-    fmt = "%(levelname)s %(name)s: %(message)s"
-    if not os.environ.get("JOURNAL_STREAM"):  # journald stamps lines itself
-        fmt = "%(asctime)s " + fmt
-    cliargs.setup_logging("info", fmt)
-    try:
-        cfg = load_config(args.config)
-    except AfrdError as exc:
-        print(f"afrd run: error: {exc}", file=sys.stderr)
-        return 2
-    # Hand the GIL over within 1 ms (default 5 ms): the acquire thread's rendering/conversion
-    # must not hold up the thread that publishes the previous part.
-    sys.setswitchinterval(0.001)
-    svc = Service(args.config, cfg)
-
-    def on_term(signum: int, _frame: object) -> None:
-        log.info("signal %s: stopping", signal.Signals(signum).name)
-        svc.stop_event.set()
-
-    def on_hup(_signum: int, _frame: object) -> None:
-        svc.reload_event.set()
-
-    signal.signal(signal.SIGTERM, on_term)
-    signal.signal(signal.SIGINT, on_term)
-    signal.signal(signal.SIGHUP, on_hup)
-    try:
-        svc.start()
-    except DeviceError as exc:  # a device may come back: exit 1 so systemd restarts us
-        print(f"afrd run: device error: {exc}", file=sys.stderr)
-        svc.shutdown()
-        return 1
-    except AfrdError as exc:
-        print(f"afrd run: error: {exc}", file=sys.stderr)
-        svc.shutdown()
-        return 2
-    except Exception:
-        log.exception("start-up failed")
-        svc.shutdown()
-        return 1
-    return svc.run_forever()
-
-
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))

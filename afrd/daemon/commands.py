@@ -1,0 +1,135 @@
+"""The daemon's control commands (status, trigger, set_threshold, pause, resume, reload), as a
+mixin of `afrd.daemon.service.Service` so service.py keeps to the lifecycle and the result path."""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from afrd.config.cell import CellConfig, load_config
+from afrd.daemon.control import CommandError, ControlServer, check_name, clip
+from afrd.daemon.metrics import Metrics, MetricsServer
+from afrd.daemon.pipeline import Pipeline
+from afrd.daemon.publisher import Publisher
+from afrd.daemon.runtimes import load_cell_runtime
+from afrd.daemon.systemd import Notifier
+from afrd.errors import AfrdError, ConfigError
+from afrd.runtime.bundle import check_threshold
+
+log = logging.getLogger("afrd.daemon")
+
+
+class ControlCommands:
+    """What the control socket (and SIGHUP, for reload) can ask of a running Service."""
+
+    config_path: Path
+    cfg: CellConfig
+    notifier: Notifier
+    state: str
+    started: float
+    heatmaps: bool
+    metrics: Metrics
+    publisher: Publisher | None
+    control: ControlServer | None
+    metrics_server: MetricsServer | None
+    recorder: Any
+    pipeline: Pipeline | None
+    _reload_lock: threading.Lock
+
+    def status(self) -> dict:
+        p = self.pipeline
+        rt = p.runtime if p else None
+        state = self.state
+        if state == "running" and p is not None and p.paused:
+            state = "paused"
+        rec = None
+        if self.recorder is not None:
+            rec = {
+                "recorded": self.recorder.recorded,
+                "bytes": self.recorder.total_bytes,
+                "stopped": self.recorder.stopped_reason,
+            }
+        return {
+            "state": state,
+            "uptime_s": round(time.monotonic() - self.started, 3),
+            "parts": dict(self.metrics.parts),
+            "queues": p.queue_depths() if p else {},
+            "in_flight": p.in_flight if p else 0,
+            "idle_grabs": p.idle_grabs if p else 0,
+            "threshold": rt.threshold if rt else None,
+            "model": rt.model if rt else None,
+            "engine": rt.engine.name if rt else None,
+            "trigger": self.cfg.trigger.mode,
+            "heatmaps": self.heatmaps,
+            "recorder": rec,
+            "endpoints": {
+                "pub": self.publisher.bound if self.publisher else None,
+                "control": self.control.bound if self.control else None,
+                "metrics_port": self.metrics_server.port if self.metrics_server else None,
+            },
+        }
+
+    def _cmd_trigger(self, req: dict) -> dict:
+        part_id, product = req.get("part_id"), req.get("product", self.cfg.trigger.product)
+        if part_id is not None:
+            check_name(part_id, "part_id")
+        check_name(product, "product")
+        job = self.pipeline.trigger(part_id, product)
+        if job.error is not None:
+            raise CommandError(f"trigger: part {job.part_id} not inspected: {job.error[1]}")
+        return {"seq": job.seq, "part_id": job.part_id}
+
+    def _cmd_set_threshold(self, req: dict) -> dict:
+        try:  # refused before anything changes
+            v = check_threshold(req.get("threshold"), "set_threshold")
+        except AfrdError as exc:
+            raise CommandError(clip(str(exc))) from None
+        self.pipeline.set_threshold(v)
+        log.info("threshold set to %g over the control socket (not saved to the config)", v)
+        return {"threshold": float(v), "persisted": False}
+
+    def _cmd_pause(self, _req: dict) -> dict:
+        self.pipeline.pause()
+        self.notifier.status("paused")
+        return {"paused": True}
+
+    def _cmd_resume(self, _req: dict) -> dict:
+        self.pipeline.resume()
+        self.notifier.status("inspecting")
+        return {"paused": False}
+
+    def reload(self) -> dict:
+        """Re-read the config; apply threshold, heatmaps and the model (bundle/engine). Devices
+        and sockets need a restart. On any error the running config stays."""
+        with self._reload_lock:
+            self.notifier.reloading()
+            self.state = "reloading"
+            try:
+                new = load_config(self.config_path)
+                changes = []
+                for section in ("cell", "camera", "controller", "sockets", "trigger", "queues"):
+                    if getattr(new, section) != getattr(self.cfg, section):
+                        changes.append(section)
+                if changes:
+                    raise ConfigError(
+                        f"{self.config_path}: reload cannot change {changes}; restart the service"
+                    )
+                runtime, _ = load_cell_runtime(new)
+                if runtime.lights != self.pipeline.runtime.lights:
+                    runtime.close()
+                    raise ConfigError(
+                        f"{self.config_path}: the new bundle uses lights {list(runtime.lights)}, "
+                        f"the running one {list(self.pipeline.runtime.lights)}; restart the service"
+                    )
+                old = self.pipeline.swap_runtime(runtime)
+                old.close()
+                self.heatmaps = new.heatmaps
+                self.cfg = new
+                log.info("reloaded: model %s threshold %g", runtime.model_name, runtime.threshold)
+                return {"model": runtime.model_name, "threshold": runtime.threshold}
+            finally:
+                self.state = "running"
+                self.notifier.ready("inspecting (reloaded)")
