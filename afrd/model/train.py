@@ -27,6 +27,7 @@ from afrd.model import presets
 from afrd.model.backbones import TEACHERS
 from afrd.model.checkpoint import read_checkpoint, save_checkpoint
 from afrd.model.feature_cache import MODES, training_batches
+from afrd.model.heldout import fit_map_stats_or_warn, held_out_normals
 from afrd.model.network import AFRD
 from afrd.model.scoring import LOSSES, distillation_loss
 from afrd.model.sets import (
@@ -213,45 +214,15 @@ def train(
     model.eval()
     source = "the normal sets given to train()"
     if norm_sets is None and cfg.data and cfg.norm_split:
-        norm_sets = _held_out_normals(cfg, lights)
+        norm_sets = held_out_normals(cfg, lights)
         source = f"split {cfg.norm_split!r} of {cfg.data}"
     if norm_sets is None and not cfg.norm_split:
         print("afrd train: map statistics skipped (--norm-split none): the map is raw", flush=True)
         config["map_stats"] = None
     else:
         norm_sets = registered(norm_sets or [], registration)
-        config["map_stats"] = _fit_map_stats(model, norm_sets, source, lights, cfg)
+        config["map_stats"] = fit_map_stats_or_warn(model, norm_sets, source, lights, cfg)
     return save_checkpoint(out / "model.pt", model, config, None, cfg.epochs, history)
-
-
-def _held_out_normals(cfg: TrainConfig, lights: tuple[str, ...]) -> list:
-    """Normal sets of ``cfg.norm_split``; empty (with a warning later) when the split is absent."""
-    try:
-        sets = normal_subset(
-            open_sets(cfg.data, cfg.norm_split, cfg.category, lights, cfg.image_size)
-        )
-    except DataError:
-        return []
-    return [sets[i] for i in range(len(sets))]
-
-
-def _fit_map_stats(
-    model: AFRD, norm_sets: Sequence, source: str, lights, cfg: TrainConfig
-) -> dict | None:
-    """Fit the per-pixel map statistics, or say why the map stays un-normalised."""
-    from afrd.model.mapnorm import MIN_SETS, fit_map_stats
-    from afrd.model.sets import resize_set
-
-    if len(norm_sets) < MIN_SETS:
-        print(
-            f"afrd train: warning: {len(norm_sets)} held-out normal sets in {source}; need "
-            f"{MIN_SETS} to fit the per-pixel map statistics, so the anomaly map is not "
-            "normalised (fit later with afrd.model.mapnorm.fit_checkpoint)",
-            flush=True,
-        )
-        return None
-    arrays = [resize_set(s, cfg.image_size, lights) for s in norm_sets]
-    return {"source": source, **fit_map_stats(model, arrays)}
 
 
 # Options a --preset may set: flag default None, so "not given" is visible (presets.resolve).
