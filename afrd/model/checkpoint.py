@@ -10,6 +10,8 @@ import torch
 
 from afrd.data.register import Registration
 from afrd.errors import ConfigError
+from afrd.model.cad import CAD, CADInference
+from afrd.model.cad import KIND as CAD_KIND
 from afrd.model.memory import KIND as MEMORY_KIND
 from afrd.model.memory import MemoryBank
 from afrd.model.network import AFRD
@@ -73,6 +75,8 @@ def build_model(config: dict) -> AFRD | MemoryBank:
     memory bank), random weights, shaped for the checkpoint's state (loaded afterwards)."""
     if config.get("model_kind", "afrd") == MEMORY_KIND:
         return MemoryBank.from_config(config)
+    if config.get("model_kind") == CAD_KIND:  # local + global students (afrd.model.cad)
+        return CAD.from_config(config)
     return AFRD(
         teacher=config["teacher"],
         fusion=config["fusion"],
@@ -120,8 +124,10 @@ def inference_module(model: torch.nn.Module) -> torch.nn.Module:
     ``load_checkpoint``: the memory bank is its own, an AFRD gets an InferenceModel."""
     from afrd.model.inference import InferenceModel
 
-    if isinstance(model, (MemoryBank, InferenceModel)):
+    if isinstance(model, (MemoryBank, InferenceModel, CADInference)):
         return model
+    if isinstance(model, CAD):
+        return CADInference(model)
     return InferenceModel(model)
 
 

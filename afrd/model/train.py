@@ -25,11 +25,12 @@ from afrd import cliargs
 from afrd.errors import ConfigError, DataError
 from afrd.model import presets
 from afrd.model.backbones import TEACHERS
+from afrd.model.cad import STUDENTS, build_student, training_loss
 from afrd.model.checkpoint import read_checkpoint, save_checkpoint
 from afrd.model.feature_cache import MODES, training_batches
 from afrd.model.heldout import fit_map_stats_or_warn, held_out_normals
 from afrd.model.network import AFRD
-from afrd.model.scoring import LOSSES, distillation_loss
+from afrd.model.scoring import LOSSES
 from afrd.model.sets import (
     REGISTER_METHODS,
     SetDataset,
@@ -40,7 +41,7 @@ from afrd.model.sets import (
 )
 
 # Config keys that must match when resuming (the rest, e.g. epochs, may change).
-_RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed")
+_RESUME_KEYS = ("teacher", "fusion", "loss", "image_size", "lights", "seed", "student")
 
 
 @dataclass
@@ -51,6 +52,7 @@ class TrainConfig:
     teacher: str = "wide_resnet50_2"
     teacher_weights: str | None = None  # None: default local file; a path; or "random"
     fusion: str = "attention"
+    student: str = "local"  # local (AFRD) | local+global (CAD, afrd.model.cad)
     loss: str = "pixel"
     epochs: int = 100
     steps: int | None = None  # optimiser steps; sets the epochs from the data size when given
@@ -95,6 +97,8 @@ def _check(cfg: TrainConfig) -> None:
         raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}{hint}")
     if cfg.feature_cache not in MODES:
         raise ConfigError(f"--feature-cache must be one of {MODES}, got {cfg.feature_cache!r}")
+    if cfg.student not in STUDENTS:
+        raise ConfigError(f"--student must be one of {STUDENTS}, got {cfg.student!r}")
     if cfg.loss not in LOSSES:
         raise ConfigError(f"--loss must be one of {LOSSES}, got {cfg.loss!r}")
     if cfg.steps is not None and cfg.steps < 1:
@@ -142,7 +146,9 @@ def train(
             flush=True,
         )
     device = _device(cfg.device)
-    model = AFRD(cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights)
+    model = build_student(
+        cfg.student, cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights
+    )
     model.to(device)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config = {
@@ -187,8 +193,7 @@ def train(
                 leave=False,
             )
             for per_light in bar:
-                teacher, student = model.restore(per_light)
-                loss = distillation_loss(cfg.loss, teacher, student)
+                loss = training_loss(model, per_light, cfg.loss)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
@@ -250,6 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=None,
         help="model kind: afrd (student trained by distillation) | memory (training-free "
         "memory bank, afrd.model.memory_fit) (default: the preset's, else afrd)",
+    )
+    p.add_argument(
+        "--student",
+        choices=STUDENTS,
+        default="local",
+        help="local: AFRD's student; local+global: CAD, a global student with GCCB and the "
+        "contextual affinity loss beside it (logical defects; afrd.model.cad)",
     )
     p.add_argument("--teacher", help=preset_help("teacher", f"one of {' | '.join(TEACHERS)}"))
     p.add_argument(
@@ -333,6 +345,7 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
         out=a.out or f"runs/{category or 'train'}",
         category=category,
         teacher_weights=a.teacher_weights,
+        student=a.student,
         seed=a.seed,
         split=a.split,
         lights=tuple(a.lights.split(",")) if a.lights else None,

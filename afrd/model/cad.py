@@ -1,0 +1,311 @@
+"""CAD: Contextual Affinity Distillation (Zhang, Suganuma, Okatani, WACV 2024, arXiv 2307.03101).
+
+Two students restore the frozen multi-light teacher's fused maps (afrd.model.fusion):
+
+- the *local* student is AFRD's (RD's one-class bottleneck and reversed decoder, trained with
+  the per-pixel cosine loss, AFRD eq. 5 / RD); its map catches structural defects;
+- the *global* student (paper §3.2) is a second bottleneck + reversed decoder with a global
+  context condensing block (GCCB) after every decoder stage, so each restored position can draw
+  on the whole part; it is trained with the cosine loss plus the *contextual affinity loss*
+  (§3.3): for every position, the cosine similarity of its feature with the feature at every
+  other position (the affinity matrix A = F^T F of channel-normalised features, [hw, hw]) must
+  match the teacher's. A part whose components are right locally but wrong together (missing,
+  extra, moved, swapped, recoloured) changes those affinities, so the per-position affinity
+  discrepancy mean_j |A^T_ij - A^S_ij| is the global anomaly map (the loss "also scores").
+- the combined map (§3.4): each student's map is z-scored per pixel against held-out normal
+  parts (afrd.model.mapnorm's statistics, one pair per student), then summed (``sum``, the
+  paper's addition of the two maps) or maxed (``max``); the image score is its maximum.
+
+Where this deviates, and why:
+- The GCCB here is our reading of §3.2 from the text available to us: channels condensed by
+  1x1 convolutions (C -> C/r), non-local attention over all positions (the long-range
+  dependency), expanded back and added to the input. The paper's exact block layout may differ.
+- The global student has its own bottleneck and reads the fused teacher maps *detached*, so the
+  local student trains exactly as AFRD's does (same seed, same weights): adding the global
+  student can only change the result through the combined map. The paper trains both students
+  jointly; detaching only removes the global loss's gradient from the shared fusion.
+- The affinity is taken at the two deeper scales (stride 8 and 16) by default: at stride 4 the
+  matrix is (H/4)^4 entries per part, which a CPU cell cannot afford at 256 px.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from afrd.errors import ConfigError
+from afrd.model.decoder import DECODER_LAYOUT, OneClassBottleneck, ReverseDecoder
+from afrd.model.inference import IMAGENET_MEAN, IMAGENET_STD
+from afrd.model.network import AFRD
+from afrd.model.scoring import AnomalyScorer, distillation_loss
+
+KIND = "cad"
+STUDENTS = ("local", "local+global")
+COMBINES = ("sum", "max")
+AFFINITY_SCALES = (1, 2)  # teacher scales (0, 1, 2 = stride 4, 8, 16) the affinity is taken at
+
+
+class GCCB(nn.Module):
+    """Global context condensing block: [B, C, h, w] -> [B, C, h, w].
+
+    Channels condensed to ``width`` = max(16, C // reduction) by 1x1 query/key/value
+    convolutions; every position attends to every position (softmax over the h*w keys, scaled
+    by sqrt(width)); the condensed context is expanded back to C (1x1 conv + BN) and added to
+    the input (residual), so the block refines rather than replaces the local features."""
+
+    def __init__(self, channels: int, reduction: int = 4) -> None:
+        super().__init__()
+        width = max(16, channels // reduction)
+        self.width = width
+        self.query = nn.Conv2d(channels, width, 1)
+        self.key = nn.Conv2d(channels, width, 1)
+        self.value = nn.Conv2d(channels, width, 1)
+        self.expand = nn.Sequential(
+            nn.Conv2d(width, channels, 1, bias=False), nn.BatchNorm2d(channels)
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, _, h, w = x.shape
+        q = self.query(x).flatten(2)  # [B, w', hw]
+        k = self.key(x).flatten(2)
+        v = self.value(x).flatten(2)
+        att = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(self.width), dim=-1)  # [B, hw, hw]
+        ctx = (v @ att.transpose(1, 2)).unflatten(2, (h, w))  # [B, w', h, w]
+        return x + self.expand(ctx)
+
+
+class GlobalStudent(nn.Module):
+    """Bottleneck + reversed decoder with a GCCB after every stage; outputs the teacher's three
+    scales (stride 4, 8, 16) like the local student."""
+
+    def __init__(self, teacher: str, channels: tuple[int, int, int], reduction: int = 4) -> None:
+        super().__init__()
+        lay = DECODER_LAYOUT[teacher]
+        self.bottleneck = OneClassBottleneck(channels, lay["bottleneck_width"])
+        dec = ReverseDecoder(self.bottleneck.out_channels, channels, lay["widths"], lay["blocks"])
+        self.stages = dec.stages
+        self.gccb = nn.ModuleList(GCCB(c, reduction) for c in reversed(channels))
+
+    def forward(self, fused: list[torch.Tensor]) -> list[torch.Tensor]:
+        x = self.bottleneck(fused)
+        outs = []
+        for stage, block in zip(self.stages, self.gccb, strict=True):
+            x = block(stage(x))
+            outs.append(x)
+        return outs[::-1]
+
+
+def affinity(f: torch.Tensor) -> torch.Tensor:
+    """[B, C, h, w] -> [B, hw, hw]: cosine similarity of every position's feature with every
+    position's (the contextual affinity, paper §3.3)."""
+    f = f.flatten(2)
+    f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
+    return f.transpose(1, 2) @ f
+
+
+def affinity_map(teacher: torch.Tensor, student: torch.Tensor) -> torch.Tensor:
+    """[B, h, w]: per position, the mean absolute difference of its affinity row (teacher vs
+    student) over all positions; the global student's anomaly map at one scale."""
+    b, _, h, w = teacher.shape
+    diff = (affinity(teacher) - affinity(student)).abs().mean(dim=-1)
+    return diff.view(b, h, w)
+
+
+def affinity_loss(
+    teacher: Sequence[torch.Tensor],
+    student: Sequence[torch.Tensor],
+    scales: Sequence[int] = AFFINITY_SCALES,
+) -> torch.Tensor:
+    """Contextual affinity loss: mean of ``affinity_map`` over positions, summed over scales."""
+    return sum(affinity_map(teacher[s], student[s]).mean() for s in scales)
+
+
+class CAD(AFRD):
+    """AFRD's local student plus the global student (``student="local+global"``).
+
+    ``forward``/``restore`` stay AFRD's (teacher, local student), so everything written for the
+    local student (feature cache, map statistics of the local map) works unchanged; ``maps``
+    gives both students' blurred raw maps and ``CADInference`` the combined, exported function.
+    """
+
+    kind = KIND
+
+    def __init__(
+        self,
+        teacher: str = "wide_resnet50_2",
+        fusion: str = "attention",
+        n_lights: int = 6,
+        image_size: int = 256,
+        teacher_weights: str | os.PathLike | None = None,
+        affinity_weight: float = 1.0,
+        affinity_scales: Sequence[int] = AFFINITY_SCALES,
+        combine: str = "sum",
+        reduction: int = 4,
+    ) -> None:
+        super().__init__(teacher, fusion, n_lights, image_size, teacher_weights)
+        if self.views != 1:
+            raise ConfigError(
+                "--student local+global needs a fused map: fusion restore-max has none"
+            )
+        scales = tuple(sorted({int(s) for s in affinity_scales}))
+        if not scales or any(s not in (0, 1, 2) for s in scales):
+            raise ConfigError(f"CAD affinity scales must be of 0, 1, 2, got {affinity_scales}")
+        if combine not in COMBINES:
+            raise ConfigError(f"CAD combine must be one of {COMBINES}, got {combine!r}")
+        self.affinity_weight, self.affinity_scales = float(affinity_weight), scales
+        self.combine, self.reduction = combine, int(reduction)
+        self.global_student = GlobalStudent(teacher, self.teacher.channels, reduction)
+        size = (image_size, image_size)
+        self.register_buffer("global_mean", torch.zeros(size))
+        self.register_buffer("global_std", torch.ones(size))
+        self.scorer = AnomalyScorer(image_size, 1)  # local map: AFRD's, blur buffers only
+
+    def students(self, per_light: list[torch.Tensor]) -> tuple[list, list, list]:
+        """(fused teacher maps, local student, global student) from per-light teacher maps."""
+        target, local = self.restore(per_light)
+        return target, local, self.global_student([f.detach() for f in target])
+
+    def loss(self, per_light: list[torch.Tensor], kind: str = "pixel") -> torch.Tensor:
+        """Local cosine loss + global cosine loss + weight * contextual affinity loss."""
+        target, local, glob = self.students(per_light)
+        aff = affinity_loss(target, glob, self.affinity_scales)
+        return (
+            distillation_loss(kind, target, local)
+            + distillation_loss(kind, target, glob)
+            + self.affinity_weight * aff
+        )
+
+    def maps(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """ImageNet-normalised [B, N, 3, H, W] -> blurred raw (local, global) maps [B, H, W]."""
+        target, local, glob = self.students(self.teacher_features(x))
+        size = (self.image_size, self.image_size)
+        local_map = self.scorer.raw_map(target, local)
+        gmap = None
+        for s in self.affinity_scales:
+            d = affinity_map(target[s], glob[s])[:, None]
+            d = F.interpolate(d, size=size, mode="bilinear", align_corners=False)
+            gmap = d[:, 0] if gmap is None else gmap + d[:, 0]
+        return self.scorer.blur(local_map), self.scorer.blur(gmap)
+
+    @torch.no_grad()
+    def fit_map_stats(self, arrays: Sequence, floor_quantile: float = 0.9) -> dict:
+        """Per-pixel mean/std of both students' maps on held-out normal sets (uint8
+        [N, H, W, 3] arrays), smoothed and floored as afrd.model.mapnorm does for AFRD."""
+        was = self.training
+        self.eval()
+        dev = self.map_mean.device
+        mean = torch.tensor(IMAGENET_MEAN, device=dev).view(1, 1, 3, 1, 1) * 255.0
+        std = torch.tensor(IMAGENET_STD, device=dev).view(1, 1, 3, 1, 1) * 255.0
+        loc, glo = [], []
+        for i in range(0, len(arrays), 8):
+            x = torch.from_numpy(np.stack(arrays[i : i + 8])).to(dev)
+            lm, gm = self.maps((x.permute(0, 1, 4, 2, 3).float() - mean) / std)
+            loc.append(lm)
+            glo.append(gm)
+        info = {"sets": len(arrays)}
+        for name, maps, mbuf, sbuf in (
+            ("local", torch.cat(loc), self.map_mean, self.map_std),
+            ("global", torch.cat(glo), self.global_mean, self.global_std),
+        ):
+            m = self.scorer.blur(maps.mean(0, keepdim=True))[0]
+            s = self.scorer.blur(maps.std(0, keepdim=True))[0]
+            floor = torch.quantile(s.flatten(), floor_quantile).clamp_min(1e-6)
+            mbuf.copy_(m)
+            sbuf.copy_(s.clamp_min(floor))
+            info[f"{name}_std_floor"] = float(floor)
+        self.train(was)
+        return info
+
+    def config(self) -> dict:
+        return {
+            **super().config(),
+            "model_kind": KIND,
+            "student": "local+global",
+            "cad": {
+                "affinity_weight": self.affinity_weight,
+                "affinity_scales": list(self.affinity_scales),
+                "combine": self.combine,
+                "reduction": self.reduction,
+            },
+        }
+
+    @classmethod
+    def from_config(cls, config: dict, teacher_weights: str | None = "random") -> CAD:
+        c = config.get("cad")
+        if not isinstance(c, dict):
+            raise ConfigError("CAD checkpoint config misses its 'cad' section")
+        return cls(
+            teacher=config["teacher"],
+            fusion=config["fusion"],
+            n_lights=len(config["lights"]),
+            image_size=int(config["image_size"]),
+            teacher_weights=teacher_weights,
+            affinity_weight=float(c["affinity_weight"]),
+            affinity_scales=c["affinity_scales"],
+            combine=c["combine"],
+            reduction=int(c["reduction"]),
+        )
+
+
+class CADInference(nn.Module):
+    """uint8 [B, N, H, W, 3] -> (combined map [B, H, W], score [B]): both students' maps
+    z-scored by their own per-pixel statistics, then summed or maxed (``combine``; ``None``:
+    the model's). ``part="local"|"global"`` scores one student alone (benchmarks)."""
+
+    def __init__(self, model: CAD, combine: str | None = None, part: str = "both") -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.combine = combine or model.combine
+        if self.combine not in COMBINES or part not in ("both", "local", "global"):
+            raise ConfigError(f"CADInference: combine {self.combine!r}, part {part!r}")
+        self.part = part
+        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1) * 255.0)
+        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0)
+
+    @property
+    def lights(self) -> int:
+        return self.model.n_lights
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        x = (images.permute(0, 1, 4, 2, 3).float() - self.mean) / self.std
+        lm, gm = self.model.maps(x)
+        m = self.model
+        zl = (lm - m.map_mean) / m.map_std
+        zg = (gm - m.global_mean) / m.global_std
+        if self.part == "local":
+            amap = zl
+        elif self.part == "global":
+            amap = zg
+        else:
+            amap = zl + zg if self.combine == "sum" else torch.maximum(zl, zg)
+        return amap.float(), amap.flatten(1).amax(dim=1).float()
+
+
+def build_student(
+    student: str,
+    teacher: str,
+    fusion: str,
+    n_lights: int,
+    image_size: int,
+    teacher_weights: str | os.PathLike | None = None,
+) -> AFRD:
+    """``afrd train --student``: AFRD (``local``) or CAD (``local+global``)."""
+    if student == "local":
+        return AFRD(teacher, fusion, n_lights, image_size, teacher_weights)
+    if student == "local+global":
+        return CAD(teacher, fusion, n_lights, image_size, teacher_weights)
+    raise ConfigError(f"--student must be one of {' | '.join(STUDENTS)}, got {student!r}")
+
+
+def training_loss(model: AFRD, per_light: list[torch.Tensor], kind: str) -> torch.Tensor:
+    """The loss ``afrd train`` minimises for either student kind."""
+    if isinstance(model, CAD):
+        return model.loss(per_light, kind)
+    teacher, student = model.restore(per_light)
+    return distillation_loss(kind, teacher, student)
