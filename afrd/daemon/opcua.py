@@ -1,0 +1,301 @@
+"""OPC UA server (asyncua): the cell's last result, counters and state, and a Trigger method.
+
+Address space (namespace URI ``opcua.namespace``, default ``urn:afrd:inspection``; resolve its
+index by URI, string node ids are stable; the README has the table)::
+
+    Objects/Cell                       s=Cell
+        CellId, State, Model, Threshold            s=Cell.<name>
+        LastResult/                                s=Cell.LastResult
+            PartId, Product, Seq, Verdict, Score,  s=Cell.LastResult.<name>
+            Threshold, Timestamp, ErrorCode, ErrorMessage
+        Counters/ Parts, Pass, Fail, Error         s=Cell.Counters.<name>
+        Trigger(PartId: String, Product: String) -> (Seq: UInt32, PartId: String)  s=Cell.Trigger
+
+Every variable is read-only to clients. Every published result (of any trigger) updates
+LastResult in one step on the server's loop, Seq last: a client that sees Seq change reads a
+consistent result. ``Trigger`` with an empty PartId lets the cell number the part and an empty
+Product means ``trigger.product``; it returns the part's Seq, or BadInvalidArgument (wrong type
+or count of arguments, an unusable name: nothing is triggered) or BadInvalidState (paused,
+overrun, stopping: the part's ``error`` result is still published with that Seq).
+
+Security: endpoints for the configured modes (None, Basic256Sha256 Sign, SignAndEncrypt) with
+the server's certificate and key; ``trusted_clients_dir`` limits secured endpoints to those
+client certificates; ``users_file`` requires a user name and password (no anonymous login).
+Clients never get the admin role (they cannot add or delete nodes).
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from asyncua import Server, ua
+from asyncua.crypto.permission_rules import User, UserRole
+from asyncua.server.user_managers import UserManager
+
+from afrd.config.plc import OpcUaConfig
+from afrd.daemon.interfaces import Hooks, LoopThread
+from afrd.daemon.plcusers import check_password, load_users
+from afrd.errors import AfrdError, ConfigError
+
+log = logging.getLogger("afrd.daemon.opcua")
+
+VT = ua.VariantType
+# name -> (variant type, initial value)
+CELL_VARS = {
+    "CellId": (VT.String, ""),
+    "State": (VT.String, "starting"),
+    "Model": (VT.String, ""),
+    "Threshold": (VT.Double, math.nan),
+}
+RESULT_VARS = {
+    "PartId": (VT.String, ""),
+    "Product": (VT.String, ""),
+    "Seq": (VT.UInt32, 0),
+    "Verdict": (VT.String, ""),
+    "Score": (VT.Double, math.nan),
+    "Threshold": (VT.Double, math.nan),
+    "Timestamp": (VT.DateTime, _dt.datetime(1970, 1, 1, tzinfo=_dt.timezone.utc)),
+    "ErrorCode": (VT.String, ""),
+    "ErrorMessage": (VT.String, ""),
+}
+COUNTER_VARS = {name: (VT.UInt32, 0) for name in ("Parts", "Pass", "Fail", "Error")}
+_MODES = {
+    "none": ua.SecurityPolicyType.NoSecurity,
+    "sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
+    "sign_and_encrypt": ua.SecurityPolicyType.Basic256Sha256_SignAndEncrypt,
+}
+
+
+class _Users(UserManager):
+    """Anonymous clients (when allowed) and file users both get the plain user role."""
+
+    def __init__(self, users: dict[str, str] | None) -> None:
+        self.users = users
+
+    def get_user(self, iserver: Any, username=None, password=None, certificate=None) -> User | None:
+        if self.users is None:
+            return User(role=UserRole.User)
+        stored = self.users.get(username or "")
+        if stored is None or not check_password(password or "", stored):
+            log.warning("opcua: login refused for user %r", username)
+            return None
+        return User(role=UserRole.User, name=username)
+
+
+def _certs_in(d: Path) -> set[bytes]:
+    from cryptography import x509
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    out = set()
+    if not d.is_dir():
+        raise ConfigError(f"opcua.trusted_clients_dir: {d} is not a directory")
+    for p in sorted(d.iterdir()):
+        if p.suffix.lower() not in (".der", ".pem", ".crt", ".cer"):
+            continue
+        raw = p.read_bytes()
+        try:
+            cert = (
+                x509.load_pem_x509_certificate(raw)
+                if b"-----BEGIN" in raw
+                else x509.load_der_x509_certificate(raw)
+            )
+        except ValueError as exc:
+            raise ConfigError(f"opcua.trusted_clients_dir: {p}: not a certificate: {exc}") from None
+        out.add(cert.public_bytes(Encoding.DER))
+    return out
+
+
+class OpcUaServer(LoopThread):
+    """The ``[opcua]`` server; results and method calls run on its own event loop."""
+
+    name = "opcua"
+
+    def __init__(self, cfg: OpcUaConfig, hooks: Hooks, cell: str) -> None:
+        super().__init__(hooks, cfg.host, cfg.port)
+        self.cfg = cfg
+        self.cell = cell
+        self.server: Server | None = None
+        self.ns = 0
+        self.nodes: dict[str, Any] = {}
+        self.vtypes: dict[str, ua.VariantType] = {}
+        self._counts = {"pass": 0, "fail": 0, "error": 0}
+        self._last_state: tuple | None = None
+
+    @property
+    def endpoint(self) -> str:
+        return f"opc.tcp://{self.where}/afrd/"
+
+    # ---------------------------------------------------------------- serving
+    async def _serve(self) -> None:
+        cfg = self.cfg
+        users = load_users(cfg.users_file) if cfg.users_file is not None else None
+        trusted = _certs_in(cfg.trusted_clients_dir) if cfg.trusted_clients_dir else None
+        srv = Server(user_manager=_Users(users))
+        await srv.init()
+        srv.allow_remote_admin(False)
+        srv.set_server_name(f"afrd {self.cell}")
+        await srv.set_application_uri(f"urn:afrd:{self.cell}")
+        srv.set_endpoint(self.endpoint)
+        srv.set_security_policy([_MODES[m] for m in cfg.security])
+        srv.set_identity_tokens(
+            [ua.UserNameIdentityToken] if users is not None else [ua.AnonymousIdentityToken]
+        )
+        if cfg.certificate is not None and cfg.private_key is not None:
+            for key, path, load in (
+                ("certificate", cfg.certificate, srv.load_certificate),
+                ("private_key", cfg.private_key, srv.load_private_key),
+            ):
+                try:
+                    await load(path)
+                except Exception as exc:
+                    raise ConfigError(f"opcua.{key}: cannot load {path}: {exc}") from None
+        if trusted is not None:
+            srv.set_certificate_validator(self._validator(trusted))
+        self.ns = await srv.register_namespace(cfg.namespace)
+        await self._build(srv)
+        self.server = srv
+        await srv.start()
+
+    @staticmethod
+    def _validator(trusted: set[bytes]) -> Any:
+        from cryptography.hazmat.primitives.serialization import Encoding
+
+        async def validate(cert: Any, _app: Any) -> None:
+            if cert.public_bytes(Encoding.DER) not in trusted:
+                log.warning("opcua: untrusted client certificate %s refused", cert.subject)
+                raise ua.UaStatusCodeError(ua.StatusCodes.BadCertificateUntrusted)
+
+        return validate
+
+    async def _build(self, srv: Server) -> None:
+        ns = self.ns
+        cell = await srv.nodes.objects.add_object(ua.NodeId("Cell", ns), f"{ns}:Cell")
+        groups = (("", cell, CELL_VARS),)
+        res = await cell.add_object(ua.NodeId("Cell.LastResult", ns), f"{ns}:LastResult")
+        cnt = await cell.add_object(ua.NodeId("Cell.Counters", ns), f"{ns}:Counters")
+        groups += (("LastResult.", res, RESULT_VARS), ("Counters.", cnt, COUNTER_VARS))
+        for prefix, parent, table in groups:
+            for name, (vt, init) in table.items():
+                key = prefix + name
+                node = await parent.add_variable(
+                    ua.NodeId(f"Cell.{key}", ns), f"{ns}:{name}", ua.Variant(init, vt)
+                )
+                self.nodes[key] = node
+                self.vtypes[key] = vt
+        await self._set({"CellId": self.cell})
+        inputs = [
+            _argument("PartId", "part id; empty: the cell numbers the part"),
+            _argument("Product", "product (recipe) name; empty: trigger.product"),
+        ]
+        outputs = [
+            _argument("Seq", "the part's sequence number", VT.UInt32),
+            _argument("PartId", "the part id its result will carry"),
+        ]
+        await cell.add_method(
+            ua.NodeId("Cell.Trigger", ns), f"{ns}:Trigger", self._trigger, inputs, outputs
+        )
+
+    async def _stop(self) -> None:
+        if self.server is not None:
+            await self._set({"State": "stopping"})
+            await self.server.stop()
+
+    # ---------------------------------------------------------------- values
+    async def _set(self, values: dict[str, Any]) -> None:
+        srv = self.server
+        for key, v in values.items():
+            node = self.nodes[key]
+            dv = ua.DataValue(ua.Variant(v, self.vtypes[key]))
+            if srv is not None:
+                await srv.write_attribute_value(node.nodeid, dv)
+            else:  # while building, before the server runs
+                await node.write_value(dv)
+
+    def _on_result(self, msg: dict) -> Any:
+        verdict = msg.get("verdict", "")
+        if verdict in self._counts:
+            self._counts[verdict] += 1
+        c = self._counts
+        err = msg.get("error") or {}
+        score, thr = msg.get("score"), msg.get("threshold")
+        try:
+            ts = _dt.datetime.fromisoformat(str(msg.get("timestamp", "")).replace("Z", "+00:00"))
+        except ValueError:
+            ts = _dt.datetime.now(_dt.timezone.utc)
+        values = {
+            "LastResult.PartId": str(msg.get("part_id", "")),
+            "LastResult.Product": str(msg.get("product", "")),
+            "LastResult.Verdict": str(verdict),
+            "LastResult.Score": math.nan if score is None else float(score),
+            "LastResult.Threshold": math.nan if thr is None else float(thr),
+            "LastResult.Timestamp": ts,
+            "LastResult.ErrorCode": str(err.get("code", "")),
+            "LastResult.ErrorMessage": str(err.get("message", ""))[:1000],
+            "Counters.Parts": sum(c.values()),
+            "Counters.Pass": c["pass"],
+            "Counters.Fail": c["fail"],
+            "Counters.Error": c["error"],
+            "LastResult.Seq": int(msg.get("seq", 0)) & 0xFFFFFFFF,  # last: the change to watch
+        }
+        return self._set(values)
+
+    async def _tick(self) -> None:
+        st = self.hooks.status()
+        model = st.get("model") or {}
+        thr = st.get("threshold")
+        now = (
+            str(st.get("state", "starting")),
+            str(model.get("name", "")) if isinstance(model, dict) else str(model),
+            math.nan if thr is None else float(thr),
+        )
+        if now != self._last_state:
+            self._last_state = now
+            await self._set(dict(zip(("State", "Model", "Threshold"), now, strict=True)))
+
+    # ---------------------------------------------------------------- Trigger method
+    async def _trigger(self, _parent: Any, *args: Any) -> Any:
+        bad = ua.StatusCode(ua.StatusCodes.BadInvalidArgument)
+        good = ua.StatusCode()
+        if len(args) != 2:
+            code = (
+                ua.StatusCodes.BadArgumentsMissing
+                if len(args) < 2
+                else ua.StatusCodes.BadTooManyArguments
+            )
+            return ua.CallMethodResult(StatusCode=ua.StatusCode(code))
+        ok = [
+            isinstance(a, ua.Variant)
+            and a.VariantType == VT.String
+            and isinstance(a.Value, (str, type(None)))
+            for a in args
+        ]
+        if not all(ok):
+            return ua.CallMethodResult(
+                StatusCode=bad,
+                InputArgumentResults=[
+                    good if o else ua.StatusCode(ua.StatusCodes.BadTypeMismatch) for o in ok
+                ],
+            )
+        part_id, product = (a.Value or None for a in args)
+        try:
+            reply = self.hooks.trigger(part_id, product or self.hooks.default_product)
+        except AfrdError as exc:
+            log.warning("opcua: Trigger refused: %s", exc)
+            return ua.CallMethodResult(StatusCode=bad, InputArgumentResults=[good, good])
+        if reply.error is not None:
+            log.info("opcua: Trigger seq %d not inspected: %s", reply.seq, reply.error[1])
+            return ua.StatusCode(ua.StatusCodes.BadInvalidState)
+        return [ua.Variant(reply.seq & 0xFFFFFFFF, VT.UInt32), ua.Variant(reply.part_id, VT.String)]
+
+
+def _argument(name: str, text: str, vt: ua.VariantType = VT.String) -> ua.Argument:
+    arg = ua.Argument()
+    arg.Name = name
+    arg.DataType = ua.NodeId(vt.value)
+    arg.ValueRank = -1
+    arg.Description = ua.LocalizedText(text)
+    return arg
