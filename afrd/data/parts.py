@@ -26,7 +26,12 @@ DEFECTS: dict[str, tuple[str, ...]] = {
     "logical": ("missing", "misplaced"),
 }
 DEFECT_TYPE: dict[str, str] = {name: kind for kind, names in DEFECTS.items() for name in names}
-ALL_DEFECTS: tuple[str, ...] = tuple(DEFECT_TYPE)
+ALL_DEFECTS: tuple[str, ...] = tuple(DEFECT_TYPE)  # the names the default draws use
+# Logical defects beyond missing/misplaced (afrd.data.logical): asked for by name or by
+# ``afrd synth --logical``, never drawn by "any"/"logical", so data rendered before they existed
+# stays the same part for part.
+LOGICAL_EXTRA: tuple[str, ...] = ("extra", "count", "swapped", "wrong_colour")
+DEFECT_TYPE.update(dict.fromkeys(LOGICAL_EXTRA, "logical"))
 
 
 @dataclass
@@ -253,9 +258,9 @@ def _gummy(p: dict, n: int, comps: list) -> _Canon:
     h = np.zeros((n, n), np.float32)
     cover = np.zeros((n, n), np.float32)
     lobes = list(_GUMMY_LOBES)
-    for (cx, cy), base in zip(comps, _GUMMY_COMPS, strict=False):
+    for i, (cx, cy) in enumerate(comps):  # an extra component (logical) takes an ear's size
         if cx is not None:
-            lobes.append((cx, cy) + base[2:])
+            lobes.append((cx, cy) + _GUMMY_COMPS[i % len(_GUMMY_COMPS)][2:])
     for cx, cy, rx, ry, a in lobes:
         d2 = ((u - cx) / rx) ** 2 + ((v - cy) / ry) ** 2
         h = np.maximum(h, a * np.sqrt(np.clip(1 - d2, 0, 1)))

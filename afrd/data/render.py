@@ -41,12 +41,15 @@ import numpy as np
 from afrd.data.defects import _apply_surface_defect, _resolve_defect
 from afrd.data.imageset import ImageSet
 from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.data.logical import plan as plan_logical
+from afrd.data.logical import recolour
 from afrd.data.parts import (
     _BUILDERS,
     ALL_DEFECTS,
     CATEGORIES,
     DEFECT_TYPE,
     DEFECTS,
+    LOGICAL_EXTRA,
     MATERIAL,
     Part,
     _noise,
@@ -157,9 +160,13 @@ def sample_part(
         k = int(drng.integers(len(comps)))
         ang, dist = drng.uniform(0, 2 * np.pi), drng.uniform(0.09, 0.14)
         comps[k] = (comps[k][0] + dist * math.cos(ang), comps[k][1] + dist * math.sin(ang))
+    elif name in LOGICAL_EXTRA:  # afrd.data.logical
+        p, comps, k = plan_logical(name, category, p, drng)
 
     m = _pose_matrix(n, theta, scale, tx, ty)
     canon = build(p, n, comps)
+    if name == "wrong_colour":
+        canon = recolour(canon, build, p, n, comps, k, category)
     cover = np.clip(_warp(canon.cover, m, n), 0, 1)
     height = _warp(canon.height, m, n) * scale * (n / 2.0) + bg_height * (n / 2.0)
     cc = canon.cover
@@ -171,12 +178,16 @@ def sample_part(
 
     mask = np.zeros((n, n), np.uint8)
     meta: dict = {"pose": {"theta": theta, "scale": scale, "tx": float(tx), "ty": float(ty)}}
-    if name in ("missing", "misplaced"):
-        clean = build(p, n, list(p["comps"]))
+    if DEFECT_TYPE.get(name) == "logical":
+        clean = build(p, n, list(p["comps"]))  # p["comps"]: the part's own components
         c_cover = np.clip(_warp(clean.cover, m, n), 0, 1)
         c_height = _warp(clean.height, m, n) * scale * (n / 2.0)
         dh = np.abs(height - bg_height * (n / 2.0) - c_height)
-        mask = ((dh > 0.15 * n / 128.0) | (np.abs(cover - c_cover) > 0.2)).astype(np.uint8)
+        mask = (dh > 0.15 * n / 128.0) | (np.abs(cover - c_cover) > 0.2)
+        if name == "wrong_colour":  # the colour is all that changed
+            c_alb = _warp(clean.albedo * clean.cover[..., None], m, n) * gain.astype(np.float32)
+            mask |= np.abs(alb_obj - c_alb).max(-1) > 0.05
+        mask = mask.astype(np.uint8)
         meta["component"] = k
     elif name is not None:
         height, albedo, ks, shin, mask, extra = _apply_surface_defect(

@@ -16,12 +16,14 @@ import numpy as np
 import torch
 
 from afrd import cliargs
+from afrd.data.logical import defect_family
 from afrd.errors import DataError
 from afrd.model.checkpoint import inference_module, load_checkpoint, registration_of
 from afrd.model.metrics import aupro, auroc, roc_curve
 from afrd.model.sets import open_sets, registered, resize_mask, resize_set
 
-METRICS = ("i_auroc", "p_auroc", "aupro")
+# I-AUROC over the normal sets and the structural (logical) defects only, when there are both
+METRICS = ("i_auroc", "p_auroc", "aupro", "i_auroc_structural", "i_auroc_logical")
 
 
 def _device(name: str) -> torch.device:
@@ -37,6 +39,7 @@ def _run_category(model: torch.nn.Module, sets, size: int, lights, batch: int, d
     scores = np.zeros(n, np.float32)
     labels = np.full(n, -1, np.int64)
     masks = np.zeros((n, size, size), np.uint8)
+    families = np.array([defect_family(sets[i]) or "" for i in range(n)])
     load_cpu = infer_cpu = infer_wall = 0.0
     images: list[np.ndarray] = []
     starts = range(0, n, batch)
@@ -64,6 +67,7 @@ def _run_category(model: torch.nn.Module, sets, size: int, lights, batch: int, d
         "labels": labels,
         "masks": masks,
         "images": images,
+        "families": families,
         "timing": {
             "load_cpu_s_per_part": load_cpu / n,
             "infer_cpu_s_per_part": infer_cpu / n,
@@ -78,6 +82,10 @@ def _metrics(r: dict) -> dict:
     known = labels >= 0
     if known.any() and len(set(labels[known].tolist())) == 2:
         out["i_auroc"] = auroc(labels[known], r["scores"][known])
+        for fam in ("structural", "logical"):
+            pick = (labels == 0) | (r["families"] == fam)
+            if (labels[pick] == 1).any() and (labels[pick] == 0).any():
+                out[f"i_auroc_{fam}"] = auroc(labels[pick], r["scores"][pick])
     if masks.any() and not masks.all():
         out["p_auroc"] = auroc(masks.ravel(), r["maps"].ravel())
         out["aupro"] = aupro(masks, r["maps"])
@@ -312,6 +320,12 @@ def format_table(result: dict) -> str:
         )
     m = result["mean"]
     rows.append(f"{'mean':<20} {f(m['i_auroc']):>8} {f(m['p_auroc']):>8} {f(m['aupro']):>8}")
+    if m.get("i_auroc_structural") is not None or m.get("i_auroc_logical") is not None:
+        rows.append(f"{'I-AUROC by defect':<20} {'struct.':>8} {'logical':>8}")
+        for name, c in [*result["categories"].items(), ("mean", m)]:
+            rows.append(
+                f"{name:<20} {f(c.get('i_auroc_structural')):>8} {f(c.get('i_auroc_logical')):>8}"
+            )
     return "\n".join(rows)
 
 
