@@ -87,9 +87,30 @@ class ControlCommands:
             v = check_threshold(req.get("threshold"), "set_threshold")
         except AfrdError as exc:
             raise CommandError(clip(str(exc))) from None
+        if not isinstance(req.get("persist", False), bool):
+            raise CommandError(
+                f"set_threshold: persist must be true or false, got {clip(repr(req['persist']), 80)}"
+            )
         self.pipeline.set_threshold(v)
+        if req.get("persist"):
+            return {"threshold": float(v), **self._persist_threshold(v, req.get("product"))}
         log.info("threshold set to %g over the control socket (not saved to the config)", v)
         return {"threshold": float(v), "persisted": False}
+
+    def _persist_threshold(self, v: float, product: object) -> dict:
+        """``"persist": true``: write the threshold into the config file, comments kept. The
+        running threshold is set either way, so a file that cannot be written is reported in
+        the reply (``persist_error``), not as a refused command."""
+        from afrd.config.persist import persist_threshold
+
+        name = product if isinstance(product, str) and product else None
+        try:
+            path = persist_threshold(self.config_path, v, name)
+        except AfrdError as exc:
+            log.warning("threshold set to %g but not saved: %s", v, exc)
+            return {"persisted": False, "persist_error": clip(str(exc), 1000)}
+        log.info("threshold set to %g over the control socket and saved to %s", v, path)
+        return {"persisted": True, "config": str(path)}
 
     def _cmd_pause(self, _req: dict) -> dict:
         self.pipeline.pause()
