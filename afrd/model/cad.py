@@ -172,12 +172,14 @@ class CAD(AFRD):
         return target, local, self.global_student([f.detach() for f in target])
 
     def loss(self, per_light: list[torch.Tensor], kind: str = "pixel") -> torch.Tensor:
-        """Local cosine loss + global cosine loss + weight * contextual affinity loss."""
+        """Local cosine loss + global cosine loss + weight * contextual affinity loss. The
+        global terms see the fused target detached: only the local loss trains the fusion."""
         target, local, glob = self.students(per_light)
-        aff = affinity_loss(target, glob, self.affinity_scales)
+        fixed = [f.detach() for f in target]
+        aff = affinity_loss(fixed, glob, self.affinity_scales)
         return (
             distillation_loss(kind, target, local)
-            + distillation_loss(kind, target, glob)
+            + distillation_loss(kind, fixed, glob)
             + self.affinity_weight * aff
         )
 

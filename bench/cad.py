@@ -1,0 +1,231 @@
+"""CAD benchmark: does the global student (GCCB + contextual affinity) catch logical defects?
+
+Same run, same seed, same rendered sets: AFRD at the ``cpu`` preset's settings
+(EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px, AdamW 2e-3, batch 8, cached
+teacher maps) trained with ``--student local+global`` (afrd.model.cad), then scored four ways:
+
+- ``local``: the local student's map alone. CAD's global student reads the fused teacher maps
+  detached and has its own bottleneck, so the local student trains exactly as ``--student
+  local`` does (tests/test_model_cad.py checks the weights are equal after training); this row
+  *is* the local-only model. ``--separate-local`` also trains it on its own and reports the
+  largest score difference, as a check in the bench itself.
+- ``global``: the affinity map alone; ``sum`` (the paper's combination) and ``max``: both maps,
+  each z-scored per pixel on held-out normals.
+
+Test sets per category: the same good parts, plus structural defects (geometric, albedo, gloss
+in turn) and logical defects (every kind the category can show, afrd.data.logical, in turn).
+Parts are ``fixtured`` (held in a nest), as an inline cell images them. Writes
+``bench/out/cad.json`` (with every epoch's loss: the learning curve) and prints a table.
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/cad.py --threads 1
+    .venv/bin/python bench/cad.py --quick          # smoke run (tiny, minutes)
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from afrd.data.logical import LOGICAL_FOR  # noqa: E402
+from afrd.data.render import CATEGORIES, render_set, sample_part  # noqa: E402
+from afrd.data.synth_cli import sample_seed  # noqa: E402
+from afrd.model.cad import CADInference  # noqa: E402
+from afrd.model.checkpoint import load_checkpoint  # noqa: E402
+from afrd.model.inference import InferenceModel  # noqa: E402
+from afrd.model.metrics import auroc  # noqa: E402
+from afrd.model.sets import resize_set  # noqa: E402
+from afrd.model.train import TrainConfig, train  # noqa: E402
+
+STRUCTURAL = ("geometric", "albedo", "gloss")
+SCORINGS = ("local", "global", "sum", "max")
+CONFIGS = {
+    "cpu": {"size": 128, "steps": 256, "train": 64, "val": 32, "good": 24, "bad": 24},
+    "quick": {"size": 64, "steps": 8, "train": 8, "val": 4, "good": 6, "bad": 6},
+}
+
+
+def render(cat: str, split: str, i: int, defect: str | None, size: int, seed: int):
+    s = sample_seed(seed, cat, split, i)
+    part = sample_part(cat, s, defect, min(512, 2 * size), "fixtured")
+    return render_set(part, rng=np.random.default_rng(s ^ 0x5EED), size=size)
+
+
+def category_sets(cat: str, cfg: dict, seed: int) -> dict:
+    size = cfg["size"]
+    logical = LOGICAL_FOR[cat]
+    return {
+        "train": [render(cat, "train", i, None, size, seed) for i in range(cfg["train"])],
+        "val": [render(cat, "val", i, None, size, seed) for i in range(cfg["val"])],
+        "good": [render(cat, "test_public", i, None, size, seed) for i in range(cfg["good"])],
+        "structural": [
+            render(cat, "test_public", 1000 + i, STRUCTURAL[i % 3], size, seed)
+            for i in range(cfg["bad"])
+        ],
+        "logical": [
+            render(cat, "test_public", 2000 + i, logical[i % len(logical)], size, seed)
+            for i in range(cfg["bad"])
+        ],
+    }
+
+
+@torch.no_grad()
+def scores(module: torch.nn.Module, sets: list, size: int) -> tuple[np.ndarray, float]:
+    """Scores and CPU milliseconds per part (batch 8)."""
+    out, t = [], 0.0
+    for i in range(0, len(sets), 8):
+        x = torch.from_numpy(np.stack([resize_set(s, size) for s in sets[i : i + 8]]))
+        t0 = time.process_time()
+        out.append(module(x)[1].numpy())
+        t += time.process_time() - t0
+    return np.concatenate(out), 1000 * t / len(sets)
+
+
+def run_category(cat: str, cfg: dict, a, out: Path) -> dict:
+    t0 = time.perf_counter()
+    data = category_sets(cat, cfg, a.seed)
+    render_s = time.perf_counter() - t0
+    base = {
+        "teacher": "efficientnet_lite0",
+        "fusion": "attention",
+        "loss": "pixel",
+        "image_size": cfg["size"],
+        "lr": 2e-3,
+        "batch_size": 8,
+        "steps": cfg["steps"],
+        "feature_cache": "ram",
+        "seed": a.seed,
+        "progress": False,
+        "category": cat,
+    }
+    if a.teacher_weights:
+        base["teacher_weights"] = a.teacher_weights
+    t0 = time.perf_counter()
+    ckpt = train(
+        TrainConfig(**base, out=str(out / cat / "cad"), student="local+global"),
+        sets=data["train"],
+        norm_sets=data["val"],
+    )
+    train_s = time.perf_counter() - t0
+    model, config = load_checkpoint(ckpt)
+    labels = np.r_[np.zeros(len(data["good"])), np.ones(len(data["structural"]))]
+    row: dict = {"train_s": round(train_s, 1), "render_s": round(render_s, 1)}
+    for how in SCORINGS:
+        part = how if how in ("local", "global") else "both"
+        module = CADInference(model, combine="max" if how == "max" else "sum", part=part)
+        good, ms = scores(module, data["good"], cfg["size"])
+        st, _ = scores(module, data["structural"], cfg["size"])
+        lo, _ = scores(module, data["logical"], cfg["size"])
+        row[how] = {
+            "structural": auroc(labels, np.r_[good, st]),
+            "logical": auroc(labels, np.r_[good, lo]),
+            "ms_per_part": round(ms, 2),
+        }
+    # what a local-only bundle computes: the local student's InferenceModel
+    _, row["local_only_ms_per_part"] = scores(InferenceModel(model), data["good"], cfg["size"])
+    row["history"] = [round(h["loss"], 5) for h in model_history(ckpt)]
+    if a.separate_local:
+        t0 = time.perf_counter()
+        ckpt_l = train(
+            TrainConfig(**base, out=str(out / cat / "local"), student="local"),
+            sets=data["train"],
+            norm_sets=data["val"],
+        )
+        local, _ = load_checkpoint(ckpt_l)
+        sep, _ = scores(InferenceModel(local), data["logical"], cfg["size"])
+        via, _ = scores(CADInference(model, part="local"), data["logical"], cfg["size"])
+        row["separate_local"] = {
+            "train_s": round(time.perf_counter() - t0, 1),
+            "max_abs_score_diff": float(np.abs(sep - via).max()),
+        }
+    return row
+
+
+def model_history(ckpt: Path) -> list:
+    from afrd.model.checkpoint import read_checkpoint
+
+    return list(read_checkpoint(ckpt).get("history", []))
+
+
+def table(res: dict) -> str:
+    head = f"{'category':<9}" + "".join(f" {h + ' S':>9} {h + ' L':>9}" for h in SCORINGS)
+    rows = [head + f" {'train s':>8}"]
+    cats = [c for c in res["categories"]]
+    for cat in [*cats, "mean"]:
+        if cat == "mean":
+            vals = {
+                h: {
+                    k: float(np.mean([res["categories"][c][h][k] for c in cats]))
+                    for k in ("structural", "logical")
+                }
+                for h in SCORINGS
+            }
+            res["mean"] = vals
+            tail = ""
+        else:
+            vals = res["categories"][cat]
+            tail = f" {vals['train_s']:>8.0f}"
+        rows.append(
+            f"{cat:<9}"
+            + "".join(
+                f" {vals[h]['structural']:>9.3f} {vals[h]['logical']:>9.3f}" for h in SCORINGS
+            )
+            + tail
+        )
+    m = res["mean"]
+    for h in ("sum", "max"):
+        rows.append(
+            f"{h} vs local: logical {m[h]['logical'] - m['local']['logical']:+.3f}, "
+            f"structural {m[h]['structural'] - m['local']['structural']:+.3f}"
+        )
+    return "\n".join(rows)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
+    ap.add_argument("--quick", action="store_true", help="= --config quick")
+    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES))
+    ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: config's)")
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--teacher-weights", default=None, help="default: the Lite0 package's")
+    ap.add_argument("--separate-local", action="store_true", help="also train --student local")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = dict(CONFIGS["quick" if a.quick else a.config])
+    if a.steps:
+        cfg["steps"] = a.steps
+    out = Path(a.out)
+    out.mkdir(parents=True, exist_ok=True)
+    res: dict = {
+        "config": cfg,
+        "seed": a.seed,
+        "threads": a.threads,
+        "machine": platform.platform(),
+        "torch": torch.__version__,
+        "categories": {},
+    }
+    path = out / ("cad_quick.json" if a.quick else "cad.json")
+    for cat in a.categories:
+        res["categories"][cat] = run_category(cat, cfg, a, out / "cad_runs")
+        path.write_text(json.dumps(res, indent=2))
+        print(cat, json.dumps({k: v for k, v in res["categories"][cat].items() if k != "history"}))
+    print(table(res))
+    path.write_text(json.dumps(res, indent=2))
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
