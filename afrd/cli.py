@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "export a checkpoint to a bundle (onnx) or build a TensorRT engine (trt)",
     ),
     "calibrate": ("afrd.calibration.cli", "calibrate threshold, flat-field or exposure"),
+    "web": ("afrd.web.cli", "the operator's page: live verdicts, threshold tuning, review"),
 }
 
 

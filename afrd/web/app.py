@@ -1,0 +1,284 @@
+"""The page's HTTP side: static files, a JSON API, and server-sent events (Starlette).
+
+Reads go to the :class:`~afrd.web.live.LiveFeed` (in memory) and the recorder's captures (disk);
+the daemon is reached only through its control socket, for the actions a person asks for. Every
+error is a JSON ``{"ok": false, "error": "..."}`` naming the problem.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from afrd import __version__
+from afrd.daemon.ctl import request as ctl_request
+from afrd.errors import AfrdError, DataError
+from afrd.web.auth import REALM, Access, same_origin
+from afrd.web.captures import Captures, NotFound
+from afrd.web.live import LiveFeed, sse
+
+STATIC = Path(__file__).parent / "static"
+
+
+@dataclass
+class Settings:
+    """What the page needs to know about the cell (from its config) and itself."""
+
+    cell: str
+    pub: str
+    control: str
+    captures: Path | None = None  # the recorder's directory; None: review is off
+    export_dir: Path = Path("afrd-exports")
+    server_key: Path | None = None
+    client_key: Path | None = None
+    ctl_timeout_s: float = 5.0
+    history: int = 500
+    strip: int = 30
+    stale_after_s: float = 3.0
+    shifts: tuple[tuple[int, int], ...] = ((6, 0), (14, 0), (22, 0))
+    products: list[str] = field(default_factory=list)
+
+
+def _err(status: int, message: str, **headers: str) -> JSONResponse:
+    return JSONResponse({"ok": False, "error": message}, status_code=status, headers=headers)
+
+
+Handler = Callable[[Request], Awaitable[Response]]
+
+
+def create_app(settings: Settings, access: Access) -> Starlette:
+    captures = Captures(settings.captures) if settings.captures is not None else None
+    feed = LiveFeed(
+        settings.pub,
+        settings.cell,
+        history=settings.history,
+        stale_after_s=settings.stale_after_s,
+        shifts=settings.shifts,
+        captures=captures,
+    )
+
+    def view(fn: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            if not access.may_view(request.headers.get("authorization")):
+                return _err(401, "this page needs the token", **{"WWW-Authenticate": REALM})
+            try:
+                return await fn(request)
+            except NotFound as exc:
+                return _err(404, str(exc))
+            except AfrdError as exc:
+                return _err(400, str(exc))
+
+        return wrapped
+
+    def act(fn: Handler) -> Handler:
+        async def wrapped(request: Request) -> Response:
+            if not same_origin(request.headers.get("origin"), request.headers.get("host")):
+                return _err(403, "actions are accepted only from this page's own origin")
+            ctype = request.headers.get("content-type", "").split(";")[0].strip()
+            if ctype != "application/json":
+                return _err(415, f"expected an application/json body, got {ctype or 'none'!r}")
+            if not access.may_act(request.headers.get("authorization")):
+                return _err(401, "this action needs the page's token (unlock it at the top)")
+            try:
+                body = await request.json()
+            except ValueError as exc:
+                return _err(400, f"request body is not JSON: {exc}")
+            if not isinstance(body, dict):
+                return _err(400, "request body must be a JSON object")
+            request.state.body = body
+            return await view(fn)(request)
+
+        return wrapped
+
+    def need_captures() -> Captures:
+        if captures is None:
+            raise NotFound("review is off: the cell config's recorder is not enabled")
+        return captures
+
+    async def control(req: dict) -> Response:
+        reply = await asyncio.to_thread(
+            ctl_request,
+            settings.control,
+            req,
+            settings.ctl_timeout_s,
+            settings.server_key,
+            settings.client_key,
+        )
+        if reply is None:
+            return _err(504, f"the daemon's control socket {settings.control} did not answer")
+        return JSONResponse(reply, status_code=200 if reply.get("ok") else 409)
+
+    async def index(request: Request) -> Response:
+        if not access.may_view(request.headers.get("authorization")):
+            return _err(401, "this page needs the token", **{"WWW-Authenticate": REALM})
+        return FileResponse(STATIC / "index.html", headers={"Cache-Control": "no-cache"})
+
+    @view
+    async def info(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "version": __version__,
+                "cell": settings.cell,
+                "pub": settings.pub,
+                "control": settings.control,
+                "review": captures is not None,
+                "actions_need_token": access.token is not None,
+                "authorized": access.may_act(request.headers.get("authorization")),
+                "strip": settings.strip,
+                "products": settings.products,
+            }
+        )
+
+    @view
+    async def live(request: Request) -> Response:
+        return JSONResponse(feed.snapshot())
+
+    @view
+    async def events(request: Request) -> Response:
+        q = feed.subscribe()
+
+        async def stream():
+            try:
+                yield sse("hello", feed.snapshot())
+                while True:
+                    try:
+                        event, data = await asyncio.wait_for(q.get(), timeout=1.0)
+                    except asyncio.TimeoutError:
+                        event, data = "tick", feed.liveness()
+                    yield sse(event, data)
+            finally:
+                feed.unsubscribe(q)
+
+        return StreamingResponse(
+            stream(),
+            media_type="text/event-stream",
+            headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        )
+
+    @view
+    async def heatmap(request: Request) -> Response:
+        hm = feed.heatmap(int(request.path_params["seq"]))
+        if hm is None:
+            raise NotFound(f"no heatmap for part #{request.path_params['seq']} (not kept any more)")
+        return Response(hm[1], media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+
+    @view
+    async def capture_list(request: Request) -> Response:
+        q = request.query_params
+
+        def num(key: str) -> float | None:
+            v = q.get(key)
+            if v in (None, ""):
+                return None
+            try:
+                return float(v)
+            except ValueError:
+                raise DataError(f"{key}={v!r}: expected a number") from None
+
+        c = need_captures()
+        items = await asyncio.to_thread(
+            c.query,
+            q.get("day") or None,
+            q.get("verdict") or None,
+            q.get("label") or None,
+            num("min_score"),
+            num("max_score"),
+            q.get("product") or None,
+        )
+        return JSONResponse({"days": await asyncio.to_thread(c.days), "captures": items})
+
+    @view
+    async def capture_one(request: Request) -> Response:
+        return JSONResponse(
+            await asyncio.to_thread(need_captures().get, request.query_params.get("id", ""))
+        )
+
+    @view
+    async def capture_file(request: Request) -> Response:
+        q = request.query_params
+        path = await asyncio.to_thread(need_captures().file, q.get("id", ""), q.get("name", ""))
+        return FileResponse(path, headers={"Cache-Control": "max-age=60"})
+
+    @act
+    async def set_threshold(request: Request) -> Response:
+        body = request.state.body
+        value = body.get("threshold")
+        if (
+            not isinstance(value, (int, float))
+            or isinstance(value, bool)
+            or not math.isfinite(value)
+        ):
+            raise DataError(f"threshold: expected a finite number, got {value!r}")
+        req: dict = {"cmd": "set_threshold", "threshold": float(value)}
+        if body.get("persist"):
+            req["persist"] = True
+        if body.get("product"):
+            req["product"] = str(body["product"])
+        return await control(req)
+
+    def simple(cmd: str) -> Handler:
+        @act
+        async def handler(request: Request) -> Response:
+            return await control({"cmd": cmd})
+
+        return handler
+
+    @act
+    async def label(request: Request) -> Response:
+        body = request.state.body
+        lab = body.get("label")
+        names = {"good": 0, "defective": 1, "clear": None}
+        if lab not in names:
+            raise DataError(f"label {lab!r}: expected good, defective or clear")
+        doc = await asyncio.to_thread(need_captures().label, body.get("id", ""), names[lab])
+        return JSONResponse({"ok": True, "capture": doc})
+
+    @act
+    async def export(request: Request) -> Response:
+        body = request.state.body
+        result = await asyncio.to_thread(
+            need_captures().export, body.get("ids"), settings.export_dir, body.get("name") or None
+        )
+        return JSONResponse({"ok": True, **result})
+
+    stop = asyncio.Event()
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_app: Starlette):
+        task = asyncio.create_task(feed.run(stop))
+        try:
+            yield
+        finally:
+            stop.set()
+            with contextlib.suppress(asyncio.CancelledError, asyncio.TimeoutError):
+                await asyncio.wait_for(task, 2.0)
+
+    routes = [
+        Route("/", index),
+        Route("/api/info", info),
+        Route("/api/live", live),
+        Route("/api/events", events),
+        Route("/api/heatmap/{seq:int}.png", heatmap),
+        Route("/api/captures", capture_list),
+        Route("/api/capture", capture_one),
+        Route("/api/capture/file", capture_file),
+        Route("/api/threshold", set_threshold, methods=["POST"]),
+        Route("/api/pause", simple("pause"), methods=["POST"]),
+        Route("/api/resume", simple("resume"), methods=["POST"]),
+        Route("/api/label", label, methods=["POST"]),
+        Route("/api/export", export, methods=["POST"]),
+        Mount("/static", StaticFiles(directory=STATIC), name="static"),
+    ]
+    app = Starlette(routes=routes, lifespan=lifespan)
+    app.state.feed = feed
+    return app

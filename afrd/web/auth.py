@@ -1,0 +1,101 @@
+"""Who may see the page and who may act on the cell through it.
+
+- Bound to loopback (127.0.0.0/8, ::1, localhost) with no token: everyone on this machine may
+  look and act (as with ``afrd ctl`` on the control socket's loopback default).
+- A token configured (``--token-file``): every action (threshold, pause, resume, label, export)
+  needs it, as ``Authorization: Bearer <token>`` or HTTP basic auth with the token as password
+  (any user name, so a browser's own login prompt works). Viewing needs it too when the page is
+  bound wider than loopback, unless ``open_view``.
+- Bound wider than loopback without a token: refused at start-up (:func:`check_bind`).
+
+Actions must be JSON POSTs from this page's own origin: a cross-site form cannot send
+``application/json`` without a CORS preflight this server never grants, and a request whose
+``Origin`` names another host is refused, so a browser holding basic-auth credentials cannot be
+made to act by another site.
+"""
+
+from __future__ import annotations
+
+import base64
+import hmac
+import ipaddress
+from pathlib import Path
+
+from afrd.errors import ConfigError
+
+REALM = 'Basic realm="afrd", charset="UTF-8"'
+
+
+def is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+def read_token(path: Path | None) -> str | None:
+    """The token in ``path`` (first line, stripped); ConfigError when unusable."""
+    if path is None:
+        return None
+    try:
+        token = path.read_text(encoding="utf-8").strip().splitlines()
+    except OSError as exc:
+        raise ConfigError(f"--token-file {path}: cannot read it: {exc.strerror or exc}") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"--token-file {path}: not UTF-8 text") from None
+    if not token or len(token[0].strip()) < 16:
+        raise ConfigError(
+            f"--token-file {path}: expected a token of at least 16 characters on its first line "
+            "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
+        )
+    return token[0].strip()
+
+
+def check_bind(host: str, token: str | None) -> None:
+    if token is None and not is_loopback(host):
+        raise ConfigError(
+            f"--host {host}: the page would be reachable from other machines without a token; "
+            "give --token-file, or bind 127.0.0.1 and reach it through an SSH tunnel"
+        )
+
+
+class Access:
+    def __init__(self, token: str | None, host: str, open_view: bool = False) -> None:
+        check_bind(host, token)
+        self.token = token
+        self.view_needs_token = token is not None and not is_loopback(host) and not open_view
+
+    def authorized(self, header: str | None) -> bool:
+        if self.token is None:
+            return True
+        if not header:
+            return False
+        scheme, _, value = header.partition(" ")
+        scheme = scheme.lower()
+        if scheme == "bearer":
+            given = value.strip()
+        elif scheme == "basic":
+            try:
+                given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
+            except (ValueError, UnicodeDecodeError):
+                return False
+        else:
+            return False
+        return hmac.compare_digest(given.encode(), self.token.encode())
+
+    def may_view(self, header: str | None) -> bool:
+        return not self.view_needs_token or self.authorized(header)
+
+    def may_act(self, header: str | None) -> bool:
+        return self.authorized(header)
+
+
+def same_origin(origin: str | None, host: str | None) -> bool:
+    """A request without Origin (curl, scripts) or with this server's own host."""
+    if not origin:
+        return True
+    if origin == "null" or not host:
+        return False
+    return origin.split("://", 1)[-1].rstrip("/") == host

@@ -1,0 +1,84 @@
+// Live view: the last part in large type, its heatmap and lights, the strip, shift counts.
+"use strict";
+(function () {
+  let shown = null; // seq of the part on screen
+
+  function showPart(r) {
+    shown = r.seq;
+    const v = $("#verdict");
+    v.textContent = r.verdict.toUpperCase(); v.className = "verdict " + r.verdict;
+    v.dataset.seq = r.seq;
+    $("#score").textContent = "score " + fmt(r.score);
+    $("#thr").textContent = r.threshold === null ? "" : "threshold " + fmt(r.threshold);
+    let part = "#" + r.seq + " · " + r.part_id + " · " + r.product + " · " + r.timestamp.replace("T", " ").slice(0, 19);
+    if (r.verdict === "error") part += " · [" + r.error.code + "] " + r.error.message;
+    $("#part").textContent = part;
+    const l = r.latency_ms || {};
+    $("#lat").textContent = l.total ? "acquire " + fmt(l.acquire, 1) + " ms · infer " + fmt(l.infer, 1) + " ms · total " + fmt(l.total, 1) + " ms" : "";
+    $("#heatmap").removeAttribute("src"); $("#heat-note").textContent = r.verdict === "error" ? "no heatmap for an error" : "waiting for the heatmap…";
+    showLights(afrd.captureOf[r.seq] || null, r);
+  }
+
+  function showLights(cid, r) {
+    const box = $("#lights"); box.replaceChildren();
+    if (!cid) {
+      $("#lights-note").textContent = !afrd.info.review ? "(the recorder is off: lights are kept only for recorded parts)"
+        : r && r.verdict === "error" ? "" : "(not recorded: the recorder keeps every fail and a sample of passes)";
+      return;
+    }
+    $("#lights-note").textContent = "(" + cid + ")";
+    api("/api/capture?id=" + encodeURIComponent(cid)).then((c) => {
+      if (shown !== (r && r.seq)) return;
+      for (const light of c.lights) {
+        box.append(el("figure", {}, el("img", { src: "/api/capture/file?id=" + encodeURIComponent(cid) + "&name=" + encodeURIComponent(light), alt: light }), el("figcaption", {}, light)));
+      }
+    }).catch(() => {});
+  }
+
+  function chip(r) {
+    const c = el("span", { class: "chip " + r.verdict, title: r.part_id + " · " + r.verdict + " · " + fmt(r.score), "data-seq": r.seq },
+      el("b", {}, r.verdict === "error" ? "ERR" : r.verdict.toUpperCase()), el("i", {}, r.score === null ? r.error.code : fmt(r.score, 3)));
+    c.onclick = () => { const cid = afrd.captureOf[r.seq]; if (cid) { location.hash = "#review"; window.openCapture(cid); } else showPart(r); };
+    return c;
+  }
+
+  function drawStrip() {
+    const n = afrd.info ? afrd.info.strip : 30;
+    $("#strip").replaceChildren(...afrd.results.slice(-n).reverse().map(chip));
+  }
+
+  function showShift(s) {
+    if (!s) return;
+    $("#yield").textContent = s.yield === null ? "—" : (100 * s.yield).toFixed(1) + "%";
+    $("#n-pass").textContent = s.pass; $("#n-fail").textContent = s.fail; $("#n-error").textContent = s.error;
+    $("#shift-since").textContent = "since " + s.since.replace("T", " ") + (s.since_page_start ? " (page started)" : "");
+    $("#missed").textContent = s.missed ? s.missed + " results missed by the page (seq gaps)" : "";
+  }
+
+  function showStatus(st) {
+    const pill = $("#daemon");
+    pill.textContent = st.state; pill.className = "pill " + st.state;
+    $("#model").textContent = (st.model ? st.model.name || "" : "") + (st.threshold !== undefined && st.threshold !== null ? " · threshold " + fmt(st.threshold) : "");
+    const rows = [["state", st.state], ["model", st.model ? st.model.name : "—"], ["threshold", fmt(st.threshold)],
+      ["parts", Object.entries(st.parts || {}).map(([k, v]) => k + " " + v).join(" · ")],
+      ["queues", Object.entries(st.queues || {}).map(([k, v]) => k + " " + v).join(" · ")]];
+    $("#daemon-kv").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v)))));
+  }
+
+  on("liveness", (lv) => {
+    if (!lv.up) { const p = $("#daemon"); p.textContent = "no heartbeat"; p.className = "pill down"; }
+    else if (afrd.status) showStatus(afrd.status);
+  });
+  on("snapshot", (s) => { drawStrip(); if (s.results.length) { const r = s.results[s.results.length - 1]; showPart(r); if (s.heatmap_seqs.includes(r.seq)) showHeat(r.seq); } });
+  on("result", (r) => { showPart(r); drawStrip(); });
+  on("shift", showShift);
+  on("status", showStatus);
+  function showHeat(seq) { const img = $("#heatmap"); img.src = "/api/heatmap/" + seq + ".png"; img.dataset.seq = seq; $("#heat-note").textContent = ""; }
+  on("heatmap", (h) => { if (h.seq === shown) showHeat(h.seq); });
+  on("capture", (d) => { if (d.seq === shown) showLights(d.capture, afrd.results.find((r) => r.seq === d.seq)); });
+  async function act(cmd) {
+    try { await api("/api/" + cmd, {}); toast(cmd === "pause" ? "Paused: triggers are published as error/paused" : "Resumed"); }
+    catch (e) { toast(cmd + ": " + e.message, true); }
+  }
+  window.addEventListener("DOMContentLoaded", () => { $("#pause").onclick = () => act("pause"); $("#resume").onclick = () => act("resume"); });
+})();
