@@ -28,6 +28,24 @@ ControllerConfig = Annotated[SimControllerConfig | GardasoftConfig, Field(discri
 TriggerMode = Literal["control", "hardware", "free-run"]
 
 
+def camera_identity(config: CameraConfig, camera: Camera | None = None) -> dict[str, Any]:
+    """What a calibration file records of the camera it was made with: kind and serial (the
+    opened device's, else the config's; None for the simulated camera or an unnamed device)."""
+    serial = getattr(config, "serial", None)
+    if camera is not None and config.kind == "genicam" and " " in camera.name:
+        serial = camera.name.rsplit(" ", 1)[1]  # GenICamCamera.name = "<model> <serial>"
+    return {"kind": config.kind, "serial": serial}
+
+
+def frame_shape(config: CameraConfig) -> tuple[int, int, int] | None:
+    """The frame shape (H, W, 3) a camera config delivers, when the config fixes it."""
+    if config.kind == "sim":
+        return (config.size, config.size, 3)
+    if config.width is not None and config.height is not None:
+        return (config.height, config.width, 3)
+    return None
+
+
 class AppliedLights(LightController):
     """Wraps a controller and remembers the channels it was last told to light: what the
     simulated camera renders under when the controller (or its emulator) is in another process."""

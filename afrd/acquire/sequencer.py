@@ -4,12 +4,17 @@ The result is an :class:`ImageSet` with a timestamp per image and ``meta["timing
 per step per light (``per_light``), per step summed over lights, and ``total``. Any failure
 raises a DeviceError (ConfigError for a condition the controller cannot express) naming the
 part, the light and the step, so the daemon can publish an ``error`` verdict and go on.
+
+A product recipe passes its own :class:`Setup` (conditions, flat-field, exposures) to
+``acquire``: it is read once at the start of the part, so a changeover between two parts never
+mixes settings within a part.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 import numpy as np
@@ -17,7 +22,7 @@ import numpy as np
 from afrd.acquire.camera import Camera
 from afrd.acquire.lighting import LightController, LightingCondition
 from afrd.data.imageset import ImageSet
-from afrd.errors import AfrdError, DeviceError
+from afrd.errors import AfrdError, ConfigError, DeviceError
 
 STEPS = ("apply", "settle", "trigger", "grab", "correct")
 
@@ -29,9 +34,19 @@ class Correction(Protocol):
 Corrections = Correction | Mapping[str, Callable[[np.ndarray], np.ndarray]]
 
 
+@dataclass(frozen=True)
+class Setup:
+    """What one part is imaged with: lighting conditions in order, image corrections (e.g.
+    :class:`afrd.acquire.correction.FlatField`) and exposures in µs per light."""
+
+    conditions: Sequence[LightingCondition]
+    corrections: Corrections | None = None
+    exposures: Mapping[str, float] = field(default_factory=dict)
+
+
 class Sequencer:
     """Acquire image sets. ``corrections``: an object with ``correct(light, image)`` (e.g.
-    :class:`afrd.calibration.flatfield.FlatField`) or a mapping light -> function."""
+    :class:`afrd.acquire.correction.FlatField`) or a mapping light -> function."""
 
     def __init__(
         self,
@@ -60,8 +75,13 @@ class Sequencer:
     def lights(self) -> tuple[str, ...]:
         return tuple(c.name for c in self.conditions)
 
-    def _correct(self, light: str, image: np.ndarray) -> np.ndarray:
-        c = self.corrections
+    @property
+    def setup(self) -> Setup:
+        """The sequencer's own settings (used when ``acquire`` is given none)."""
+        return Setup(self.conditions, self.corrections, self.exposures)
+
+    @staticmethod
+    def _correct(c: Corrections | None, light: str, image: np.ndarray) -> np.ndarray:
         if c is None:
             return image
         if isinstance(c, Mapping):
@@ -69,15 +89,19 @@ class Sequencer:
             return image if fn is None else fn(image)
         return c.correct(light, image)
 
-    def acquire(self, part_id: str, product: str = "") -> ImageSet:
+    def acquire(self, part_id: str, product: str = "", setup: Setup | None = None) -> ImageSet:
+        """Image one part under ``setup`` (default: the sequencer's own settings)."""
         t_start = time.perf_counter()
+        setup = self.setup if setup is None else setup
+        if not setup.conditions:
+            raise ConfigError(f"acquire part {part_id!r}: the setup has no lighting condition")
         light, step = "-", "start_part"
         per_light: dict[str, dict[str, float]] = {}
         images: list[np.ndarray] = []
         stamps: list[float] = []
         try:
             self.camera.start_part(part_id)
-            for cond in self.conditions:
+            for cond in setup.conditions:
                 light = cond.name
                 t = per_light[light] = dict.fromkeys(STEPS, 0.0)
                 step = "apply"
@@ -91,7 +115,7 @@ class Sequencer:
                     t["settle"] = time.perf_counter() - t1
                 step = "trigger"
                 t1 = time.perf_counter()
-                exp = self.exposures.get(light)
+                exp = setup.exposures.get(light)
                 if exp is not None and exp != self._exposure:
                     self._exposure = None
                     self.camera.set_exposure(exp)
@@ -108,7 +132,7 @@ class Sequencer:
                 t3 = time.perf_counter()
                 t["grab"] = t3 - t2
                 step = "correct"
-                img = self._correct(light, img)
+                img = self._correct(setup.corrections, light, img)
                 t["correct"] = time.perf_counter() - t3
                 step = "check"
                 if not (isinstance(img, np.ndarray) and img.ndim == 3 and img.shape[2] == 3):
@@ -128,17 +152,27 @@ class Sequencer:
         for s in STEPS:
             timings[s] = sum(t[s] for t in per_light.values())
         timings["total"] = time.perf_counter() - t_start
+        lights = tuple(c.name for c in setup.conditions)
         label, mask = None, None
         truth = getattr(self.camera, "ground_truth", None)
         if callable(truth):
             label, mask = truth(part_id)
         return ImageSet(
             images=np.stack(images),
-            lights=self.lights,
+            lights=lights,
             part_id=part_id,
             product=product,
             label=label,
             mask=mask,
             timestamps=stamps,
-            meta={"timings": timings},
+            meta={
+                "timings": timings,
+                # what the part was imaged with (recorded with a capture: recipe traceability)
+                "lighting": {
+                    c.name: {str(ch.channel): ch.level for ch in c.channels}
+                    for c in setup.conditions
+                },
+                "exposure_us": {n: setup.exposures[n] for n in lights if n in setup.exposures},
+                "flatfield": setup.corrections is not None,
+            },
         )

@@ -47,6 +47,16 @@ class SimCameraConfig(BaseModel):
         "fixtured", description="parts held in a nest (line) or at any rotation (datasets)"
     )
     timeout_s: float = Field(2.0, gt=0, description="grab timeout")
+    vignetting: float = Field(
+        0.0,
+        ge=0.0,
+        le=0.9,
+        description="lens fall-off: the corners this fraction darker than the centre (the "
+        "fall-off map is scaled to mean 1); what `afrd calibrate flatfield` removes",
+    )
+    dark_offset: float = Field(
+        0.0, ge=0.0, le=64.0, description="sensor black level in DN added to every frame"
+    )
     line: Path | None = Field(
         None,
         description="hardware trigger input: a UNIX datagram socket the camera binds; each "

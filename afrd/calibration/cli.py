@@ -80,10 +80,12 @@ def source(args: argparse.Namespace) -> str:
 
 @contextmanager
 def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
-    """(controller, camera, conditions) of --sim or --config, open while inside; the camera
-    shows the white target (the simulated one does; real cameras ignore it)."""
+    """(controller, camera, conditions, camera identity) of --sim or --config, open while
+    inside; the camera shows the white target (the simulated one does; real cameras ignore it).
+    The identity (kind, serial) goes into the calibration file so `afrd config check` can
+    refuse it on another camera."""
     from afrd.acquire.camera import WHITE_TARGET
-    from afrd.acquire.devices import Devices
+    from afrd.acquire.devices import Devices, camera_identity
     from afrd.acquire.simulated import (
         SimCameraConfig,
         SimControllerConfig,
@@ -104,7 +106,8 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
     # unlike the daemon, calibration needs the controller from the start
     with devices:
         devices.camera.start_part(WHITE_TARGET)
-        yield devices.controller, devices.camera, conds
+        ident = camera_identity(devices.camera_config, devices.camera)
+        yield devices.controller, devices.camera, conds, ident
 
 
 def failed(prog: str, exc: Exception) -> int:

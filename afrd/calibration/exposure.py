@@ -17,15 +17,15 @@ import argparse
 import json
 import time
 from collections.abc import Callable, Sequence
-from pathlib import Path
 
 import numpy as np
 
+from afrd.acquire.correction import EXPOSURE_SCHEMA as SCHEMA
+from afrd.acquire.correction import load_exposures  # noqa: F401 - re-exported
 from afrd.acquire.lighting import LightingCondition
 from afrd.calibration.cli import calibration_cell, cell_parser, failed, output_dir, source
 from afrd.errors import AfrdError, ConfigError
 
-SCHEMA = "afrd.exposure/1"
 DEFAULT_FILE = "exposure.json"
 METRICS = ("mean", "p95", "p99")
 
@@ -161,31 +161,6 @@ def frame_under(controller, camera, cond: LightingCondition, timeout_s: float) -
     return camera.grab(timeout_s)
 
 
-def load_exposures(
-    path: str | Path, expect_lights: Sequence[str] | None = None
-) -> dict[str, float]:
-    """``{light: exposure_us}`` from an ``exposure.json`` (knob ``exposure``)."""
-    path = Path(path)
-    try:
-        data = json.loads(path.read_text())
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"exposure file {path}: cannot read ({e})") from e
-    if data.get("schema") != SCHEMA:
-        raise ConfigError(
-            f"exposure file {path}: schema {data.get('schema')!r}, expected {SCHEMA!r}"
-        )
-    if data.get("knob") != "exposure":
-        raise ConfigError(
-            f"exposure file {path}: calibrated light levels (knob {data.get('knob')!r}), not "
-            "exposures: copy its channel levels into the config's [[lighting]] instead"
-        )
-    lights = data.get("lights", {})
-    missing = [n for n in (expect_lights or ()) if n not in lights]
-    if missing:
-        raise ConfigError(f"exposure file {path}: no exposure for lights {missing}")
-    return {k: float(v["exposure_us"]) for k, v in lights.items()}
-
-
 def lighting_toml(report: dict) -> str:
     """The calibrated levels as ``[[lighting]]`` tables to paste into the cell config."""
     lines = []
@@ -219,7 +194,7 @@ def main(argv: list[str]) -> int:
     args = _parser().parse_args(argv)
     try:
         out_dir = output_dir(args)
-        with calibration_cell(args) as (controller, camera, conds):
+        with calibration_cell(args) as (controller, camera, conds, ident):
             report = calibrate(
                 controller,
                 camera,
@@ -231,6 +206,7 @@ def main(argv: list[str]) -> int:
                 start_us=args.start_us,
             )
         report["source"] = source(args)
+        report["camera"] = ident
         path = out_dir / args.name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(report, indent=2) + "\n")

@@ -28,6 +28,7 @@ from pydantic import (
 from afrd.acquire.devices import CameraConfig, ControllerConfig
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.endpoints import check_endpoint
+from afrd.config.plc import ModbusConfig, OpcUaConfig
 from afrd.errors import AfrdError, ConfigError
 from afrd.runtime.bundle import check_threshold
 
@@ -171,6 +172,33 @@ class QueuesConfig(_Strict):
     results: int = Field(16, ge=1, le=100_000, description="results waiting to be published")
 
 
+class ProductConfig(_Strict):
+    """``[[product]]``: a recipe the trigger's ``product`` picks. Unset keys take the cell's
+    (top-level) value; ``lighting`` lists the conditions whose levels this product changes
+    (by name; the cell's other conditions stay as they are)."""
+
+    name: str = Field(..., min_length=1, max_length=256)
+    bundle: Path | None = Field(None, description="model bundle (default: the cell's [bundle])")
+    threshold: float | None = Field(None, description="default: the cell's, else the bundle's")
+    flatfield: Path | None = Field(None, description="afrd calibrate flatfield output (.npz)")
+    exposure: Path | None = Field(None, description="afrd calibrate exposure output (.json)")
+    lighting: list[LightingCondition] = Field(default_factory=list)
+
+    @field_validator("threshold")
+    @classmethod
+    def _threshold(cls, v: float | None) -> float | None:
+        return _check_threshold(v, "threshold")
+
+
+def _check_threshold(v: float | None, key: str) -> float | None:
+    if v is None:
+        return v
+    try:
+        return check_threshold(v, key)
+    except AfrdError as exc:
+        raise ValueError(str(exc).split(": ", 1)[1]) from None
+
+
 class CellConfig(_Strict):
     cell: str = Field(..., pattern=r"^[A-Za-z0-9_.\-]+$", description="cell id, used in topics")
     camera: CameraConfig
@@ -185,16 +213,45 @@ class CellConfig(_Strict):
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)
+    flatfield: Path | None = Field(None, description="afrd calibrate flatfield output (.npz)")
+    exposure: Path | None = Field(None, description="afrd calibrate exposure output (.json)")
+    product: list[ProductConfig] = Field(default_factory=list, description="[[product]] recipes")
+    opcua: OpcUaConfig | None = Field(None, description="OPC UA server (afrd.config.plc)")
+    modbus: ModbusConfig | None = Field(None, description="Modbus TCP server (afrd.config.plc)")
 
     @field_validator("threshold")
     @classmethod
     def _threshold(cls, v: float | None) -> float | None:
-        if v is None:
-            return v
-        try:
-            return check_threshold(v, "threshold")
-        except AfrdError as exc:
-            raise ValueError(str(exc).split(": ", 1)[1]) from None
+        return _check_threshold(v, "threshold")
+
+    @model_validator(mode="after")
+    def _recipes(self) -> CellConfig:
+        names = [p.name for p in self.product]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"product: recipe names must be unique, repeated: {dup}")
+        have = {c.name for c in self.lighting}
+        for i, p in enumerate(self.product):
+            unknown = [c.name for c in p.lighting if c.name not in have]
+            if unknown:
+                raise ValueError(
+                    f"product[{i}] ({p.name!r}).lighting: {unknown} are not conditions of the "
+                    f"cell's [[lighting]] (have {sorted(have)}); a recipe re-levels those"
+                )
+        if self.exposure is None and any(p.exposure for p in self.product):
+            bare = [p.name for p in self.product if p.exposure is None]
+            if bare:
+                raise ValueError(
+                    f"product: {bare} set no exposure while other products do, and the cell has "
+                    "no top-level exposure: their parts would be imaged at whatever exposure the "
+                    "previous part left; give the cell (or each product) an exposure file"
+                )
+        if names and self.trigger.mode != "control" and self.trigger.product not in names:
+            raise ValueError(
+                f"trigger.product: {self.trigger.product!r} names no [[product]] (have {names});"
+                f" {self.trigger.mode} parts are inspected with that recipe"
+            )
+        return self
 
     @model_validator(mode="after")
     def _unique_lights(self) -> CellConfig:
@@ -281,8 +338,15 @@ def load_config(path: str | Path) -> CellConfig:
     base = path.resolve().parent
     if not cfg.bundle.path.is_absolute():
         cfg.bundle.path = base / cfg.bundle.path
+    for holder in (cfg, *cfg.product):
+        for key in ("bundle", "flatfield", "exposure"):
+            v = getattr(holder, key)
+            if isinstance(v, Path) and not v.is_absolute():
+                setattr(holder, key, base / v)
     if not cfg.recorder.dir.is_absolute():
         cfg.recorder.dir = base / cfg.recorder.dir
+    if cfg.opcua is not None:
+        cfg.opcua.resolve_paths(base)
     line = getattr(cfg.camera, "line", None)
     if line is not None and not line.is_absolute():
         cfg.camera.line = base / line

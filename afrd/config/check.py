@@ -2,8 +2,10 @@
 
 The config's keys and values, the sockets (CURVE keys for a wide control bind, ipc:// paths
 another live process holds), the bundle (schema, fields, sha256 of every file, threshold), the
-config's lighting against the bundle's lights, and the engine opened and warmed on the bundle
-(a graph that does not load, or takes another input size, is found here, not at start-up).
+config's lighting against the bundle's lights, the calibration files (flat-field, exposure:
+readable, made with this camera kind and serial, at this frame shape, covering the bundle's
+lights), every [[product]] recipe, and each bundle's engine opened and warmed (a graph that does
+not load, or takes another input size, is found here, not at start-up).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import sys
 
 from afrd.config.cell import CellConfig
 from afrd.config.endpoints import check_ipc_free, curve_server_keys
+from afrd.config.plc import check_plc_files
 from afrd.errors import AfrdError
 
 
@@ -22,31 +25,31 @@ def check_sockets(cfg: CellConfig) -> None:
     curve_server_keys(sk.curve_keys_dir, sk.control, sk.allow_any_client)
     check_ipc_free(sk.pub, "sockets.pub")
     check_ipc_free(sk.control, "sockets.control")
+    check_plc_files(cfg.opcua)  # the OPC UA server's certificate, key and users file
 
 
 def check(path: str, bundle: bool = True) -> list[str]:
     """Every problem with the config at ``path`` as lines; empty when it is good."""
     from afrd.config.cell import load_config
-    from afrd.runtime.loader import load_runtime
+    from afrd.config.recipes import open_recipes, recipe_specs
 
     try:
         cfg = load_config(path)
         check_sockets(cfg)
     except AfrdError as exc:
         return str(exc).splitlines()
+    try:
+        specs = recipe_specs(cfg)  # calibration files: readable, this camera, this frame shape
+    except AfrdError as exc:
+        return [f"{path}: {exc}"]
     if bundle:
-        if not cfg.bundle.path.exists():
-            return [f"{path}: bundle.path: no bundle at {cfg.bundle.path}"]
-        e = cfg.engine
-
-        def lights(names: tuple[str, ...]) -> None:
-            cfg.conditions_for(names, f"bundle {cfg.bundle.path}")
-
+        for spec in specs:
+            if not spec.bundle.exists():
+                key = "bundle.path" if spec.name is None else f"{spec.where}.bundle"
+                return [f"{path}: {key}: no bundle at {spec.bundle}"]
         try:
-            rt = load_runtime(
-                cfg.bundle.path, e.kind, e.open_options(), cfg.threshold, None, lights
-            )
-            rt.close()
+            for r in {id(r.runtime): r.runtime for r in open_recipes(cfg, specs)}.values():
+                r.close()
         except AfrdError as exc:
             return [f"{path}: {exc}"]
     return []

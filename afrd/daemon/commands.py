@@ -14,8 +14,9 @@ from afrd.daemon.control import CommandError, ControlServer, check_name, clip
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
-from afrd.daemon.runtimes import load_cell_runtime
+from afrd.daemon.recipes import load_book
 from afrd.daemon.systemd import Notifier
+from afrd.daemon.verdict import UnknownProduct
 from afrd.errors import AfrdError, ConfigError
 from afrd.runtime.bundle import check_threshold
 
@@ -42,6 +43,7 @@ class ControlCommands:
     def status(self) -> dict:
         p = self.pipeline
         rt = p.runtime if p else None
+        book = p.book if p else None
         state = self.state
         if state == "running" and p is not None and p.paused:
             state = "paused"
@@ -59,10 +61,15 @@ class ControlCommands:
             "queues": p.queue_depths() if p else {},
             "in_flight": p.in_flight if p else 0,
             "idle_grabs": p.idle_grabs if p else 0,
-            "threshold": rt.threshold if rt else None,
+            "threshold": book.default_recipe.threshold if book else None,
             "model": rt.model if rt else None,
             "engine": rt.engine.name if rt else None,
             "trigger": self.cfg.trigger.mode,
+            # [[product]] recipes by name (absent: one recipe, any product is a label)
+            "recipes": {n: r.describe() for n, r in book.recipes.items() if n is not None}
+            if book
+            else {},
+            "default_product": book.default if book else None,
             "heatmaps": self.heatmaps,
             "recorder": rec,
             "endpoints": {
@@ -91,11 +98,22 @@ class ControlCommands:
             raise CommandError(
                 f"set_threshold: persist must be true or false, got {clip(repr(req['persist']), 80)}"
             )
-        self.pipeline.set_threshold(v)
+        product = req.get("product")
+        if product is not None:
+            check_name(product, "product")
+        try:  # the product's recipe (the default one without "product")
+            recipe = self.pipeline.set_threshold(v, product)
+        except UnknownProduct as exc:
+            raise CommandError(f"set_threshold: {clip(str(exc))}") from None
         if req.get("persist"):
-            return {"threshold": float(v), **self._persist_threshold(v, req.get("product"))}
-        log.info("threshold set to %g over the control socket (not saved to the config)", v)
-        return {"threshold": float(v), "persisted": False}
+            saved = self._persist_threshold(v, recipe.name)  # None: the top-level threshold
+            return {"threshold": float(v), "product": recipe.name, **saved}
+        log.info(
+            "threshold of recipe %s set to %g over the control socket (not saved to the config)",
+            recipe.name or "(the cell's)",
+            v,
+        )
+        return {"threshold": float(v), "product": recipe.name, "persisted": False}
 
     def _persist_threshold(self, v: float, product: object) -> dict:
         """``"persist": true``: write the threshold into the config file, comments kept. The
@@ -123,34 +141,39 @@ class ControlCommands:
         return {"paused": False}
 
     def reload(self) -> dict:
-        """Re-read the config; apply threshold, heatmaps and the model (bundle/engine). Devices
-        and sockets need a restart. On any error the running config stays."""
+        """Re-read the config; apply heatmaps and the recipes (bundles, engine, thresholds,
+        lighting, calibration files) as one swap. Devices and sockets need a restart. On any
+        error the running config stays."""
         with self._reload_lock:
             self.notifier.reloading()
             self.state = "reloading"
             try:
                 new = load_config(self.config_path)
                 changes = []
-                for section in ("cell", "camera", "controller", "sockets", "trigger", "queues"):
+                fixed = ("cell", "camera", "controller", "sockets", "trigger", "queues")
+                for section in (*fixed, "opcua", "modbus"):  # the PLC servers: restart too
                     if getattr(new, section) != getattr(self.cfg, section):
                         changes.append(section)
                 if changes:
                     raise ConfigError(
                         f"{self.config_path}: reload cannot change {changes}; restart the service"
                     )
-                runtime, _ = load_cell_runtime(new)
-                if runtime.lights != self.pipeline.runtime.lights:
-                    runtime.close()
-                    raise ConfigError(
-                        f"{self.config_path}: the new bundle uses lights {list(runtime.lights)}, "
-                        f"the running one {list(self.pipeline.runtime.lights)}; restart the service"
-                    )
-                old = self.pipeline.swap_runtime(runtime)
-                old.close()
+                book = load_book(new)  # every recipe opened before any is swapped in
+                self.pipeline.swap_book(book)  # the next part uses the new recipes, all of them
                 self.heatmaps = new.heatmaps
                 self.cfg = new
-                log.info("reloaded: model %s threshold %g", runtime.model_name, runtime.threshold)
-                return {"model": runtime.model_name, "threshold": runtime.threshold}
+                d = book.default_recipe
+                log.info(
+                    "reloaded: model %s threshold %g recipes %s",
+                    d.runtime.model_name,
+                    d.threshold,
+                    book.products or "(one)",
+                )
+                return {
+                    "model": d.runtime.model_name,
+                    "threshold": d.threshold,
+                    "recipes": {n: r.threshold for n, r in book.recipes.items() if n is not None},
+                }
             finally:
                 self.state = "running"
                 self.notifier.ready("inspecting (reloaded)")

@@ -15,6 +15,11 @@ Hardware-trigger mode (``hardware_product``): whenever no trigger is queued, the
 arms one acquisition itself and the camera's grab waits for its line. A ``FrameTimeout`` on an
 armed acquisition means no part came: it is counted (``idle_grabs``), not published, and its
 sequence number is reused.
+
+Recipes: the pipeline holds a :class:`afrd.daemon.recipes.RecipeBook`; a part pins the book
+when its acquisition starts, takes its product's recipe (setup for the sequencer, engine and
+threshold for the verdict) and unpins it after inference. ``swap_book`` (reload) installs a new
+book between two parts; the old one's engines close when its last pinned part is through.
 """
 
 from __future__ import annotations
@@ -28,6 +33,7 @@ from collections.abc import Callable
 from functools import partial
 from typing import Any
 
+from afrd.daemon.recipes import Recipe, RecipeBook
 from afrd.daemon.verdict import Job, judge, result_message
 from afrd.errors import FrameTimeout
 from afrd.runtime.loader import Runtime
@@ -38,13 +44,15 @@ _STOP = object()
 
 
 class Pipeline:
-    """``acquire(part_id, product) -> ImageSet``; ``sink(job, result_msg)`` publishes/records."""
+    """``acquire(part_id, product[, setup]) -> ImageSet`` (the setup of the part's recipe when
+    it has one); ``sink(job, result_msg)`` publishes/records. ``recipes``: a RecipeBook, or one
+    Runtime that serves every product."""
 
     def __init__(
         self,
         cell: str,
         acquire: Callable[[str, str], Any],
-        runtime: Runtime,
+        recipes: RecipeBook | Runtime,
         sink: Callable[[Job, dict], None],
         triggers: int = 16,
         acquired: int = 2,
@@ -53,8 +61,10 @@ class Pipeline:
     ) -> None:
         self.cell = cell
         self._acquire = acquire
-        self._runtime = runtime
-        self._rt_lock = threading.Lock()
+        if isinstance(recipes, Runtime):
+            recipes = RecipeBook.single(recipes)
+        self._book = recipes
+        self._rt_lock = threading.Lock()  # guards _book and every book's pin count
         self._sink = sink
         self._hardware_product = hardware_product
         self._q_trig: queue.Queue = queue.Queue(maxsize=triggers)
@@ -86,18 +96,46 @@ class Pipeline:
             t.start()
 
     @property
+    def book(self) -> RecipeBook:
+        return self._book
+
+    @property
     def runtime(self) -> Runtime:
-        return self._runtime
+        """The default recipe's engine and threshold holder."""
+        return self._book.default_recipe.runtime
 
-    def swap_runtime(self, runtime: Runtime) -> Runtime:
-        """Install a new engine/threshold between two inferences; returns the old runtime."""
+    def swap_book(self, book: RecipeBook) -> None:
+        """Install new recipes for the next part; the old book's engines close once no part
+        in flight uses them (now, when none does)."""
         with self._rt_lock:
-            old, self._runtime = self._runtime, runtime
-        return old
+            old, self._book = self._book, book
+            old.retired = True
+            done = old.users == 0
+        if done:
+            old.close()
 
-    def set_threshold(self, value: float) -> None:
+    def set_threshold(self, value: float, product: str | None = None) -> Recipe:
+        """The threshold of ``product``'s recipe (None: the default one) for the next parts;
+        UnknownProduct when the cell has no such recipe."""
         with self._rt_lock:
-            self._runtime.threshold = float(value)
+            recipe = self._book.get(product)
+            recipe.threshold = float(value)
+        return recipe
+
+    def _pin(self, job: Job) -> None:
+        with self._rt_lock:
+            job.book = self._book
+            job.book.users += 1
+
+    def _unpin(self, job: Job) -> None:
+        book, job.book = job.book, None
+        if book is None:
+            return
+        with self._rt_lock:
+            book.users -= 1
+            done = book.retired and book.users == 0
+        if done:
+            book.close()
 
     @property
     def paused(self) -> bool:
@@ -188,7 +226,7 @@ class Pipeline:
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
-        self._runtime.close()
+        self._book.close()
 
     # ------------------------------------------------------------------ stages
     def _next_trigger(self) -> Any:
@@ -227,8 +265,15 @@ class Pipeline:
         with self._seq_lock:
             self._in_flight += 1
         t0 = time.perf_counter()
+        self._pin(job)
         try:
-            job.imageset = self._acquire(job.part_id, job.product)
+            job.recipe = job.book.get(job.product)
+            setup = job.recipe.setup
+            if setup is None:
+                job.imageset = self._acquire(job.part_id, job.product)
+            else:
+                job.imageset = self._acquire(job.part_id, job.product, setup)
+                job.imageset.meta["recipe"] = job.recipe.name
         except Exception as exc:
             if job.armed and isinstance(exc, FrameTimeout):
                 self._idle(job)  # no part came: the line is idle, nothing to publish
@@ -239,6 +284,7 @@ class Pipeline:
         self._q_acq.put(job)  # blocks when inference is behind: that is the backpressure
 
     def _idle(self, job: Job) -> None:
+        self._unpin(job)
         with self._seq_lock:
             self._in_flight -= 1
             self.idle_grabs += 1
@@ -246,24 +292,27 @@ class Pipeline:
                 self._seq = job.seq
 
     def _infer_one(self, job: Job) -> None:
-        if job.error is None:
-            self._infer(job)
+        try:
+            if job.error is None:
+                self._infer(job)
+        finally:
+            self._unpin(job)
         self._emit(job)
 
     def _infer(self, job: Job) -> None:
-        with self._rt_lock:
-            rt = self._runtime
-            job.threshold = rt.threshold
-            job.model = rt.model
-            t0 = time.perf_counter()
-            try:
-                maps, scores = rt.engine.infer(job.imageset.images)
-            except Exception as exc:
-                job.fail("infer", exc)
-                log.warning("part %s: inference failed: %s", job.part_id, job.error[1])
-                return
-            finally:
-                job.t_infer = time.perf_counter() - t0
+        recipe = job.recipe
+        rt = recipe.runtime  # pinned: stays open until this part is through
+        job.threshold = recipe.threshold
+        job.model = rt.model
+        t0 = time.perf_counter()
+        try:
+            maps, scores = rt.engine.infer(job.imageset.images)
+        except Exception as exc:
+            job.fail("infer", exc)
+            log.warning("part %s: inference failed: %s", job.part_id, job.error[1])
+            return
+        finally:
+            job.t_infer = time.perf_counter() - t0
         judge(job, maps, scores, rt.engine.name)
 
     def _sink_as_error(self, job: Job, exc: Exception) -> None:
@@ -283,9 +332,9 @@ class Pipeline:
         if job.error is not None:
             job.verdict = "error"
             if job.threshold is None:
-                rt = self._runtime
-                job.threshold = rt.threshold
-                job.model = rt.model
+                r = job.recipe if job.recipe is not None else self._book.default_recipe
+                job.threshold = r.threshold
+                job.model = r.model
         job.t_published = time.perf_counter()
         try:
             self._sink(job, result_message(self.cell, job))

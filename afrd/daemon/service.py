@@ -24,10 +24,11 @@ from afrd.config.cell import CellConfig
 from afrd.config.check import check_sockets
 from afrd.daemon.commands import ControlCommands
 from afrd.daemon.control import ControlServer
+from afrd.daemon.interfaces import Interfaces, build_interfaces
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
-from afrd.daemon.runtimes import load_cell_runtime
+from afrd.daemon.recipes import load_book
 from afrd.daemon.systemd import Notifier, watchdog_interval
 from afrd.daemon.verdict import Job, heatmap_message
 from afrd.errors import AfrdError
@@ -54,6 +55,7 @@ class Service(ControlCommands):
         self.recorder: Any = None  # afrd.daemon.recorder.Recorder when enabled
         self.pipeline: Pipeline | None = None
         self.devices: Devices | None = None
+        self.interfaces = Interfaces()  # OPC UA, Modbus TCP: build_interfaces in start()
         self._free_run_thread: threading.Thread | None = None
         self._unhealthy_logged = False
         self.heatmaps = cfg.heatmaps
@@ -71,8 +73,9 @@ class Service(ControlCommands):
     def start(self) -> None:
         cfg = self.cfg
         check_sockets(cfg)
-        self.notifier.status("verifying bundle")
-        runtime, conditions = load_cell_runtime(cfg, self.notifier)
+        self.notifier.status("verifying bundles and calibration files")
+        book = load_book(cfg, self.notifier)
+        runtime = book.default_recipe.runtime
         self.notifier.status("binding sockets")
         sk = cfg.sockets
         self.publisher = Publisher(sk.pub, cfg.cell, sndhwm=sk.sndhwm)
@@ -100,8 +103,8 @@ class Service(ControlCommands):
         q = cfg.queues
         self.pipeline = Pipeline(
             cfg.cell,
-            self.devices.sequencer(conditions).acquire,
-            runtime,
+            self.devices.sequencer(book.default_recipe.setup.conditions).acquire,
+            book,
             self._sink,
             triggers=q.triggers,
             acquired=q.acquired,
@@ -116,6 +119,7 @@ class Service(ControlCommands):
         self.pipeline.start()
         self.control.start()
         self.publisher.start_heartbeat(self.status, cfg.sockets.heartbeat_s)
+        self.interfaces = build_interfaces(cfg, self)  # ConfigError naming host:port -> exit 2
         if mode == "free-run":
             self._free_run_thread = threading.Thread(
                 target=self._free_run, name="afrd-trigger-free-run", daemon=True
@@ -123,11 +127,13 @@ class Service(ControlCommands):
             self._free_run_thread.start()
         self.state = "running"
         log.info(
-            "cell %s running: model %s (%s), threshold %.6g, trigger %s, PUB %s, control %s%s",
+            "cell %s running: model %s (%s), threshold %.6g, recipes %s, trigger %s, PUB %s, "
+            "control %s%s",
             cfg.cell,
             runtime.model_name,
             runtime.engine.name,
-            runtime.threshold,
+            book.default_recipe.threshold,
+            book.products or "(one, any product)",
             mode,
             self.publisher.bound,
             self.control.bound,
@@ -173,6 +179,7 @@ class Service(ControlCommands):
             bad.append("control")
         if self.publisher is None or not self.publisher.heartbeat_alive():
             bad.append("heartbeat")
+        bad += self.interfaces.unhealthy()
         return bad
 
     def shutdown(self) -> int:
@@ -183,12 +190,14 @@ class Service(ControlCommands):
         self.stop_event.set()
         if self.control is not None:
             self.control.close()
+        self.interfaces.refuse_triggers()  # OPC UA / Modbus triggers: taken before this or refused
         if self._free_run_thread is not None:
             self._free_run_thread.join(timeout=5)
         # 2. publish every accepted part (the one in flight; queued ones as error/shutdown)
         if self.pipeline is not None:
             self.pipeline.stop()  # also closes the engine
-        # 3. close the rest
+        # 3. close the rest (the PLC servers after the pipeline handed them its last result)
+        self.interfaces.close()
         for part in (self.recorder, self.devices, self.metrics_server):
             if part is not None:
                 part.close()
@@ -202,6 +211,7 @@ class Service(ControlCommands):
     def _sink(self, job: Job, msg: dict) -> None:
         t0 = time.perf_counter()
         self.publisher.result(msg)  # may raise (unencodable): the pipeline republishes as error
+        self.interfaces.result(msg)  # enqueued onto each server's loop; never raises
         try:
             self._after_publish(job, msg, t0)
         except Exception:  # metrics, heatmap or recorder trouble never touches the result

@@ -39,9 +39,17 @@ ERROR_CODES = (
     "shutdown",  # triggered, but the daemon stopped before imaging it
     "paused",  # triggered while inspection is paused
     "internal",  # a bug: anything else
+    "unknown_product",  # the trigger's product names no [[product]] recipe of the cell
 )
+
+
+class UnknownProduct(AfrdError):
+    """A trigger's product names no recipe of the cell (verdict ``error``/``unknown_product``)."""
+
+
 # failure type -> code; anything else takes the code of the stage it failed in
 _CODE_BY_TYPE: tuple[tuple[type[BaseException], str], ...] = (
+    (UnknownProduct, "unknown_product"),
     (RegistrationError, "register"),
     (DeviceError, "acquire"),
 )
@@ -68,6 +76,8 @@ class Job:
     t_published: float | None = None
     started: bool = False  # reached the acquire stage (counts as in flight until published)
     armed: bool = False  # hardware trigger: imaged only if the camera's line fires
+    recipe: Any = None  # afrd.daemon.recipes.Recipe the part is imaged and judged with
+    book: Any = None  # the RecipeBook pinned while the part is imaged and inferred
 
     def fail(self, stage: str, exc: BaseException) -> None:
         """Record ``exc`` as this part's error, coded by its type (else by ``stage``)."""

@@ -8,6 +8,11 @@ Hardware-trigger mode models the camera's trigger line as a UNIX datagram socket
 (``config.line``): each datagram is one edge, i.e. a part reaching the sensor. The first frame
 of a part waits for an edge (``FrameTimeout`` when none comes: no part, the line is idle); the
 part's other frames follow at once, as when the light controller's sequence fires the camera.
+
+``vignetting`` and ``dark_offset`` (camera config) model the sensor side a flat-field corrects:
+each frame is ``render * fall_off + dark_offset``, where ``fall_off`` is radial (corners
+``vignetting`` darker than the centre) and scaled to mean 1, so a flat-field calibrated on this
+camera gives back the renderer's image.
 """
 
 from __future__ import annotations
@@ -17,6 +22,7 @@ import threading
 import time
 from collections import OrderedDict
 from collections.abc import Callable, Mapping
+from functools import lru_cache
 
 import numpy as np
 
@@ -135,6 +141,16 @@ class SimCamera(Camera):
                 self._cache.popitem(last=False)
         return img
 
+    def _sensor(self, img: np.ndarray) -> np.ndarray:
+        """The lens and sensor on the rendered image: vignetting, then the black level."""
+        k, dark = self.config.vignetting, self.config.dark_offset
+        if k == 0 and dark == 0:
+            return img
+        out = img.astype(np.float32)
+        if k > 0:
+            out *= fall_off(img.shape[0], img.shape[1], k)[..., None]
+        return np.clip(out + (dark + 0.5), 0, 255).astype(np.uint8)
+
     def trigger(self) -> None:
         if not self._open:
             raise DeviceError(f"{self.name}: trigger on a closed camera")
@@ -147,7 +163,7 @@ class SimCamera(Camera):
             raise DeviceError(f"{self.name}: exposure before start_part(): no part in the cell")
         with self._lock:
             self.last_lamps = self.lamps()
-            self._frame = self._render(self._part_id, self.last_lamps)
+            self._frame = self._sensor(self._render(self._part_id, self.last_lamps))
             self._frames += 1
 
     def grab(self, timeout_s: float | None = None) -> np.ndarray:
@@ -192,6 +208,15 @@ class SimCamera(Camera):
                 )
             mask = (mask > 0).astype(np.uint8)
         return int(part.label), mask
+
+
+@lru_cache(maxsize=8)
+def fall_off(h: int, w: int, k: float) -> np.ndarray:
+    """Radial vignetting ``1 - k r^2`` (r = 1 in the corners), scaled to mean 1."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    r2 = ((y - (h - 1) / 2) / (h / 2)) ** 2 + ((x - (w - 1) / 2) / (w / 2)) ** 2
+    v = 1.0 - k * r2 / r2.max()
+    return (v / v.mean()).astype(np.float32)
 
 
 def _stable(text: str) -> int:

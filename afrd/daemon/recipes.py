@@ -1,0 +1,120 @@
+"""The recipe book the daemon inspects with: per product, an open engine (shared by the
+recipes of one bundle), a threshold and the acquisition setup (lighting conditions in the
+bundle's light order, flat-field, exposures).
+
+The trigger's ``product`` picks the recipe (``RecipeBook.get``); a cell without ``[[product]]``
+blocks has one recipe and takes any product as a label. The pipeline pins the book a part
+starts with until its inference is done, and a reload swaps the whole book: a part is imaged
+and judged with the settings of one recipe of one book, and an old book's engines close only
+when its last part is through.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+from afrd.acquire.sequencer import Setup
+from afrd.config.cell import CellConfig
+from afrd.config.recipes import open_recipes
+from afrd.daemon.systemd import Notifier
+from afrd.daemon.verdict import UnknownProduct
+from afrd.runtime.loader import Runtime
+
+
+@dataclass
+class Recipe:
+    name: str | None  # None: the cell has no [[product]] blocks
+    runtime: Runtime
+    threshold: float
+    setup: Setup | None  # None: the pipeline's acquire function uses its own settings
+    bundle: str = ""
+
+    @property
+    def model(self) -> dict[str, str]:
+        return self.runtime.model
+
+    def describe(self) -> dict:
+        """What `status` reports of a recipe."""
+        out: dict = {"threshold": self.threshold, "model": self.model, "bundle": self.bundle}
+        if self.setup is not None:
+            out["lights"] = [c.name for c in self.setup.conditions]
+            out["flatfield"] = self.setup.corrections is not None
+            out["exposures"] = dict(self.setup.exposures)
+        return out
+
+
+@dataclass
+class RecipeBook:
+    recipes: dict[str | None, Recipe]
+    default: str | None  # the recipe of triggers without a product and of set_threshold
+    users: int = 0  # parts pinned to this book (guarded by the pipeline's lock)
+    retired: bool = False
+    _closed: bool = field(default=False, repr=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    @classmethod
+    def single(cls, runtime: Runtime, setup: Setup | None = None) -> RecipeBook:
+        """One recipe that serves every product (a cell without [[product]] blocks)."""
+        return cls({None: Recipe(None, runtime, runtime.threshold, setup)}, None)
+
+    @property
+    def products(self) -> list[str]:
+        return [n for n in self.recipes if n is not None]
+
+    def get(self, product: str | None) -> Recipe:
+        """The recipe of ``product``; UnknownProduct (an ``unknown_product`` verdict) when the
+        cell has [[product]] blocks and none is named so."""
+        if None in self.recipes:
+            return self.recipes[None]
+        if product is None:
+            product = self.default
+        r = self.recipes.get(product)
+        if r is None:
+            raise UnknownProduct(
+                f"product {product!r} has no [[product]] recipe in the cell config "
+                f"(recipes: {self.products})"
+            )
+        return r
+
+    @property
+    def default_recipe(self) -> Recipe:
+        return self.get(self.default)
+
+    def runtimes(self) -> list[Runtime]:
+        return list({id(r.runtime): r.runtime for r in self.recipes.values()}.values())
+
+    def close(self) -> None:
+        with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+        for rt in self.runtimes():
+            rt.close()
+
+
+def load_book(cfg: CellConfig, notifier: Notifier | None = None) -> RecipeBook:
+    """Every recipe of ``cfg`` opened (ConfigError/BundleError naming the recipe, nothing left
+    open). ``notifier`` hears what is loading and gets more start-up time from systemd."""
+
+    def status(text: str) -> None:
+        if notifier is not None:
+            notifier.extend_timeout(300)
+            notifier.status(text)
+
+    on_status: Callable[[str], None] = status
+    opened = open_recipes(cfg, on_status=on_status)
+    recipes = {
+        o.spec.name: Recipe(
+            o.spec.name,
+            o.runtime,
+            o.threshold,
+            Setup(o.conditions, o.spec.flatfield, o.spec.exposures or {}),
+            str(o.spec.bundle),
+        )
+        for o in opened
+    }
+    names = [n for n in recipes if n is not None]
+    default = cfg.trigger.product if cfg.trigger.product in names else (names or [None])[0]
+    return RecipeBook(recipes, default)
