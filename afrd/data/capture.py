@@ -199,11 +199,54 @@ class CaptureDataset:
         self.trust_verdicts = trust_verdicts
         self.sets: list[Path] = []
         self._docs: list[dict] = []
+        self.counts = {"sets": 0, "good": 0, "defective": 0, "unreviewed": 0, "unreviewed_pass": 0}
         for path in find_sets(self.root, product):
             doc = load_set_json(path)
+            self._count(doc)
             if self._keep(doc):
                 self.sets.append(path.parent)
                 self._docs.append(doc)
+        if split == "train" and not self.sets:
+            raise DataError(self._nothing_to_train())
+
+    def _count(self, doc: dict) -> None:
+        c = self.counts
+        c["sets"] += 1
+        label = doc.get("label")
+        if label == 0:
+            c["good"] += 1
+        elif label == 1:
+            c["defective"] += 1
+        else:
+            c["unreviewed"] += 1
+            c["unreviewed_pass"] += doc.get("verdict") == "pass"
+
+    def summary(self) -> str:
+        """How many sets the root holds by label, and how many this split uses."""
+        c = self.counts
+        where = f"{self.root}" + (f" (product {self.product!r})" if self.product else "")
+        return (
+            f"capture root {where}: {c['sets']} sets, {c['good']} labelled good, "
+            f"{c['defective']} defective, {c['unreviewed']} unreviewed; split {self.split!r} "
+            f"uses {len(self.sets)}"
+        )
+
+    def _nothing_to_train(self) -> str:
+        c = self.counts
+        if c["sets"] == 0:
+            todo = (
+                "no image sets at all: record good parts with `afrd capture --config cell.toml "
+                "--count 50 --label good` (or the daemon's recorder)"
+            )
+        else:
+            todo = (
+                "training uses sets labelled good (label 0): review them with `afrd label "
+                f"{self.root} --all --good` (or by --part/--day/--verdict, or on the operator "
+                "page)"
+            )
+            if c["unreviewed_pass"] and not self.trust_verdicts:
+                todo += f"; {c['unreviewed_pass']} unreviewed sets a model passed could be used"
+        return f"{self.summary()}: no labelled good set to train on; {todo}"
 
     def _keep(self, doc: dict) -> bool:
         label = doc.get("label")

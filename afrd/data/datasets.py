@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 
 from afrd.data.capture import CaptureDataset, find_sets
@@ -58,7 +59,7 @@ def open_dataset(
             )
         return EyecandiesDataset(path.parent, path.name, split, lights=lights, size=size)
     cap_split = {"test_public": "test", "test_private": "all"}.get(split, split)
-    return CaptureDataset(
+    ds = CaptureDataset(
         path,
         product=category,
         split=cap_split,
@@ -66,3 +67,6 @@ def open_dataset(
         size=size,
         trust_verdicts=trust_verdicts,
     )
+    if cap_split == "train":  # the user sees which recorded sets a model is trained on
+        print(ds.summary(), file=sys.stderr, flush=True)
+    return ds
