@@ -289,15 +289,18 @@ class CADInference(nn.Module):
         return amap.float(), amap.flatten(1).amax(dim=1).float()
 
 
-def build_student(
-    student: str,
-    teacher: str,
-    fusion: str,
-    n_lights: int,
-    image_size: int,
-    teacher_weights: str | os.PathLike | None = None,
-) -> AFRD:
-    """``afrd train --student``: AFRD (``local``) or CAD (``local+global``)."""
+def build_student(cfg, n_lights: int) -> AFRD:
+    """The student ``afrd train``'s config asks for: AFRD (``student`` local; with DCAM's
+    training-only attention blocks when ``dcam``, afrd.model.dcam) or CAD (local+global)."""
+    student, dcam = cfg.student, getattr(cfg, "dcam", False)
+    teacher, fusion, image_size = cfg.teacher, cfg.fusion, cfg.image_size
+    teacher_weights = cfg.teacher_weights
+    if dcam and student != "local":
+        raise ConfigError("--dcam trains the local student; it does not combine with local+global")
+    if dcam:
+        from afrd.model.dcam import DCAMStudent
+
+        return DCAMStudent(teacher, fusion, n_lights, image_size, teacher_weights)
     if student == "local":
         return AFRD(teacher, fusion, n_lights, image_size, teacher_weights)
     if student == "local+global":
@@ -306,8 +309,9 @@ def build_student(
 
 
 def training_loss(model: AFRD, per_light: list[torch.Tensor], kind: str) -> torch.Tensor:
-    """The loss ``afrd train`` minimises for either student kind."""
-    if isinstance(model, CAD):
-        return model.loss(per_light, kind)
+    """The loss ``afrd train`` minimises: a student kind's own (CAD, DCAM) or AFRD's."""
+    own = getattr(model, "loss", None)
+    if callable(own):
+        return own(per_light, kind)
     teacher, student = model.restore(per_light)
     return distillation_loss(kind, teacher, student)

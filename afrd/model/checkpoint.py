@@ -12,6 +12,7 @@ from afrd.data.register import Registration
 from afrd.errors import ConfigError
 from afrd.model.cad import CAD, CADInference
 from afrd.model.cad import KIND as CAD_KIND
+from afrd.model.dcam import inference_state
 from afrd.model.memory import KIND as MEMORY_KIND
 from afrd.model.memory import MemoryBank
 from afrd.model.network import AFRD
@@ -138,7 +139,8 @@ def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD | MemoryBank, dict]:
     cfg = dict(blob["config"])
     cfg["lights"] = tuple(cfg["lights"])
     model = build_model(cfg)
-    model.load_state_dict(blob["model"])
+    # DCAM's attention blocks are training-only (afrd.model.dcam): never loaded for inference
+    model.load_state_dict(inference_state(blob["model"]))
     model.teacher_weights_source = cfg["teacher_weights_source"]
     cfg.setdefault("epoch", blob.get("epoch", 0))
     return model.eval(), cfg

@@ -9,16 +9,53 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from afrd.errors import DataError
+from afrd.errors import ConfigError, DataError
 from afrd.model.sets import normal_subset, open_sets
+
+
+class _Concat:
+    """Several products' datasets read as one (``--multi-class``)."""
+
+    def __init__(self, parts: Sequence) -> None:
+        self.parts = list(parts)
+        self.starts = [0]
+        for p in self.parts:
+            self.starts.append(self.starts[-1] + len(p))
+
+    def __len__(self) -> int:
+        return self.starts[-1]
+
+    def __getitem__(self, i: int):
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        k = max(j for j, s in enumerate(self.starts[:-1]) if s <= i)
+        return self.parts[k][i - self.starts[k]]
+
+
+def resolve_categories(values, multi_class: bool) -> tuple[str | None, tuple[str, ...] | None]:
+    """``(category, categories)`` of ``--category`` values: one category, or with
+    ``--multi-class`` at least two (one student for all of them)."""
+    from afrd import cliargs
+
+    if not multi_class:
+        return cliargs.one_category(values), None
+    cats = cliargs.categories(values) or []
+    if len(set(cats)) < 2:
+        raise ConfigError(f"--multi-class needs two or more --category values, got {cats}")
+    return None, tuple(dict.fromkeys(cats))
+
+
+def open_normals(cfg, split: str, lights) -> Sequence:
+    """Normal sets of ``split`` for ``cfg.category``, or of every one of ``cfg.categories``."""
+    cats = getattr(cfg, "categories", None) or [cfg.category]
+    parts = [normal_subset(open_sets(cfg.data, split, c, lights, cfg.image_size)) for c in cats]
+    return parts[0] if len(parts) == 1 else _Concat(parts)
 
 
 def held_out_normals(cfg, lights: tuple[str, ...]) -> list:
     """Normal sets of ``cfg.norm_split``; empty (with a warning later) when the split is absent."""
     try:
-        sets = normal_subset(
-            open_sets(cfg.data, cfg.norm_split, cfg.category, lights, cfg.image_size)
-        )
+        sets = open_normals(cfg, cfg.norm_split, lights)
     except DataError:
         return []
     return [sets[i] for i in range(len(sets))]

@@ -28,15 +28,18 @@ from afrd.model.backbones import TEACHERS
 from afrd.model.cad import STUDENTS, build_student, training_loss
 from afrd.model.checkpoint import read_checkpoint, save_checkpoint
 from afrd.model.feature_cache import MODES, training_batches
-from afrd.model.heldout import fit_map_stats_or_warn, held_out_normals
+from afrd.model.heldout import (
+    fit_map_stats_or_warn,
+    held_out_normals,
+    open_normals,
+    resolve_categories,
+)
 from afrd.model.network import AFRD
 from afrd.model.scoring import LOSSES
 from afrd.model.sets import (
     REGISTER_METHODS,
     SetDataset,
     fit_sets_registration,
-    normal_subset,
-    open_sets,
     registered,
 )
 
@@ -49,6 +52,8 @@ class TrainConfig:
     data: str = ""  # dataset root (Eyecandies layout or the capture layout)
     out: str = "runs/train"
     category: str | None = None
+    categories: tuple[str, ...] | None = None  # --multi-class: one student, several products
+    dcam: bool = False  # DCAM's training-only attention blocks (afrd.model.dcam)
     teacher: str = "wide_resnet50_2"
     teacher_weights: str | None = None  # None: default local file; a path; or "random"
     fusion: str = "attention"
@@ -126,9 +131,7 @@ def train(
     if sets is None:
         if not cfg.data:
             raise ConfigError("train: --data DIR is required")
-        sets = normal_subset(
-            open_sets(cfg.data, cfg.split, cfg.category, cfg.lights, cfg.image_size)
-        )
+        sets = open_normals(cfg, cfg.split, cfg.lights)
     if cfg.max_sets is not None:
         sets = [sets[i] for i in range(min(cfg.max_sets, len(sets)))]
     if len(sets) == 0:
@@ -146,9 +149,7 @@ def train(
             flush=True,
         )
     device = _device(cfg.device)
-    model = build_student(
-        cfg.student, cfg.teacher, cfg.fusion, len(lights), cfg.image_size, cfg.teacher_weights
-    )
+    model = build_student(cfg, len(lights))  # AFRD, CAD or AFRD with DCAM (afrd.model.cad)
     model.to(device)
     opt = torch.optim.AdamW(model.trainable_parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     config = {
@@ -157,6 +158,7 @@ def train(
         "data_summary": {
             "path": str(cfg.data),
             "category": cfg.category,
+            "categories": list(cfg.categories or []) or None,
             "split": cfg.split,
             "sets": len(dataset),
         },
@@ -263,6 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="local: AFRD's student; local+global: CAD, a global student with GCCB and the "
         "contextual affinity loss beside it (logical defects; afrd.model.cad)",
     )
+    p.add_argument("--multi-class", action="store_true", help="one student for every --category")
+    p.add_argument(
+        "--dcam", action="store_true", help="DCAM attention blocks in training (afrd.model.dcam)"
+    )
     p.add_argument("--teacher", help=preset_help("teacher", f"one of {' | '.join(TEACHERS)}"))
     p.add_argument(
         "--teacher-weights",
@@ -337,13 +343,15 @@ def config_from_args(a: argparse.Namespace) -> TrainConfig:
     if a.epochs is not None and a.steps is None:  # explicit epochs beat a preset's steps
         given["steps"] = 0
     opts = presets.resolve({k: defaults[k] for k in _PRESET_KEYS}, a.preset, given)
-    category = cliargs.one_category(a.category)
+    category, cats = resolve_categories(a.category, a.multi_class)
     opts["steps"] = opts["steps"] or None
     return TrainConfig(
         **opts,
         data=a.data,
-        out=a.out or f"runs/{category or 'train'}",
+        out=a.out or f"runs/{category or '+'.join(cats or ['train'])}",
         category=category,
+        categories=cats,
+        dcam=a.dcam,
         teacher_weights=a.teacher_weights,
         student=a.student,
         seed=a.seed,
