@@ -193,11 +193,13 @@ def test_metrics_text_format():
     m.observe("infer", 0.2)
     m.queue_fn = lambda: {"triggers": 3}
     text = m.render()
-    assert 'afrd_parts_total{cell="c1",verdict="pass"} 1' in text
-    assert 'afrd_errors_total{cell="c1",code="acquire"} 1' in text
-    assert 'afrd_stage_seconds_bucket{cell="c1",stage="infer",le="0.005"} 1' in text
-    assert 'afrd_stage_seconds_bucket{cell="c1",stage="infer",le="+Inf"} 2' in text
-    assert 'afrd_queue_depth{cell="c1",queue="triggers"} 3' in text
+    # prometheus_client's exposition: labels sorted, values as floats
+    assert 'afrd_parts_total{cell="c1",verdict="pass"} 1.0' in text
+    assert 'afrd_errors_total{cell="c1",code="acquire"} 1.0' in text
+    assert 'afrd_stage_seconds_bucket{cell="c1",le="0.005",stage="infer"} 1.0' in text
+    assert 'afrd_stage_seconds_bucket{cell="c1",le="+Inf",stage="infer"} 2.0' in text
+    assert 'afrd_queue_depth{cell="c1",queue="triggers"} 3.0' in text
+    assert "_created" not in text
 
 
 def test_recorder_keeps_fails_samples_passes_and_enforces_size(tmp_path):

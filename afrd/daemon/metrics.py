@@ -1,7 +1,11 @@
-"""Prometheus text-format metrics over plain HTTP (stdlib only): GET /metrics.
+"""Prometheus metrics over plain HTTP: GET /metrics.
 
 afrd_parts_total{verdict}, afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
-(acquire, infer, publish, overhead, total), afrd_queue_depth{queue}, afrd_paused, afrd_up.
+(acquire, infer, publish, overhead, total), afrd_queue_depth{queue}, afrd_threshold{product},
+afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up; every series carries
+``cell``. The values and the exposition are ``prometheus_client``'s (a registry per daemon, no
+``_created`` series); docs/grafana/afrd.json is a dashboard over them. bench/metrics.py measures
+its cost per part against the hand-written exporter it replaced.
 
 The port is unauthenticated, so it must not be a way to starve the daemon: at most
 ``max_connections`` are served at once (more are closed on accept, counted in
@@ -12,95 +16,109 @@ connection serves one request (HTTP/1.0). Bind it to loopback unless a scraper e
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import prometheus_client
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+
+prometheus_client.disable_created_metrics()  # no afrd_*_created series beside the counters
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
 STAGES = ("acquire", "infer", "publish", "overhead", "total")
-
-
-class _Histogram:
-    def __init__(self) -> None:
-        self.counts = [0] * len(BUCKETS)
-        self.count = 0
-        self.sum = 0.0
-
-    def observe(self, v: float) -> None:
-        self.count += 1
-        self.sum += v
-        for i, b in enumerate(BUCKETS):
-            if v <= b:
-                self.counts[i] += 1
+VERDICTS = ("pass", "fail", "error")
+# generate_latest() writes text format 0.0.4, which every Prometheus reads (the library's
+# CONTENT_TYPE_LATEST names 1.0.0, which older servers do not know)
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 class Metrics:
-    """Thread-safe counters; ``render()`` gives the exposition text."""
+    """The daemon's metrics: counters and stage histograms updated per part, gauges read from
+    the daemon at scrape time (``queue_fn``, ``gauges_fn``, ``thresholds_fn``, ``refused_fn``).
+    ``parts`` (counts by verdict) is what `status` reports."""
 
     def __init__(self, cell: str) -> None:
         self.cell = cell
         self._lock = threading.Lock()
-        self.parts = {"pass": 0, "fail": 0, "error": 0}
-        self.errors: dict[str, int] = {}
-        self.hist = {s: _Histogram() for s in STAGES}
+        self.parts = dict.fromkeys(VERDICTS, 0)
         self.queue_fn: Callable[[], dict[str, int]] = dict
         self.gauges_fn: Callable[[], dict[str, float]] = dict
+        self.thresholds_fn: Callable[[], dict[str, float]] = dict  # product -> threshold
         self.refused_fn: Callable[[], int] = int  # metrics connections closed over the cap
+        self.registry = CollectorRegistry(auto_describe=False)
+        r = self.registry
+        parts = Counter("afrd_parts", "Parts inspected by verdict", ["cell", "verdict"], registry=r)
+        self._errors = Counter(
+            "afrd_errors", "Error verdicts by reason", ["cell", "code"], registry=r
+        )
+        stage = Histogram(
+            "afrd_stage_seconds",
+            "Per-part time per pipeline stage",
+            ["cell", "stage"],
+            buckets=BUCKETS,
+            registry=r,
+        )
+        # children made once: a part's update is then a lock and an add per series
+        self._parts = {v: parts.labels(cell, v) for v in VERDICTS}
+        self._parts_metric = parts
+        self._stage = {s: stage.labels(cell, s) for s in STAGES}
+        r.register(_ScrapeTime(self))
 
     def part(self, verdict: str, code: str | None = None) -> None:
         with self._lock:
             self.parts[verdict] = self.parts.get(verdict, 0) + 1
-            if code:
-                self.errors[code] = self.errors.get(code, 0) + 1
+        child = self._parts.get(verdict)
+        if child is None:
+            child = self._parts[verdict] = self._parts_metric.labels(self.cell, verdict)
+        child.inc()
+        if code:
+            self._errors.labels(self.cell, code).inc()
 
     def observe(self, stage: str, seconds: float | None) -> None:
         if seconds is None or seconds != seconds:
             return
-        with self._lock:
-            self.hist[stage].observe(seconds)
+        self._stage[stage].observe(seconds)
 
     def render(self) -> str:
-        c = f'cell="{self.cell}"'
-        out = [
-            "# HELP afrd_up 1 while the daemon runs",
-            "# TYPE afrd_up gauge",
-            f"afrd_up{{{c}}} 1",
-        ]
-        with self._lock:
-            out += [
-                "# HELP afrd_parts_total Parts inspected by verdict",
-                "# TYPE afrd_parts_total counter",
-            ]
-            out += [f'afrd_parts_total{{{c},verdict="{v}"}} {n}' for v, n in self.parts.items()]
-            out += [
-                "# HELP afrd_errors_total Error verdicts by reason",
-                "# TYPE afrd_errors_total counter",
-            ]
-            out += [
-                f'afrd_errors_total{{{c},code="{k}"}} {n}' for k, n in sorted(self.errors.items())
-            ]
-            out += [
-                "# HELP afrd_stage_seconds Per-part time per pipeline stage",
-                "# TYPE afrd_stage_seconds histogram",
-            ]
-            for stage, h in self.hist.items():
-                lab = f'{c},stage="{stage}"'
-                out += [
-                    f'afrd_stage_seconds_bucket{{{lab},le="{b}"}} {n}'
-                    for b, n in zip(BUCKETS, h.counts, strict=True)
-                ]
-                out.append(f'afrd_stage_seconds_bucket{{{lab},le="+Inf"}} {h.count}')
-                out.append(f"afrd_stage_seconds_sum{{{lab}}} {h.sum:.6f}")
-                out.append(f"afrd_stage_seconds_count{{{lab}}} {h.count}")
-        out += [
-            "# HELP afrd_queue_depth Items waiting in each pipeline queue",
-            "# TYPE afrd_queue_depth gauge",
-        ]
-        out += [f'afrd_queue_depth{{{c},queue="{q}"}} {n}' for q, n in self.queue_fn().items()]
-        for name, v in self.gauges_fn().items():
-            out += [f"# TYPE afrd_{name} gauge", f"afrd_{name}{{{c}}} {v}"]
-        out += ["# TYPE afrd_metrics_refused_total counter"]
-        out += [f"afrd_metrics_refused_total{{{c}}} {self.refused_fn()}"]
-        return "\n".join(out) + "\n"
+        """The exposition text (Prometheus text format 0.0.4)."""
+        return generate_latest(self.registry).decode()
+
+
+class _ScrapeTime:
+    """The series read from the daemon when scraped (no per-part cost)."""
+
+    def __init__(self, m: Metrics) -> None:
+        self.m = m
+
+    def collect(self) -> Iterator[Metric]:
+        m, cell = self.m, self.m.cell
+        up = GaugeMetricFamily("afrd_up", "1 while the daemon runs", labels=["cell"])
+        up.add_metric([cell], 1)
+        yield up
+        q = GaugeMetricFamily(
+            "afrd_queue_depth", "Items waiting in each pipeline queue", labels=["cell", "queue"]
+        )
+        for name, n in m.queue_fn().items():
+            q.add_metric([cell, name], n)
+        yield q
+        t = GaugeMetricFamily(
+            "afrd_threshold", "Verdict threshold per product recipe", labels=["cell", "product"]
+        )
+        for product, v in m.thresholds_fn().items():
+            t.add_metric([cell, product], v)
+        yield t
+        for name, v in m.gauges_fn().items():
+            g = GaugeMetricFamily(f"afrd_{name}", f"afrd {name.replace('_', ' ')}", labels=["cell"])
+            g.add_metric([cell], v)
+            yield g
+        c = CounterMetricFamily(
+            "afrd_metrics_refused",
+            "Metrics connections closed over max_connections",
+            labels=["cell"],
+        )
+        c.add_metric([cell], m.refused_fn())
+        yield c
 
 
 class _CappedServer(ThreadingHTTPServer):
@@ -152,7 +170,7 @@ class MetricsServer:
                     return
                 body = m.render().encode()
                 self.send_response(200)
-                self.send_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
+                self.send_header("Content-Type", CONTENT_TYPE)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
                 self.wfile.write(body)

@@ -112,6 +112,9 @@ class Service(ControlCommands):
             hardware_product=cfg.trigger.product if mode == "hardware" else None,
         )
         self.metrics.queue_fn = self.pipeline.queue_depths
+        self.metrics.thresholds_fn = lambda: {
+            n or cfg.trigger.product: r.threshold for n, r in self.pipeline.book.recipes.items()
+        }
         self.metrics.gauges_fn = lambda: {
             "paused": float(self.pipeline.paused),
             "in_flight": float(self.pipeline.in_flight),
