@@ -1,0 +1,174 @@
+"""Multi-class benchmark: one model per product vs one model for all (naive, and with DCAM).
+
+Same run, same seed, same rendered sets (every renderer category, ``fixtured`` parts): AFRD at
+the ``cpu`` preset's settings (EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px,
+AdamW 2e-3, batch 8, cached teacher maps), trained three ways:
+
+- ``one-class``: one model per category, ``STEPS`` optimiser steps each;
+- ``naive``: one model on the union of the categories (``afrd train --multi-class``),
+  ``MULTI_STEPS`` steps (half of what the one-class models take together);
+- ``dcam``: the same with DCAM's training-only attention blocks and losses (``--dcam``).
+
+Each is scored per category on the same good and structurally defective test sets (I-AUROC), and
+timed per part on one thread; both multi-class models are exported with ``afrd-export onnx``'s
+function and their graphs' node counts compared (DCAM's blocks must be gone). Reports the gap
+closed: (dcam - naive) / (one-class - naive) on the mean I-AUROC. Writes
+``bench/out/multiclass.json`` (with every epoch's loss) and prints a table.
+
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/multiclass.py --threads 1
+    .venv/bin/python bench/multiclass.py --quick
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+from cad import STRUCTURAL, model_history, render, scores  # noqa: E402
+
+from afrd.data.render import CATEGORIES  # noqa: E402
+from afrd.model.checkpoint import inference_module, load_checkpoint  # noqa: E402
+from afrd.model.metrics import auroc  # noqa: E402
+from afrd.model.train import TrainConfig, train  # noqa: E402
+
+CONFIGS = {
+    "cpu": {"size": 128, "steps": 256, "multi_steps": 512, "train": 64, "val": 32, "test": 24},
+    "quick": {"size": 64, "steps": 4, "multi_steps": 8, "train": 8, "val": 4, "test": 4},
+}
+KINDS = ("one-class", "naive", "dcam")
+
+
+def sets_for(cat: str, cfg: dict, seed: int) -> dict:
+    size, n = cfg["size"], cfg["test"]
+    return {
+        "train": [render(cat, "train", i, None, size, seed) for i in range(cfg["train"])],
+        "val": [render(cat, "val", i, None, size, seed) for i in range(cfg["val"])],
+        "good": [render(cat, "test_public", i, None, size, seed) for i in range(n)],
+        "bad": [
+            render(cat, "test_public", 1000 + i, STRUCTURAL[i % 3], size, seed) for i in range(n)
+        ],
+    }
+
+
+def fit(name: str, train_sets: list, val_sets: list, steps: int, cfg: dict, a, **kw) -> Path:
+    tc = TrainConfig(
+        out=str(Path(a.out) / "multiclass_runs" / name),
+        teacher="efficientnet_lite0",
+        fusion="attention",
+        loss="pixel",
+        image_size=cfg["size"],
+        lr=2e-3,
+        batch_size=8,
+        steps=steps,
+        feature_cache="ram",
+        seed=a.seed,
+        progress=False,
+        **kw,
+    )
+    return train(tc, sets=train_sets, norm_sets=val_sets)
+
+
+def evaluate(ckpt: Path, data: dict, size: int) -> dict:
+    model, _ = load_checkpoint(ckpt)
+    infer = inference_module(model).eval()
+    out = {}
+    for cat, d in data.items():
+        good, ms = scores(infer, d["good"], size)
+        bad, _ = scores(infer, d["bad"], size)
+        labels = np.r_[np.zeros(len(good)), np.ones(len(bad))]
+        out[cat] = {"i_auroc": auroc(labels, np.r_[good, bad]), "ms_per_part": round(ms, 2)}
+    return out
+
+
+def onnx_nodes(ckpt: Path, out: Path) -> int:
+    import onnx
+
+    from afrd.export.onnx_export import export_onnx
+
+    bundle = export_onnx(ckpt, out, force=True, seed=0, echo=False)
+    return len(onnx.load(str(bundle.onnx_path)).graph.node)
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument("--categories", nargs="+", default=list(CATEGORIES))
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--no-export", action="store_true", help="skip the ONNX node count")
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
+    a = ap.parse_args()
+    torch.set_num_threads(a.threads)
+    cfg = dict(CONFIGS["quick" if a.quick else a.config])
+    path = Path(a.out) / ("multiclass_quick.json" if a.quick else "multiclass.json")
+    path.parent.mkdir(parents=True, exist_ok=True)
+    t0 = time.perf_counter()
+    data = {c: sets_for(c, cfg, a.seed) for c in a.categories}
+    res: dict = {
+        "config": cfg,
+        "seed": a.seed,
+        "threads": a.threads,
+        "machine": platform.platform(),
+        "render_s": round(time.perf_counter() - t0, 1),
+        "results": {k: {} for k in KINDS},
+        "train_s": {},
+        "history": {},
+    }
+    union = [s for c in a.categories for s in data[c]["train"]]
+    union_val = [s for c in a.categories for s in data[c]["val"]]
+    runs = [(k, union, union_val, cfg["multi_steps"]) for k in ("naive", "dcam")]
+    runs += [
+        (f"one-class/{c}", data[c]["train"], data[c]["val"], cfg["steps"]) for c in a.categories
+    ]
+    ckpts = {}
+    for name, tr, va, steps in runs:
+        t0 = time.perf_counter()
+        extra = {"categories": tuple(a.categories), "dcam": name == "dcam"}
+        if name.startswith("one-class/"):
+            extra = {"category": name.split("/", 1)[1]}
+        ckpts[name] = fit(name, tr, va, steps, cfg, a, **extra)
+        res["train_s"][name] = round(time.perf_counter() - t0, 1)
+        res["history"][name] = [round(h["loss"], 5) for h in model_history(ckpts[name])]
+        if name.startswith("one-class/"):
+            cat = name.split("/", 1)[1]
+            res["results"]["one-class"].update(evaluate(ckpts[name], {cat: data[cat]}, cfg["size"]))
+        else:
+            res["results"][name] = evaluate(ckpts[name], data, cfg["size"])
+        path.write_text(json.dumps(res, indent=2))
+        print(name, res["train_s"][name], "s", flush=True)
+    mean = {k: float(np.mean([v["i_auroc"] for v in res["results"][k].values()])) for k in KINDS}
+    ms = {k: float(np.mean([v["ms_per_part"] for v in res["results"][k].values()])) for k in KINDS}
+    gap = mean["one-class"] - mean["naive"]
+    res["mean_i_auroc"], res["ms_per_part"] = mean, ms
+    res["gap_closed"] = (mean["dcam"] - mean["naive"]) / gap if abs(gap) > 1e-9 else None
+    if not a.no_export:
+        res["onnx_nodes"] = {
+            k: onnx_nodes(ckpts[k], Path(a.out) / "multiclass_runs" / f"bundle_{k}")
+            for k in ("naive", "dcam")
+        }
+    path.write_text(json.dumps(res, indent=2))
+    rows = [f"{'category':<10}" + "".join(f" {k:>10}" for k in KINDS)]
+    for c in a.categories:
+        rows.append(
+            f"{c:<10}" + "".join(f" {res['results'][k][c]['i_auroc']:>10.3f}" for k in KINDS)
+        )
+    rows.append(f"{'mean':<10}" + "".join(f" {mean[k]:>10.3f}" for k in KINDS))
+    rows.append(f"{'ms/part':<10}" + "".join(f" {ms[k]:>10.1f}" for k in KINDS))
+    print("\n".join(rows))
+    print(f"gap closed by DCAM: {res['gap_closed']}; ONNX nodes: {res.get('onnx_nodes')}")
+    print(f"wrote {path}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
