@@ -11,16 +11,21 @@ Per engine (null: zero maps, no model; onnxruntime: a bundle's graph):
 
 Goals (issue 6): overhead <= 3 ms per part at 256x256 with heatmaps on; ratio >= 0.9.
 
-    python bench/daemon.py [--quick] [--size 256] [--bundle DIR] [--afrd]
+    python bench/daemon.py [--quick] [--size 256] [--bundle DIR] [--afrd] [--web-pages 5]
 
 ``--bundle`` times an exported AFRD bundle; ``--afrd`` builds one (EfficientNet-Lite0 teacher,
 one epoch on a few sim parts, cached in .cache/afrd/bench: timing only, not a useful model);
 default: a cheap real ONNX graph (brightness), so the numbers isolate the daemon.
+``--web-pages N`` measures each engine three times in the same run: as above (no page), with
+`afrd web` subscribed but no browser, and with N page event streams open (one never reading,
+one reconnecting every 0.5 s, the rest reading): the second isolates what the page process's
+own CPU costs on a shared machine, the third what browsers add to that.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import platform
 import statistics
@@ -77,7 +82,14 @@ def _results(sub: zmq.Socket, timeout_ms: int) -> list[dict]:
 
 
 def run_engine(
-    kind: str, bundle: Path, size: int, n_seq: int, n_tp: int, work: Path, threads: int
+    kind: str,
+    bundle: Path,
+    size: int,
+    n_seq: int,
+    n_tp: int,
+    work: Path,
+    threads: int,
+    pages: int | None = None,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
@@ -90,7 +102,14 @@ def run_engine(
         engine_options=f"threads = {threads}" if kind == "onnxruntime" else None,
     )
     dm = Daemon(cfg).start(timeout=300)
+    stack = contextlib.ExitStack()
     try:
+        if pages is not None:  # the operator's page and its browsers, as on a line PC
+            from afrd.web.launch import PageClients, WebProcess
+
+            web = WebProcess(cfg).start()
+            stack.callback(web.stop)
+            clients = stack.enter_context(PageClients(web.port, pages))
         sub = dm.subscriber()
         wait_subscribed(sub)
 
@@ -120,7 +139,9 @@ def run_engine(
             tp_res += _results(sub, 50)
         t1 = time.perf_counter()
         sub.close()
+        page_events = clients.events if pages is not None else 0
     finally:
+        stack.close()
         rc = dm.stop()
     bad = [r for r in seq_res + tp_res if r["verdict"] == "error"]
     if bad:
@@ -139,6 +160,8 @@ def run_engine(
     bound = 1000.0 / max(acq, inf)
     return {
         "engine": kind,
+        "web_pages": pages,
+        "page_events_read": page_events,
         "size": size,
         "parts_sequential": n_seq,
         "parts_throughput": n_tp,
@@ -165,6 +188,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--bundle", type=Path, help="AFRD bundle to time with onnxruntime")
     ap.add_argument("--afrd", action="store_true", help="build and time a small AFRD bundle")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
+    ap.add_argument("--web-pages", type=int, default=0, help="also run with N page streams")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -177,15 +201,17 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for kind in args.engines.split(","):
         b = simple if kind == "null" else model_bundle
-        row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads)
-        row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
-        rows.append(row)
+        for pages in [None, 0, args.web_pages] if args.web_pages else [None]:
+            row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads, pages)
+            row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
+            rows.append(row)
     print(
         f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
         f"{platform.processor() or platform.machine()}"
     )
     hdr = (
         "engine",
+        "pages",
         "bundle",
         "overhead p50/p90 ms",
         "acq ms",
@@ -198,12 +224,33 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(hdr))
     for r in rows:
         print(
-            f"| {r['engine']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"| {r['engine']} | {'-' if r['web_pages'] is None else r['web_pages']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
             f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
             f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |"
         )
+    compare = []
+    for base in (r for r in rows if args.web_pages and r["web_pages"] is None):
+        for paged in (
+            r for r in rows if r["engine"] == base["engine"] and r["web_pages"] is not None
+        ):
+            c = {
+                "engine": base["engine"],
+                "web_pages": paged["web_pages"],
+                "throughput_ratio_vs_no_page": paged["throughput_parts_s"]
+                / base["throughput_parts_s"],
+                "overhead_p50_delta_ms": paged["overhead_ms_p50"] - base["overhead_ms_p50"],
+                "page_events_read": paged["page_events_read"],
+            }
+            compare.append(c)
+            print(
+                f"{c['engine']}: afrd web + {c['web_pages']} pages vs no page: throughput x"
+                f"{c['throughput_ratio_vs_no_page']:.3f}, overhead p50 "
+                f"{c['overhead_p50_delta_ms']:+.2f} ms ({c['page_events_read']} events read)"
+            )
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps({"quick": args.quick, "rows": rows}, indent=2))
+    args.out.write_text(
+        json.dumps({"quick": args.quick, "rows": rows, "web_pages": compare}, indent=2)
+    )
     print(f"wrote {args.out}")
     ok = all(r["overhead_ms_p50"] <= 3.0 and r["throughput_ratio"] >= 0.9 for r in rows)
     print("goals (overhead <= 3 ms, ratio >= 0.9):", "met" if ok else "NOT met")

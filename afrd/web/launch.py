@@ -7,6 +7,7 @@ import os
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.request
@@ -96,3 +97,58 @@ def recorder_toml(captures: Path, pass_sample_rate: float = 1.0) -> str:
         f'[recorder]\nenabled = true\ndir = "{captures}"\n'
         f"pass_sample_rate = {pass_sample_rate}\nmin_free_bytes = 0\n"
     )
+
+
+class PageClients:
+    """``n`` browsers' worth of event streams on a running page: one that never reads after
+    connecting, one that disconnects and reconnects every ``churn_s``, the rest reading
+    everything (bench/daemon.py's "pages open" case). ``events`` counts what the readers got."""
+
+    def __init__(self, port: int, n: int, churn_s: float = 0.5) -> None:
+        self.port, self.n, self.churn_s = port, n, churn_s
+        self.events = 0
+        self._stop = threading.Event()
+        self._threads: list[threading.Thread] = []
+        self._idle: socket.socket | None = None
+
+    def _open(self) -> socket.socket:
+        s = socket.create_connection(("127.0.0.1", self.port), timeout=5)
+        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        return s
+
+    def _reader(self) -> None:
+        with self._open() as s:
+            s.settimeout(0.5)
+            while not self._stop.is_set():
+                try:
+                    data = s.recv(65536)
+                except TimeoutError:
+                    continue
+                if not data:
+                    return
+                self.events += data.count(b"\n\n")
+
+    def _churn(self) -> None:
+        while not self._stop.is_set():
+            with self._open() as s:
+                s.recv(4096)
+            self._stop.wait(self.churn_s)
+
+    def __enter__(self) -> PageClients:
+        if self.n >= 1:
+            self._idle = self._open()
+            self._idle.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # and never read
+        kinds = [self._churn] if self.n >= 2 else []
+        kinds += [self._reader] * max(0, self.n - 2)
+        for fn in kinds:
+            t = threading.Thread(target=fn, daemon=True)
+            t.start()
+            self._threads.append(t)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        for t in self._threads:
+            t.join(timeout=5)
+        if self._idle is not None:
+            self._idle.close()
