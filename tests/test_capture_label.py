@@ -89,6 +89,23 @@ def test_capture_without_a_model_then_label_and_train_reads_them(tmp_path):
     assert p.returncode == 2 and "no-such-part" in p.stderr
     ds = CaptureDataset(caps, split="train")
     assert len(ds) == 3 and "3 labelled good, 1 defective, 0 unreviewed" in ds.summary()
+    assert len(CaptureDataset(caps, split="val")) == 4  # no holdout: every reviewed set
+
+
+def test_holdout_sets_are_the_validation_split_and_never_train(tmp_path):
+    cfg = _cell(tmp_path)
+    caps = tmp_path / "caps"
+    args = ("-c", str(cfg), "-n", "6", "--label", "good", "--holdout", "0.34", "--prefix", "h-")
+    ok(afrd("capture", *args, "--out", str(caps)))
+    docs = [json.loads(p.read_text()) for p in find_sets(caps)]
+    held = {d["part_id"] for d in docs if d.get("holdout")}
+    assert held == {"h-00003", "h-00006"}  # every third set, deterministic
+    train = {s.part_id for s in CaptureDataset(caps, split="train")}
+    val = {s.part_id for s in CaptureDataset(caps, split="val")}
+    assert val == held and train.isdisjoint(val) and len(train) == 4
+    assert len(CaptureDataset(caps, split="test")) == 6  # every reviewed set
+    p = afrd("capture", *args[:6], "--holdout", "1.0", "--out", str(caps))
+    assert p.returncode == 2 and "--holdout must be in [0, 1)" in p.stderr
 
 
 def test_capture_uses_the_product_recipe_and_refuses_an_unknown_one(tmp_path):
@@ -126,19 +143,25 @@ def test_empty_cell_to_running_daemon_by_cli_commands_only(tmp_path):
     ok(afrd("calibrate", "flatfield", "--config", str(cfg)))
     assert "OK" in ok(afrd("config", "check", "--no-bundle", str(cfg)))
     caps = tmp_path / "captures"
-    ok(afrd("capture", "-c", str(cfg), "-n", "50", "--label", "good", "--out", str(caps)))
+    # 50 good parts, every 5th held out of training: the validation split for the memory
+    # bank's normalisation and the threshold
+    capture = ("capture", "-c", str(cfg), "-n", "50", "--label", "good", "--holdout", "0.2")
+    ok(afrd(*capture, "--out", str(caps)))
     out = ok(
         afrd(
             "train", "--data", str(caps), "--model", "memory", "--image-size", "32",
-            "--norm-split", "none", "--threads", "1", "--out", str(tmp_path / "run"),
+            "--threads", "1", "--out", str(tmp_path / "run"),
         )
     )  # fmt: skip
-    assert "50 labelled good" in out
+    assert "50 labelled good, 0 defective, 0 unreviewed, 10 held out" in out
+    assert "split 'train' uses 40" in out
     bundle = tmp_path / "bundle"
     ok(afrd("export", "onnx", str(tmp_path / "run" / "model.pt"), "--out", str(bundle),
             "--data", str(caps), "--split", "train"))  # fmt: skip
     ok(afrd("calibrate", "threshold", str(bundle), "--data", str(caps)))
-    threshold = json.loads((bundle / "bundle.json").read_text())["threshold"]["value"]
+    meta = json.loads((bundle / "bundle.json").read_text())
+    threshold = meta["threshold"]["value"]
+    assert meta["threshold"]["statistics"]["normal"]["n"] == 10, meta["threshold"]  # holdout
     assert "OK" in ok(afrd("config", "check", str(cfg)))
     # the line now runs parts of every kind
     cfg.write_text(cfg.read_text().replace("defect_rate = 0.0", "defect_rate = 0.5"))

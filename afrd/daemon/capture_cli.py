@@ -15,6 +15,7 @@ are unreviewed until `afrd label` marks them.
 
 from __future__ import annotations
 
+import math
 import sys
 import time
 from pathlib import Path
@@ -42,6 +43,13 @@ def _parser():
         "afrd label)",
     )
     ap.add_argument("--lights", help="comma-separated lighting names (default: all the config's)")
+    ap.add_argument(
+        "--holdout",
+        type=float,
+        default=0.0,
+        help="share of sets kept out of training as the validation split (e.g. 0.2: every "
+        "5th set; map statistics and the threshold are fitted on them)",
+    )
     ap.add_argument(
         "--prefix", help="part id prefix (default cap-<UTC time>-; ids: <prefix><n, 5 digits>)"
     )
@@ -86,6 +94,8 @@ def capture(args) -> int:
     cfg = load_config(args.config)
     if args.count < 1:
         raise ConfigError(f"{PROG}: --count must be >= 1, got {args.count}")
+    if not 0.0 <= args.holdout < 1.0:
+        raise ConfigError(f"{PROG}: --holdout must be in [0, 1), got {args.holdout}")
     product = args.product or cfg.trigger.product
     setup = _setup(cfg, product, args.lights.split(",") if args.lights else None)
     out = args.out or cfg.recorder.dir
@@ -110,11 +120,9 @@ def capture(args) -> int:
             last_part = time.monotonic()
             imageset.label = label  # the operator's word, not the simulator's ground truth
             imageset.mask = None
-            path = write_capture(
-                out,
-                imageset,
-                {"label": label, "meta": {"source": "afrd capture", "config": str(args.config)}},
-            )
+            held = math.floor((done + 1) * args.holdout) > math.floor(done * args.holdout)
+            meta = {"source": "afrd capture", "config": str(args.config)}
+            path = write_capture(out, imageset, {"label": label, "holdout": held, "meta": meta})
             done += 1
             print(f"{done}/{args.count} {path}", flush=True)
             if args.interval > 0 and done < args.count:

@@ -15,13 +15,17 @@
      "timestamps": [UNIX seconds per image], "size": [H, W],
      "verdict": "pass"|"fail"|"error"|null, "score": float|null, "threshold": float|null,
      "label": null|0|1,          # operator review: 0 good, 1 defective, null not reviewed
-     "mask": "mask.png"|null, "model": {"name": ..., "sha256": ...}|null, "meta": {...}}
+     "mask": "mask.png"|null, "model": {"name": ..., "sha256": ...}|null, "meta": {...},
+     "holdout": true}            # optional: kept out of training, for validation
 
 A capture is written into a hidden temporary folder and renamed into place, so a reader never
 sees half a set. Which sets count as normal for training: those an operator labelled 0; with
 ``trust_verdicts=True`` also unreviewed sets the model passed (verdict "pass", label null).
 Sets labelled 1, failed, or errored never train. ``split="test"`` yields the reviewed sets
-(label 0 or 1), ``split="all"`` everything.
+(label 0 or 1), ``split="all"`` everything. Sets marked ``holdout`` (``afrd capture
+--holdout F``) never train; when a root has any, ``split="val"`` is its reviewed holdout sets
+(what map statistics and thresholds are fitted on, apart from the training parts), otherwise
+every reviewed set.
 """
 
 from __future__ import annotations
@@ -121,6 +125,8 @@ def write_capture(root: str | Path, imageset: ImageSet, result: dict | None = No
             "model": _json_safe(result.get("model")),
             "meta": _json_safe({**imageset.meta, **result.get("meta", {})}),
         }
+        if result.get("holdout"):
+            doc["holdout"] = True
         (tmp / "set.json").write_text(json.dumps(doc, indent=1), encoding="utf-8")
         os.chmod(tmp, 0o755)
         for n in range(1, 10_000):
@@ -199,12 +205,15 @@ class CaptureDataset:
         self.trust_verdicts = trust_verdicts
         self.sets: list[Path] = []
         self._docs: list[dict] = []
-        self.counts = {"sets": 0, "good": 0, "defective": 0, "unreviewed": 0, "unreviewed_pass": 0}
-        for path in find_sets(self.root, product):
-            doc = load_set_json(path)
+        self.counts = dict.fromkeys(
+            ("sets", "good", "defective", "unreviewed", "unreviewed_pass", "holdout"), 0
+        )
+        docs = [(path.parent, load_set_json(path)) for path in find_sets(self.root, product)]
+        self._holdouts = any(doc.get("holdout") for _, doc in docs)
+        for set_dir, doc in docs:
             self._count(doc)
             if self._keep(doc):
-                self.sets.append(path.parent)
+                self.sets.append(set_dir)
                 self._docs.append(doc)
         if split == "train" and not self.sets:
             raise DataError(self._nothing_to_train())
@@ -212,6 +221,7 @@ class CaptureDataset:
     def _count(self, doc: dict) -> None:
         c = self.counts
         c["sets"] += 1
+        c["holdout"] += bool(doc.get("holdout"))
         label = doc.get("label")
         if label == 0:
             c["good"] += 1
@@ -227,8 +237,8 @@ class CaptureDataset:
         where = f"{self.root}" + (f" (product {self.product!r})" if self.product else "")
         return (
             f"capture root {where}: {c['sets']} sets, {c['good']} labelled good, "
-            f"{c['defective']} defective, {c['unreviewed']} unreviewed; split {self.split!r} "
-            f"uses {len(self.sets)}"
+            f"{c['defective']} defective, {c['unreviewed']} unreviewed, {c['holdout']} held out "
+            f"for validation; split {self.split!r} uses {len(self.sets)}"
         )
 
     def _nothing_to_train(self) -> str:
@@ -253,9 +263,12 @@ class CaptureDataset:
         if self.split == "all":
             return True
         if self.split == "train":
-            return label == 0 or (
-                self.trust_verdicts and label is None and doc.get("verdict") == "pass"
+            return not doc.get("holdout") and (
+                label == 0
+                or (self.trust_verdicts and label is None and doc.get("verdict") == "pass")
             )
+        if self.split == "val" and self._holdouts:
+            return bool(doc.get("holdout")) and label in (0, 1)
         return label in (0, 1)
 
     def __len__(self) -> int:
