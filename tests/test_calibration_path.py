@@ -32,6 +32,7 @@ from afrd.acquire.simulated import (  # noqa: E402
 )
 from afrd.calibration.cli import main as calibrate_main  # noqa: E402
 from afrd.calibration.flatfield import capture_flatfield  # noqa: E402
+from afrd.config.cell import load_config  # noqa: E402
 from afrd.config.check import check  # noqa: E402
 
 SIZE = 32
@@ -139,3 +140,23 @@ def test_config_check_refuses_calibration_files_that_do_not_fit(tmp_path):
     assert "has no exposure for lights ['ring_bottom'" in problems(text)
     assert calibrate_main(["exposure", *sim32]) in (0, 1)
     assert problems(text) == ""
+
+
+def test_a_product_is_calibrated_under_its_own_lighting_levels(tmp_path, capsys):
+    make_brightness_bundle(tmp_path / "b", SIZE)
+    cfg = write_config(tmp_path, tmp_path / "b", size=SIZE)
+    dim = ", ".join(f"{{channel = {c}, level = 20.0}}" for c in (5, 6, 7, 8))
+    product = f'[[product]]\nname = "dim"\n[[product.lighting]]\nname = "box"\nchannels = [{dim}]\n'
+    cfg.write_text(cfg.read_text() + "\n" + product)
+    base = ["flatfield", "--config", str(cfg), "--lights", "box,ring_all"]
+    assert calibrate_main([*base, "--name", "cell.npz"]) == 0
+    assert calibrate_main([*base, "--name", "dim.npz", "--product", "dim"]) == 0
+    assert calibrate_main([*base, "--name", "x.npz", "--product", "nope"]) == 2
+    assert "--product 'nope': no such [[product]]" in capsys.readouterr().err
+    cell = json.loads((tmp_path / "cell.json").read_text())["stats"]
+    dimmed = json.loads((tmp_path / "dim.json").read_text())["stats"]
+    # the product's box lamps at 20 % of what the cell's are at; ring_all is not re-levelled
+    level = load_config(cfg).condition("box").channels[0].level
+    want = 20.0 / level * cell["box"]["white_mean_dn"]
+    assert dimmed["box"]["white_mean_dn"] == pytest.approx(want, rel=0.05, abs=1.0)
+    assert dimmed["ring_all"]["white_mean_dn"] == cell["ring_all"]["white_mean_dn"]

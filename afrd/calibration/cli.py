@@ -57,6 +57,7 @@ def cell_parser(
     ap.add_argument("--out", type=Path, help="output folder (default: the config's folder)")
     ap.add_argument("--name", default=default_file, help="file name")
     ap.add_argument("--lights", help="comma-separated lighting names (default: all)")
+    ap.add_argument("--product", help="--config: under this [[product]] recipe's lighting levels")
     ap.add_argument("--image-size", type=int, default=128, help="--sim: image size in pixels")
     return ap
 
@@ -93,6 +94,7 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
     )
     from afrd.config.cell import load_config
     from afrd.data.lights import DEFAULT_LIGHTS
+    from afrd.errors import ConfigError
 
     lights = args.lights.split(",") if args.lights else None
     if args.sim:
@@ -102,6 +104,15 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
         cfg = load_config(args.config)
         names = lights or [c.name for c in cfg.lighting]
         conds = cfg.conditions_for(names, source="calibration")
+        if getattr(args, "product", None):
+            recipes = {p.name: p for p in cfg.product}
+            if args.product not in recipes:
+                raise ConfigError(
+                    f"--product {args.product!r}: no such [[product]] in {args.config} "
+                    f"(have {list(recipes)})"
+                )
+            relevel = {c.name: c for c in recipes[args.product].lighting}
+            conds = [relevel.get(c.name, c) for c in conds]
         devices = Devices(cfg.camera, cfg.controller, cfg.trigger.mode)
     # unlike the daemon, calibration needs the controller from the start
     with devices:
