@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -153,3 +154,51 @@ def test_recipe_config_errors_name_the_product(tmp_path):
     assert check(str(tmp_path / "y.toml")) == [
         f"{tmp_path / 'y.toml'}: product[0] ('a').bundle: no bundle at {tmp_path / 'gone'}"
     ]
+
+
+def test_a_reload_mid_part_finishes_that_part_with_its_own_recipe(tmp_path):
+    """In-process, real sim cell and ONNX Runtime: the book swapped while part 1 is being
+    imaged; part 1 is judged by the old engine (still open), part 2 by the new one, and the
+    old engines close once part 1 is through."""
+    import threading
+
+    from afrd.acquire.sequencer import Setup
+    from afrd.acquire.simulated import sim_lighting_conditions
+    from afrd.daemon.pipeline import Pipeline
+    from afrd.daemon.recipes import Recipe, RecipeBook
+    from afrd.runtime.loader import load_runtime
+    from afrd.sim.cell import SimCell
+
+    def book(name: str, threshold: float) -> RecipeBook:
+        _bundle(tmp_path / name)
+        rt = load_runtime(tmp_path / name, "onnxruntime", {"threads": 1})
+        setup = Setup(sim_lighting_conditions())
+        return RecipeBook({"a": Recipe("a", rt, threshold, setup)}, "a")
+
+    old, new = book("old", 0.9), book("new", 0.8)
+    imaging, release = threading.Event(), threading.Event()
+    out: list[dict] = []
+    with SimCell(size=SIZE, seed=3) as cell:
+        seq = cell.sequencer()
+
+        def acquire(part_id: str, product: str, setup: Setup):
+            if part_id == "p1":
+                imaging.set()
+                assert release.wait(30)
+            return seq.acquire(part_id, product, setup)
+
+        p = Pipeline("u1", acquire, old, lambda job, msg: out.append(msg))
+        p.start()
+        p.trigger("p1", "a")
+        assert imaging.wait(30)
+        p.swap_book(new)  # part 1 has pinned the old book: nothing closes yet
+        assert not old._closed
+        release.set()
+        p.trigger("p2", "a")
+        deadline = time.monotonic() + 30
+        while len(out) < 2 and time.monotonic() < deadline:
+            time.sleep(0.01)
+        p.stop()
+    assert [(m["part_id"], m["verdict"] != "error") for m in out] == [("p1", True), ("p2", True)]
+    assert [(m["model"]["name"], m["threshold"]) for m in out] == [("old", 0.9), ("new", 0.8)]
+    assert old._closed and old.users == 0
