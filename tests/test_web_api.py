@@ -224,6 +224,57 @@ def test_token_guards_actions_and_wide_binds(cell, tmp_path: Path) -> None:
     assert run.returncode == 2 and "--token-file" in run.stderr and "0.0.0.0" in run.stderr
 
 
+def test_a_browser_that_falls_behind_is_resynced_not_waited_for(cell) -> None:
+    """The fan-out on the daemon's real messages: a queue nobody drains stays bounded and ends
+    in one ``resync``; a browser that reads gets every result."""
+    import asyncio
+
+    from afrd.sim.launch import collect, wait_subscribed
+    from afrd.web.live import CLIENT_QUEUE, LiveFeed
+
+    dm, web, _ = cell
+    sub = dm.subscriber()
+    try:
+        wait_subscribed(sub)
+        ids = [f"fan-{i}" for i in range(8)]
+        for pid in ids:
+            assert dm.ctl({"cmd": "trigger", "part_id": pid})["ok"]
+        frames = collect(sub, len(ids))
+    finally:
+        sub.close()
+
+    async def replay() -> tuple[list, list]:
+        feed = LiveFeed("ipc:///nonexistent")
+        stuck, reader = feed.subscribe(), feed.subscribe()
+        got = []
+        for _ in range(12):  # ~100+ events: more than one queue holds
+            for f in frames:
+                feed.handle(f)
+                while not reader.empty():
+                    got.append(reader.get_nowait())
+        left = [stuck.get_nowait() for _ in range(stuck.qsize())]
+        return got, left
+
+    got, left = asyncio.run(replay())
+    assert sum(e == "result" for e, _ in got) == 12 * len(ids)
+    assert 0 < len(left) <= CLIENT_QUEUE and ("resync", {}) in left
+
+
+def test_browsers_that_leave_are_forgotten(cell) -> None:
+    _, web, _ = cell
+    base = web.get("/api/live")["browsers"]
+    socks = []
+    for _ in range(3):
+        s = socket.create_connection(("127.0.0.1", web.port), timeout=5)
+        s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n")
+        s.recv(1024)  # the stream has started
+        socks.append(s)
+    assert wait_for(lambda: web.get("/api/live")["browsers"] == base + 3, what="3 browsers")
+    for s in socks:
+        s.close()
+    assert wait_for(lambda: web.get("/api/live")["browsers"] == base, what="browsers gone")
+
+
 def test_heartbeat_loss_is_reported(cell) -> None:
     """Last: stops the module's daemon."""
     dm, web, _ = cell

@@ -102,6 +102,15 @@ def shot(drv, name: str, tmp: Path) -> Path:
     return out
 
 
+def text(drv, element_id: str) -> str:
+    """An element's text read in the page (parts of it are rebuilt: no stale references)."""
+    return js(
+        drv,
+        "const e=document.getElementById(arguments[0]); return e ? e.innerText : ''",
+        element_id,
+    )
+
+
 def trigger(dm: Daemon, ids: list[str]) -> None:
     for pid in ids:
         assert dm.ctl({"cmd": "trigger", "part_id": pid})["ok"]
@@ -225,8 +234,8 @@ def test_the_page_in_chromium(cell, browser, tmp_path: Path) -> None:
         ),
         what="six lights and the heatmap in review",
     )
-    drv.find_element(By.ID, "label-defective").click()
-    until(drv, lambda d: d.find_element(By.ID, "meta-label").text == "defective", what="label")
+    js(drv, "document.getElementById('label-defective').click()")  # the detail may be redrawn
+    until(drv, lambda d: text(d, "meta-label") == "defective", what="the label in the detail")
     reviewed = CaptureDataset(d / "captures", split="test")
     assert [(s.part_id, s.label) for s in reviewed] == [(ids[3], 1)]
     shot(drv, "review", tmp_path)

@@ -139,6 +139,7 @@ class LiveFeed:
             "shift": self.shift(),
             "liveness": self.liveness(),
             "heatmap_seqs": list(self.heatmaps),
+            "browsers": self.clients,
         }
 
     def _with_capture(self, r: dict) -> dict:
