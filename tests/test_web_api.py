@@ -275,6 +275,45 @@ def test_browsers_that_leave_are_forgotten(cell) -> None:
     assert wait_for(lambda: web.get("/api/live")["browsers"] == base, what="browsers gone")
 
 
+def test_a_products_threshold_from_the_page(tmp_path: Path) -> None:
+    """With [[product]] recipes the page sets (and saves) one product's threshold; the other
+    product's parts keep theirs."""
+    make_brightness_bundle(tmp_path / "bundle", size=64)
+    recipes = '\n[[product]]\nname = "blue"\n\n[[product]]\nname = "red"\nthreshold = 0.9\n'
+    cfg = write_config(tmp_path, tmp_path / "bundle")
+    cfg.write_text(cfg.read_text() + recipes)
+    dm = Daemon(cfg).start()
+    web = WebProcess(cfg).start()
+    try:
+        wait_for(lambda: web.get("/api/live")["status"], what="a heartbeat")
+        assert set(web.get("/api/live")["status"]["recipes"]) == {"blue", "red"}
+        status, reply = web.post("/api/threshold", {"threshold": -1.0, "product": "blue"})
+        assert status == 200 and reply["result"]["product"] == "blue", reply
+        status, reply = web.post(
+            "/api/threshold", {"threshold": 1.5, "product": "red", "persist": True}
+        )
+        assert reply["result"]["persisted"] is True, reply
+        saved = {p.name: p.threshold for p in load_config(cfg).product}
+        assert saved == {"blue": None, "red": 1.5}  # blue was applied, not saved
+        for pid, prod in (("b1", "blue"), ("r1", "red")):
+            assert dm.ctl({"cmd": "trigger", "part_id": pid, "product": prod})["ok"]
+        got = wait_for(
+            lambda: (
+                (r := {x["part_id"]: x for x in web.get("/api/live")["results"]})
+                and {"b1", "r1"} <= set(r)
+                and r
+            ),
+            what="both products' results",
+        )
+        assert (got["b1"]["threshold"], got["b1"]["verdict"]) == (-1.0, "fail")
+        assert (got["r1"]["threshold"], got["r1"]["verdict"]) == (1.5, "pass")
+        status, reply = web.post("/api/threshold", {"threshold": 0.5, "product": "green"})
+        assert status == 409 and "green" in reply["error"]
+    finally:
+        web.stop()
+        dm.stop()
+
+
 def test_heartbeat_loss_is_reported(cell) -> None:
     """Last: stops the module's daemon."""
     dm, web, _ = cell

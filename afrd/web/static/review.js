@@ -46,7 +46,7 @@
     const meta = c.doc;
     const kv = [["part", c.part_id], ["product", c.product], ["captured", c.captured_at], ["verdict", c.verdict],
       ["score", fmt(c.score)], ["threshold", fmt(c.threshold)], ["model", meta.model ? meta.model.name : "—"],
-      ["label", labelName(c.label)], ["folder", id]];
+      ["label", labelName(c.label)], ["held out", meta.holdout ? "yes (validation, never trains)" : "no"], ["folder", id]];
     const btn = (text, lab, cls) => el("button", { class: "act " + cls, id: "label-" + lab, onclick: () => setLabel(id, lab) }, text);
     $("#detail").replaceChildren(
       el("h3", {}, c.part_id + " ", el("span", { class: "verdict-small " + c.verdict }, (c.verdict || "").toUpperCase())),

@@ -5,12 +5,19 @@
   let proposed = null, axis = null, dragging = false;
   const PAD = { l: 50, r: 20, t: 16, b: 34 };
 
+  // With [[product]] recipes each product has its own threshold: the view shows one product.
+  function product() { return $("#product-label").hidden ? "" : $("#thr-product").value; }
   function running() {
-    if (afrd.status && afrd.status.threshold !== undefined && afrd.status.threshold !== null) return afrd.status.threshold;
+    const st = afrd.status, p = product();
+    if (p && st && st.recipes && st.recipes[p]) return st.recipes[p].threshold;
+    if (st && st.threshold !== undefined && st.threshold !== null) return st.threshold;
     const last = afrd.results.filter((r) => r.threshold !== null).pop();
     return last ? last.threshold : null;
   }
-  function scored() { return afrd.results.filter((r) => r.score !== null && r.verdict !== "error"); }
+  function scored() {
+    const p = product();
+    return afrd.results.filter((r) => r.score !== null && r.verdict !== "error" && (!p || r.product === p));
+  }
 
   function effect(t) {
     let toFail = 0, toPass = 0;
@@ -88,7 +95,7 @@
     const t = parseFloat($("#thr-input").value);
     if (!Number.isFinite(t)) { toast("Enter a number for the threshold", true); return; }
     const body = { threshold: t, persist: $("#persist").checked };
-    const prod = $("#thr-product").value; if (prod) body.product = prod;
+    const prod = product(); if (prod) body.product = prod;
     try {
       const r = await api("/api/threshold", body);
       const res = r.result || {};
@@ -99,12 +106,15 @@
     } catch (e) { $("#apply-result").textContent = "refused: " + e.message; toast(e.message, true); }
   }
 
-  on("info", (i) => {
-    if (i.products && i.products.length) {
-      $("#product-label").hidden = false;
-      $("#thr-product").replaceChildren(el("option", { value: "" }, "all products (top-level)"), ...i.products.map((p) => el("option", { value: p }, p)));
-    }
-  });
+  function setProducts(names, selected) {
+    const sel = $("#thr-product");
+    if (!names.length || [...sel.options].map((o) => o.value).join() === names.join()) return;
+    sel.replaceChildren(...names.map((p) => el("option", { value: p }, p)));
+    if (selected && names.includes(selected)) sel.value = selected;
+    $("#product-label").hidden = false;
+  }
+  on("info", (i) => setProducts(i.products || [], null));
+  on("status", (st) => setProducts(Object.keys(st.recipes || {}), st.default_product));
   on("view", (v) => { if (v === "threshold") { if (proposed === null && running() !== null) setProposed(running()); else draw(); } });
   const redraw = () => { if (!$("#view-threshold").hidden && !dragging) { if (proposed !== null) setProposed(proposed, true); else draw(); } };
   on("result", redraw); on("snapshot", redraw);
@@ -116,5 +126,6 @@
     cv.addEventListener("pointerup", end); cv.addEventListener("pointercancel", end);
     $("#thr-input").addEventListener("input", () => { const t = parseFloat($("#thr-input").value); if (Number.isFinite(t)) setProposed(t, true); });
     $("#apply").onclick = apply;
+    $("#thr-product").addEventListener("change", () => { proposed = null; const t = running(); if (t !== null) setProposed(t); else draw(); });
   });
 })();
