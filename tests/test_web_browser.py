@@ -116,6 +116,35 @@ def trigger(dm: Daemon, ids: list[str]) -> None:
         assert dm.ctl({"cmd": "trigger", "part_id": pid})["ok"]
 
 
+def test_actions_need_the_token(cell, browser, tmp_path: Path) -> None:
+    """A page with a token: looking is open on loopback, Pause is refused until the operator
+    unlocks the page with the token, then it pauses the daemon."""
+    dm, _, d = cell
+    token = "line-3-supervisor-token"
+    (tmp_path / "token").write_text(token)
+    web = WebProcess(d / "cell.toml", "--token-file", str(tmp_path / "token")).start()
+    drv = browser
+    try:
+        drv.get(web.base + "/#live")
+        until(drv, lambda d: text(d, "daemon") == "running", what="the page")
+        lock = drv.find_element(By.ID, "lock")
+        assert lock.is_displayed()
+        drv.find_element(By.ID, "pause").click()
+        until(drv, lambda d: "needs the page's token" in text(d, "toast"), what="the refusal")
+        assert dm.ctl({"cmd": "status"})["result"]["state"] == "running"
+        drv.find_element(By.ID, "token").send_keys(token)
+        drv.find_element(By.ID, "unlock").click()
+        until(drv, lambda d: not lock.is_displayed(), what="unlocked")
+        drv.find_element(By.ID, "pause").click()
+        until(drv, lambda _: dm.ctl({"cmd": "status"})["result"]["state"] == "paused", what="pause")
+        until(drv, lambda d: text(d, "daemon") == "paused", what="the paused pill")
+        drv.find_element(By.ID, "resume").click()
+        until(drv, lambda _: dm.ctl({"cmd": "status"})["result"]["state"] == "running", what="run")
+    finally:
+        drv.execute_script("sessionStorage.clear()")
+        web.stop()
+
+
 def test_the_page_in_chromium(cell, browser, tmp_path: Path) -> None:
     dm, web, d = cell
     drv = browser

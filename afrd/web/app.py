@@ -150,7 +150,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         async def stream():
             try:
                 yield sse("hello", feed.snapshot())
-                while True:
+                while not request.app.state.stopping():  # the server is shutting down
                     try:
                         event, data = await asyncio.wait_for(q.get(), timeout=1.0)
                     except asyncio.TimeoutError:
@@ -281,4 +281,5 @@ def create_app(settings: Settings, access: Access) -> Starlette:
     ]
     app = Starlette(routes=routes, lifespan=lifespan)
     app.state.feed = feed
+    app.state.stopping = lambda: False  # afrd web's server replaces it
     return app

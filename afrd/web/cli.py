@@ -79,7 +79,7 @@ def main(argv: list[str]) -> int:
     )
     args = ap.parse_args(cliargs.take_global_flags(argv))
     cliargs.setup_logging("info")
-    if not 1 <= args.port <= 65535 and args.port != 0:
+    if not 1 <= args.port <= 65535:
         raise ConfigError(f"--port {args.port}: expected 1-65535")
     if not 1 <= args.history <= 100_000 or not 1 <= args.strip <= args.history:
         raise ConfigError("--history: expected 1-100000, --strip: 1 to --history")
@@ -118,5 +118,11 @@ def main(argv: list[str]) -> int:
         settings.control,
         captures or "off",
     )
-    uvicorn.run(app, host=args.host, port=args.port, loop="asyncio", log_level="warning")
+    config = uvicorn.Config(
+        app, host=args.host, port=args.port, loop="asyncio", log_level="warning"
+    )
+    config.timeout_graceful_shutdown = 5  # a stream still open then is cut
+    server = uvicorn.Server(config)
+    app.state.stopping = lambda: server.should_exit  # event streams end within a second
+    server.run()
     return 0
