@@ -48,3 +48,86 @@ def test_dcam_student_trains_its_blocks_and_the_student():
     assert all(b.mlp[0].weight.grad.abs().sum() > 0 for b in model.dcam)
     assert model.decoder.stages[0][0].body[0][0].weight.grad.abs().sum() > 0
     assert model.config()["dcam"]["mode"] == "channel"
+
+
+def test_multi_class_bundle_scores_two_products_with_their_own_thresholds_in_the_daemon(
+    tmp_path,
+):
+    """A bundle listing products a and b, each with its own threshold; the cell's recipes name
+    the products and set no threshold: the running daemon judges each by its own."""
+    import json
+    import sys
+    from pathlib import Path
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from _daemon_helpers import (
+        Daemon,
+        collect,
+        make_brightness_bundle,
+        wait_subscribed,
+        write_config,
+    )
+
+    from afrd.errors import BundleError
+    from afrd.runtime.bundle import Bundle
+    from afrd.runtime.bundle_products import new_products, set_product_threshold, threshold_for
+
+    make_brightness_bundle(tmp_path / "multi", 32, threshold=0.5)
+    bundle = Bundle.load(tmp_path / "multi")
+    bundle.meta["products"] = new_products(["a", "b"])
+    bundle.save()
+    set_product_threshold(bundle, "a", 0.2, source="test")
+    set_product_threshold(bundle, "b", 0.8, source="test")
+    with pytest.raises(BundleError, match="no product 'c'"):
+        set_product_threshold(bundle, "c", 0.1)
+    again = Bundle.load(tmp_path / "multi")
+    assert [threshold_for(again, p) for p in ("a", "b", "z", None)] == [0.2, 0.8, 0.5, 0.5]
+
+    cfg = write_config(tmp_path, tmp_path / "multi", size=32, heatmaps=False)
+    cfg.write_text(cfg.read_text() + '\n[[product]]\nname = "a"\n[[product]]\nname = "b"\n')
+    dm = Daemon(cfg).start()
+    try:
+        sub = dm.subscriber([b"result.", b"status."])
+        wait_subscribed(sub)
+        for i, product in enumerate("abab"):
+            assert dm.ctl({"cmd": "trigger", "part_id": f"p{i}", "product": product})["ok"]
+        results = [json.loads(f[1]) for f in collect(sub, 4) if f[0][:7] == b"result."]
+        sub.close()
+    finally:
+        assert dm.stop() == 0
+    got = {(r["product"], r["threshold"]) for r in results}
+    assert got == {("a", 0.2), ("b", 0.8)}, results
+    assert all(r["verdict"] in ("pass", "fail") for r in results)
+
+
+@pytest.mark.slow
+def test_dcam_blocks_are_gone_from_the_exported_multi_class_graph(tmp_path):
+    """Naive and DCAM multi-class models export to graphs of the same nodes; both bundles list
+    their products (a threshold each, to calibrate)."""
+    import onnx
+
+    from afrd.export.onnx_export import export_onnx
+    from afrd.model.checkpoint import read_checkpoint
+    from afrd.model.train import TrainConfig, train
+    from tests._model_helpers import make_sets
+
+    nodes, products = {}, {}
+    for dcam in (False, True):
+        cfg = TrainConfig(
+            out=str(tmp_path / f"run{dcam}"),
+            teacher="efficientnet_lite0",
+            teacher_weights="random",
+            image_size=64,
+            steps=2,
+            batch_size=4,
+            categories=("a", "b"),
+            dcam=dcam,
+            progress=False,
+        )
+        ckpt = train(cfg, sets=make_sets(8, 64), norm_sets=make_sets(4, 64, seed0=50))
+        state = read_checkpoint(ckpt)["model"]
+        assert any(k.startswith("dcam.") for k in state) == dcam  # kept for --resume
+        bundle = export_onnx(ckpt, tmp_path / f"bundle{dcam}", seed=0, echo=False)
+        nodes[dcam] = len(onnx.load(str(bundle.onnx_path)).graph.node)
+        products[dcam] = list(bundle.meta["products"])
+    assert nodes[True] == nodes[False] and products[True] == products[False] == ["a", "b"]

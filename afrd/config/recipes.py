@@ -206,7 +206,9 @@ def open_recipes(
                     spec.bundle, e.kind, e.open_options(), thr, on_status, spec.conditions_for
                 )
                 runtimes[spec.bundle] = rt
-            threshold = spec.threshold if spec.threshold is not None else rt.threshold
+            # the config's, else a multi-class bundle's for this product, else the bundle's
+            own = rt.product_thresholds.get(spec.name, rt.threshold) if spec.name else rt.threshold
+            threshold = spec.threshold if spec.threshold is not None else own
             out.append(OpenRecipe(spec, rt, float(threshold), spec.conditions_for(rt.lights)))
     except BaseException:
         for rt in runtimes.values():

@@ -370,6 +370,7 @@ def export_onnx(
             **({"preprocessing": preprocessing} if preprocessing else {}),
         },
         files=files,
+        products=tuple(cfg.get("categories") or ()),  # multi-class: one threshold each
     )
     if not (out / BUNDLE_JSON).is_file():  # pragma: no cover - create_bundle writes it
         raise BundleError(f"bundle {out}: {BUNDLE_JSON} was not written")

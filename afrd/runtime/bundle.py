@@ -36,6 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from afrd.errors import AfrdError, BundleError
+from afrd.runtime.bundle_products import check_products, new_products
 
 if TYPE_CHECKING:
     from afrd.data.register import Registration
@@ -313,6 +314,7 @@ def _check_fields(js: Path, meta: dict) -> None:
         raise bad("threshold", '{"value": <number or null>, ...}')
     if thr and thr.get("value") is not None:
         check_threshold(thr["value"], f"bundle {js}: field 'threshold.value'")
+    check_products(f"bundle {js}", meta, check_threshold)
     steps = meta.get("preprocessing")
     if steps is not None and not isinstance(steps, list):
         raise bad("preprocessing", "a list of steps")
@@ -330,6 +332,7 @@ def create_bundle(
     onnx: dict | None = None,
     extra: dict | None = None,
     files: Sequence[str] = (),
+    products: Sequence[str] = (),
 ) -> Bundle:
     """Write bundle.json for a directory that already holds model.onnx (and ``files``, e.g. a
     registration reference), recording every file's sha256, and verify it."""
@@ -368,6 +371,8 @@ def create_bundle(
         meta["model"].get("random_teacher")
         or str(meta["model"].get("teacher_weights", "")).lower() == "random"
     )
+    if products:  # multi-class: a threshold per product, calibrated later
+        meta["products"] = new_products(products)
     if extra:
         meta.update(extra)
     bundle = Bundle(path=out, meta=meta)

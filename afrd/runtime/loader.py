@@ -8,11 +8,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from afrd.errors import AfrdError, BundleError, ConfigError
 from afrd.runtime.bundle import Bundle
+from afrd.runtime.bundle_products import product_thresholds
 from afrd.runtime.engines import Engine, create_engine
 
 
@@ -23,6 +24,8 @@ class Runtime:
     model_name: str
     model_sha256: str
     lights: tuple[str, ...]
+    # a multi-class bundle's own threshold per product (Bundle.product_thresholds)
+    product_thresholds: dict[str, float] = field(default_factory=dict)
 
     @property
     def model(self) -> dict[str, str]:
@@ -81,4 +84,5 @@ def load_runtime(
         model_name=bundle.name,
         model_sha256=bundle.sha256,
         lights=tuple(bundle.lights),
+        product_thresholds=product_thresholds(bundle.meta),
     )

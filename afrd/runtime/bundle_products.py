@@ -1,0 +1,72 @@
+"""A multi-class bundle's products (``afrd train --multi-class``): one threshold each.
+
+``bundle.json`` lists them as ``"products": {"<product>": {"threshold": {"value": <number or
+null>, "source": ..., "set": ..., "statistics": {...}}}}``; the top-level ``threshold`` stays
+the bundle's threshold for every product without its own. A bundle without ``products`` is
+read exactly as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from afrd.errors import BundleError
+
+NO_THRESHOLD = {"value": None, "source": "none", "statistics": {}}
+
+
+def product_thresholds(meta: dict) -> dict[str, float]:
+    """Each listed product's own calibrated threshold, where it has one."""
+    out = {}
+    for name, rec in (meta.get("products") or {}).items():
+        value = (rec.get("threshold") or {}).get("value")
+        if value is not None:
+            out[name] = float(value)
+    return out
+
+
+def check_products(where: str, meta: dict, check_threshold: Any) -> None:
+    """BundleError naming the field when ``products`` is not the shape above."""
+    products = meta.get("products")
+    if products is None:
+        return
+    if not isinstance(products, dict) or not all(
+        isinstance(k, str) and isinstance(v, dict) for k, v in products.items()
+    ):
+        raise BundleError(
+            f"{where}: field 'products' is {str(products)[:80]!r}, expected "
+            '{"<product>": {"threshold": {"value": <number or null>}}, ...}'
+        )
+    for name, rec in products.items():
+        value = (rec.get("threshold") or {}).get("value")
+        if value is not None:
+            check_threshold(value, f"{where}: field 'products.{name}.threshold.value'")
+
+
+def new_products(names: Sequence[str]) -> dict:
+    """The ``products`` field of a new bundle: every product, no threshold yet."""
+    return {str(p): {"threshold": dict(NO_THRESHOLD)} for p in names}
+
+
+def set_product_threshold(
+    bundle: Any, product: str, value: float, statistics: dict | None = None, source: str = "manual"
+) -> None:
+    """Store ``product``'s own threshold in a multi-class bundle (BundleError if not listed)."""
+    from afrd.runtime.bundle import check_threshold, utc_now
+
+    products = bundle.meta.get("products") or {}
+    if product not in products:
+        raise BundleError(
+            f"bundle {bundle.path}: no product {product!r} (it lists {list(products)})"
+        )
+    value = check_threshold(value, f"bundle {bundle.path}: product {product!r}")
+    rec = {"value": value, "source": source, "set": utc_now(), "statistics": statistics or {}}
+    products[product]["threshold"] = rec
+    bundle.save()
+
+
+def threshold_for(bundle: Any, product: str | None) -> float | None:
+    """``product``'s own threshold in a multi-class bundle, else the bundle's threshold."""
+    own = product_thresholds(bundle.meta)
+    return own.get(product, bundle.threshold) if product else bundle.threshold
