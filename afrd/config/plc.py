@@ -17,6 +17,8 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
+from afrd.errors import ConfigError
+
 _HOST = re.compile(r"^[A-Za-z0-9](?:[A-Za-z0-9.\-]{0,251}[A-Za-z0-9])?$")
 _FORMAT_FIELD = re.compile(r"\{([^{}]*)\}")
 SECURITY_MODES = ("none", "sign", "sign_and_encrypt")
@@ -67,7 +69,7 @@ class OpcUaConfig(_Strict):
         None, description="client certificates accepted on secured endpoints (default: any)"
     )
     users_file: Path | None = Field(
-        None, description="user:hash lines (python -m afrd.daemon.plcusers); no anonymous then"
+        None, description="user:hash lines (python -m afrd.config.plcusers); no anonymous then"
     )
     allow_insecure_remote: bool = Field(
         False, description="offer security 'none' on a non-loopback host (anyone can trigger)"
@@ -150,3 +152,55 @@ class ModbusConfig(_Strict):
         except (ValueError, IndexError, KeyError) as exc:
             raise ValueError(f"{v!r} is not a usable format for an integer n: {exc}") from None
         return v
+
+
+def trusted_certificates(d: Path) -> set[bytes]:
+    """The DER bytes of every certificate (.der/.pem/.crt/.cer) in ``d``; ConfigError naming
+    the file that is not one."""
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    if not d.is_dir():
+        raise ConfigError(f"opcua.trusted_clients_dir: {d} is not a directory")
+    out = set()
+    for p in sorted(d.iterdir()):
+        if p.suffix.lower() not in (".der", ".pem", ".crt", ".cer"):
+            continue
+        out.add(_certificate(p, "opcua.trusted_clients_dir").public_bytes(Encoding.DER))
+    return out
+
+
+def _certificate(p: Path, key: str):  # -> x509.Certificate
+    from cryptography import x509
+
+    try:
+        raw = p.read_bytes()
+        if b"-----BEGIN" in raw:
+            return x509.load_pem_x509_certificate(raw)
+        return x509.load_der_x509_certificate(raw)
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"{key}: {p}: not a readable X.509 certificate: {exc}") from None
+
+
+def check_plc_files(opcua: OpcUaConfig | None) -> None:
+    """What `afrd run` would trip over when the OPC UA server starts: the certificate, private
+    key, trusted client certificates and users file, each readable and of the right kind."""
+    if opcua is None or not opcua.enabled:
+        return
+    from cryptography.hazmat.primitives.serialization import load_pem_private_key
+
+    from afrd.config.plcusers import load_users
+
+    if opcua.certificate is not None:
+        _certificate(opcua.certificate, "opcua.certificate")
+    if opcua.private_key is not None:
+        try:
+            load_pem_private_key(opcua.private_key.read_bytes(), password=None)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ConfigError(
+                f"opcua.private_key: {opcua.private_key}: not a readable unencrypted PEM "
+                f"private key: {exc}"
+            ) from None
+    if opcua.trusted_clients_dir is not None:
+        trusted_certificates(opcua.trusted_clients_dir)
+    if opcua.users_file is not None:
+        load_users(opcua.users_file)

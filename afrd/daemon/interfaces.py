@@ -27,6 +27,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from afrd.daemon.control import CommandError, check_name
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.interfaces")
@@ -194,32 +195,85 @@ class LoopThread:
         return None
 
 
-def build_interfaces(cfg: Any, service: Any) -> list[Interface]:
-    """Start the interfaces ``cfg`` enables, wired to ``service`` (``trigger_part`` and
+class Interfaces(list):
+    """The running interfaces, as the daemon drives them: ``result`` hands every published result
+    to each (never raises), ``refuse_triggers`` closes the trigger gate before the pipeline
+    stops (like closing the control socket: a trigger is either queued and published, or
+    refused), ``close`` stops the servers once the last result went out."""
+
+    def __init__(self, items: list[Interface] | None = None, gate: TriggerGate | None = None):
+        super().__init__(items or [])
+        self.gate = gate
+
+    def result(self, msg: dict) -> None:
+        for itf in self:
+            try:
+                itf.result(msg)
+            except Exception:  # an interface's trouble never touches the result
+                log.exception("%s: result seq %s not handed over", itf.name, msg.get("seq"))
+
+    def refuse_triggers(self) -> None:
+        if self.gate is not None:
+            self.gate.close()
+
+    def unhealthy(self) -> list[str]:
+        return [itf.name for itf in self if not itf.healthy()]
+
+    def close(self) -> None:
+        self.refuse_triggers()
+        for itf in self:
+            itf.close()
+
+
+class TriggerGate:
+    """Triggers from the interfaces into the daemon's pipeline, checked like the control
+    socket's, and refused once the daemon stops (under a lock, so none slips in between)."""
+
+    def __init__(self, service: Any) -> None:
+        self.service = service
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def trigger(self, part_id: str | None, product: str) -> TriggerReply:
+        if part_id is not None:
+            check_name(part_id, "part_id")
+        check_name(product, "product")
+        with self._lock:
+            if self._closed:
+                raise CommandError("trigger: the daemon is stopping; part not taken")
+            job = self.service.pipeline.trigger(part_id, product)
+        return TriggerReply(job.seq, job.part_id, job.error)
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+
+
+def build_interfaces(cfg: Any, service: Any) -> Interfaces:
+    """Start the interfaces ``cfg`` enables, wired to ``service`` (its pipeline and
     ``status``). A failing start closes those already started and raises ConfigError."""
-    hooks = Hooks(
-        trigger=service.trigger_part,
-        status=service.status,
-        default_product=cfg.trigger.product,
-    )
-    out: list[Interface] = []
+    # asyncua logs every node of its standard address space at INFO: the daemon's log is for
+    # the cell. Their warnings and errors still show; `--log-level debug` shows everything.
+    if logging.getLogger().getEffectiveLevel() > logging.DEBUG:
+        for name in ("asyncua", "pymodbus"):
+            logging.getLogger(name).setLevel(logging.WARNING)
+    gate = TriggerGate(service)
+    hooks = Hooks(trigger=gate.trigger, status=service.status, default_product=cfg.trigger.product)
+    out = Interfaces(gate=gate)
     try:
         opc = getattr(cfg, "opcua", None)
         if opc is not None and opc.enabled:
             from afrd.daemon.opcua import OpcUaServer
 
-            itf = OpcUaServer(opc, hooks, cfg.cell)
-            itf.start()
-            out.append(itf)
+            out.append(OpcUaServer(opc, hooks, cfg.cell))
+            out[-1].start()
         mb = getattr(cfg, "modbus", None)
         if mb is not None and mb.enabled:
             from afrd.daemon.modbus import ModbusServer
 
-            itf = ModbusServer(mb, hooks)
-            itf.start()
-            out.append(itf)
+            out.append(ModbusServer(mb, hooks))
+            out[-1].start()
     except BaseException:
-        for itf in out:
-            itf.close()
+        out.close()
         raise
     return out

@@ -29,16 +29,15 @@ from __future__ import annotations
 import datetime as _dt
 import logging
 import math
-from pathlib import Path
 from typing import Any
 
 from asyncua import Server, ua
 from asyncua.crypto.permission_rules import User, UserRole
 from asyncua.server.user_managers import UserManager
 
-from afrd.config.plc import OpcUaConfig
+from afrd.config.plc import OpcUaConfig, trusted_certificates
+from afrd.config.plcusers import check_password, load_users
 from afrd.daemon.interfaces import Hooks, LoopThread
-from afrd.daemon.plcusers import check_password, load_users
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.opcua")
@@ -86,29 +85,6 @@ class _Users(UserManager):
         return User(role=UserRole.User, name=username)
 
 
-def _certs_in(d: Path) -> set[bytes]:
-    from cryptography import x509
-    from cryptography.hazmat.primitives.serialization import Encoding
-
-    out = set()
-    if not d.is_dir():
-        raise ConfigError(f"opcua.trusted_clients_dir: {d} is not a directory")
-    for p in sorted(d.iterdir()):
-        if p.suffix.lower() not in (".der", ".pem", ".crt", ".cer"):
-            continue
-        raw = p.read_bytes()
-        try:
-            cert = (
-                x509.load_pem_x509_certificate(raw)
-                if b"-----BEGIN" in raw
-                else x509.load_der_x509_certificate(raw)
-            )
-        except ValueError as exc:
-            raise ConfigError(f"opcua.trusted_clients_dir: {p}: not a certificate: {exc}") from None
-        out.add(cert.public_bytes(Encoding.DER))
-    return out
-
-
 class OpcUaServer(LoopThread):
     """The ``[opcua]`` server; results and method calls run on its own event loop."""
 
@@ -133,7 +109,7 @@ class OpcUaServer(LoopThread):
     async def _serve(self) -> None:
         cfg = self.cfg
         users = load_users(cfg.users_file) if cfg.users_file is not None else None
-        trusted = _certs_in(cfg.trusted_clients_dir) if cfg.trusted_clients_dir else None
+        trusted = trusted_certificates(cfg.trusted_clients_dir) if cfg.trusted_clients_dir else None
         srv = Server(user_manager=_Users(users))
         await srv.init()
         srv.allow_remote_admin(False)

@@ -1,6 +1,6 @@
 """The OPC UA users file: one ``name:pbkdf2_sha256$iterations$salt$hash`` line per user.
 
-Passwords are never stored in the cell config or in the clear: ``python -m afrd.daemon.plcusers
+Passwords are never stored in the cell config or in the clear: ``python -m afrd.config.plcusers
 NAME >> /etc/afrd/opcua-users`` asks for a password and prints the line to append. Blank lines
 and ``#`` comments are ignored; a malformed line is a ConfigError naming the file and line.
 """
@@ -61,7 +61,7 @@ def load_users(path: Path) -> dict[str, str]:
         ):
             raise ConfigError(
                 f"opcua.users_file: {path} line {i}: expected 'name:pbkdf2_sha256$...' "
-                f"(made by python -m afrd.daemon.plcusers NAME)"
+                f"(made by python -m afrd.config.plcusers NAME)"
             )
         users[name] = stored
     if not users:
@@ -72,7 +72,7 @@ def load_users(path: Path) -> dict[str, str]:
 def main(argv: list[str] | None = None) -> int:
     args = sys.argv[1:] if argv is None else argv
     if len(args) != 1 or not _NAME.match(args[0]):
-        print("usage: python -m afrd.daemon.plcusers NAME  (1-64 of A-Z a-z 0-9 _ . @ -)")
+        print("usage: python -m afrd.config.plcusers NAME  (1-64 of A-Z a-z 0-9 _ . @ -)")
         return 2
     pw = getpass.getpass(f"password for {args[0]}: ")
     if len(pw) < 8 or pw != getpass.getpass("again: "):
