@@ -156,6 +156,8 @@ class Captures:
         best = None
         for day in {(ts + timedelta(seconds=s)).astimezone(timezone.utc) for s in (0, 60)}:
             day_dir = self.root / product / day.strftime("%Y-%m-%d")
+            if not (day_dir / part / "set.json").is_file():
+                continue  # never recorded (a repeat, part~2, exists only beside a first)
             for d in [day_dir / part, *day_dir.glob(f"{glob_escape(part)}~*")]:
                 try:
                     doc = load_set_json(d / "set.json")

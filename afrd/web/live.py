@@ -183,14 +183,16 @@ class LiveFeed:
             self._tasks.add(task)
             task.add_done_callback(self._tasks.discard)
 
-    async def _link_capture(self, msg: dict, wait_s: float = 10.0) -> None:
+    async def _link_capture(self, msg: dict) -> None:
         """Find the recorder's capture of this part (written after the result, on the daemon's
-        recorder thread, if the part was sampled) and store the heatmap beside it."""
-        seq, deadline = msg["seq"], time.monotonic() + wait_s
-        cid = None
-        while cid is None and time.monotonic() < deadline:
-            await asyncio.sleep(0.2)
+        recorder thread, if the part was sampled) and store the heatmap beside it. Most passes
+        are never recorded, so the look is cheap (two stats) and backs off: 5 looks in 6 s."""
+        seq, cid = msg["seq"], None
+        for delay in (0.2, 0.4, 0.8, 1.6, 3.2):
+            await asyncio.sleep(delay)
             cid = await asyncio.to_thread(self.captures.find_for_result, msg)
+            if cid is not None:
+                break
         if cid is None:
             return
         self.capture_of[seq] = cid
