@@ -323,3 +323,23 @@ def test_heartbeat_loss_is_reported(cell) -> None:
         lambda: (x := web.get("/api/live")["liveness"]) and not x["up"] and x, what="stale"
     )
     assert lv["heartbeat_age_s"] >= 3.0
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--config", "{d}/missing.toml"], "missing.toml: config file not found"),
+        (["--config", "{cfg}", "--token-file", "{d}/short"], "at least 16 characters"),
+        (["--config", "{cfg}", "--token-file", "{d}/none"], "none: cannot read it"),
+        (["--config", "{cfg}", "--shifts", "6am"], "'6am' is not HH:MM"),
+        (["--config", "{cfg}", "--port", "0"], "--port 0: expected 1-65535"),
+    ],
+)
+def test_bad_command_lines_name_the_problem(tmp_path: Path, capsys, args, message) -> None:
+    from afrd.cli import main
+
+    cfg = write_config(tmp_path, tmp_path / "bundle")
+    (tmp_path / "short").write_text("abc\n")
+    argv = ["web"] + [a.format(d=tmp_path, cfg=cfg) for a in args]
+    assert main(argv) == 2
+    assert message in capsys.readouterr().err
