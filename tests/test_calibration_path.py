@@ -34,6 +34,8 @@ from afrd.calibration.cli import main as calibrate_main  # noqa: E402
 from afrd.calibration.flatfield import capture_flatfield  # noqa: E402
 from afrd.config.cell import load_config  # noqa: E402
 from afrd.config.check import check  # noqa: E402
+from afrd.config.recipes import check_opened_camera, recipe_specs  # noqa: E402
+from afrd.errors import ConfigError  # noqa: E402
 
 SIZE = 32
 CONDS = sim_lighting_conditions()
@@ -134,6 +136,14 @@ def test_config_check_refuses_calibration_files_that_do_not_fit(tmp_path):
     ff.meta["camera"] = {"kind": "genicam", "serial": "21345678"}
     ff.save(tmp_path / "ff.npz")
     assert "made with a 'genicam' camera, the cell's camera is 'sim'" in problems(base)
+    # a serial the config cannot know (it picks the camera by model): checked once it is open
+    ff.meta["camera"] = {"kind": "sim", "serial": "A-1"}
+    ff.save(tmp_path / "ff.npz")
+    assert problems(base) == ""
+    specs = recipe_specs(load_config(cfg))
+    check_opened_camera(specs, {"kind": "sim", "serial": "A-1"})
+    with pytest.raises(ConfigError, match="serial 'A-1', the camera opened is 'B-2'"):
+        check_opened_camera(specs, {"kind": "sim", "serial": "B-2"})
     # exposure files: missing a light, and on the sim cell (no exposure control needed)
     assert calibrate_main(["exposure", *sim32, "--lights", "box,ring_all"]) in (0, 1)
     text = base.replace('flatfield = "ff.npz"', 'exposure = "exposure.json"')

@@ -100,18 +100,42 @@ def load_flatfield(cfg: CellConfig, path: Path, where: str) -> FlatField:
     return ff
 
 
-def load_exposure_file(cfg: CellConfig, path: Path, where: str) -> dict[str, float]:
+def _exposure_camera(path: Path) -> Any:
     import json
 
+    try:
+        return json.loads(path.read_text()).get("camera")
+    except (OSError, ValueError, AttributeError):
+        return None  # load_exposures reports an unreadable file
+
+
+def check_opened_camera(specs: list[RecipeSpec], identity: dict[str, Any]) -> None:
+    """After the camera is open: refuse calibration files made with another serial than the
+    device's (the config may pick the camera by model or name, so check can not know it)."""
+    serial = identity.get("serial")
+    if serial is None:
+        return
+    for spec in specs:
+        files = []
+        if spec.flatfield is not None:
+            files.append(("flatfield", spec.flatfield_path, spec.flatfield.meta.get("camera")))
+        if spec.exposure_path is not None:
+            files.append(("exposure", spec.exposure_path, _exposure_camera(spec.exposure_path)))
+        for key, path, cam in files:
+            made = cam.get("serial") if isinstance(cam, dict) else None
+            if made is not None and str(made) != str(serial):
+                raise ConfigError(
+                    f"{key}: {spec.where}: {path}: made with camera serial {made!r}, the camera "
+                    f"opened is {serial!r}; recalibrate on this camera"
+                )
+
+
+def load_exposure_file(cfg: CellConfig, path: Path, where: str) -> dict[str, float]:
     what = f"exposure: {where}: {path}"
     if not path.exists():
         raise ConfigError(f"{what}: no such file (run `afrd calibrate exposure`)")
     exposures = load_exposures(path)
-    try:
-        camera = json.loads(path.read_text()).get("camera")
-    except (OSError, ValueError):
-        camera = None  # load_exposures read it a moment ago
-    _check_camera(cfg, camera, what)
+    _check_camera(cfg, _exposure_camera(path), what)
     bad = {k: v for k, v in exposures.items() if not 0 < v <= 1e7}
     if bad:
         raise ConfigError(f"{what}: exposures must be in (0, 1e7] us, got {bad}")

@@ -9,7 +9,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from afrd.acquire.devices import camera_identity
 from afrd.config.cell import CellConfig, load_config
+from afrd.config.recipes import check_opened_camera
 from afrd.daemon.control import CommandError, ControlServer, check_name, clip
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
@@ -38,6 +40,7 @@ class ControlCommands:
     metrics_server: MetricsServer | None
     recorder: Any
     pipeline: Pipeline | None
+    devices: Any  # afrd.acquire.devices.Devices once started
     _reload_lock: threading.Lock
 
     def status(self) -> dict:
@@ -159,6 +162,12 @@ class ControlCommands:
                         f"{self.config_path}: reload cannot change {changes}; restart the service"
                     )
                 book = load_book(new)  # every recipe opened before any is swapped in
+                try:  # calibration files of this camera (the config may not name its serial)
+                    cam = self.devices.camera if self.devices is not None else None
+                    check_opened_camera(book.specs, camera_identity(new.camera, cam))
+                except ConfigError:
+                    book.close()
+                    raise
                 self.pipeline.swap_book(book)  # the next part uses the new recipes, all of them
                 self.heatmaps = new.heatmaps
                 self.cfg = new

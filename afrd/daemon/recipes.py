@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from afrd.acquire.sequencer import Setup
 from afrd.config.cell import CellConfig
-from afrd.config.recipes import open_recipes
+from afrd.config.recipes import RecipeSpec, open_recipes
 from afrd.daemon.systemd import Notifier
 from afrd.daemon.verdict import UnknownProduct
 from afrd.runtime.loader import Runtime
@@ -49,6 +49,7 @@ class Recipe:
 class RecipeBook:
     recipes: dict[str | None, Recipe]
     default: str | None  # the recipe of triggers without a product and of set_threshold
+    specs: list[RecipeSpec] = field(default_factory=list)  # what the config resolved
     users: int = 0  # parts pinned to this book (guarded by the pipeline's lock)
     retired: bool = False
     _closed: bool = field(default=False, repr=False)
@@ -117,4 +118,4 @@ def load_book(cfg: CellConfig, notifier: Notifier | None = None) -> RecipeBook:
     }
     names = [n for n in recipes if n is not None]
     default = cfg.trigger.product if cfg.trigger.product in names else (names or [None])[0]
-    return RecipeBook(recipes, default)
+    return RecipeBook(recipes, default, [o.spec for o in opened])

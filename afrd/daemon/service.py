@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import Any
 
-from afrd.acquire.devices import Devices
+from afrd.acquire.devices import Devices, camera_identity
 from afrd.config.cell import CellConfig
 from afrd.config.check import check_sockets
+from afrd.config.recipes import check_opened_camera
 from afrd.daemon.commands import ControlCommands
 from afrd.daemon.control import ControlServer
 from afrd.daemon.interfaces import Interfaces, build_interfaces
@@ -100,6 +101,7 @@ class Service(ControlCommands):
         self.notifier.status("opening camera and lighting controller")
         mode = cfg.trigger.mode
         self.devices = Devices(cfg.camera, cfg.controller, mode).open()
+        check_opened_camera(book.specs, camera_identity(cfg.camera, self.devices.camera))
         q = cfg.queues
         self.pipeline = Pipeline(
             cfg.cell,
