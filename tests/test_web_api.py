@@ -9,6 +9,7 @@ import socket
 import subprocess
 import sys
 import time
+import urllib.error
 from pathlib import Path
 
 import pytest
@@ -169,6 +170,19 @@ def test_label_in_review_reaches_the_training_reader_and_export(cell) -> None:
         (1, "rev-bad"),
     ]
     assert web.post("/api/export", {"ids": list(ids.values()), "name": "review-1"})[0] == 400
+    # the same dataset as a download, for training on another machine
+    import io
+    import tarfile
+
+    data = web.get("/api/export/download?name=review-1")
+    with tarfile.open(fileobj=io.BytesIO(data)) as tar:
+        assert "review-1/export.json" in tar.getnames()
+        tar.extractall(d / "downloaded", filter="data")
+    again = CaptureDataset(d / "downloaded" / "review-1", split="test")
+    assert sorted(again.labels) == [0, 1]
+    with pytest.raises(urllib.error.HTTPError) as e:
+        web.get("/api/export/download?name=../captures")
+    assert e.value.code == 404
     for bad in ("../../etc", "default/2026-01-01/../../x", "a/b/c"):
         status, reply = web.post("/api/label", {"id": bad, "label": "good"})
         assert status == 404 and "capture" in reply["error"]

@@ -24,7 +24,7 @@ from afrd import __version__
 from afrd.daemon.ctl import request as ctl_request
 from afrd.errors import AfrdError, DataError
 from afrd.web.auth import REALM, Access, same_origin
-from afrd.web.captures import Captures, NotFound
+from afrd.web.captures import Captures, NotFound, export_folder, tar_stream
 from afrd.web.live import LiveFeed, sse
 
 STATIC = Path(__file__).parent / "static"
@@ -251,6 +251,15 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         )
         return JSONResponse({"ok": True, **result})
 
+    @view
+    async def export_download(request: Request) -> Response:
+        d = export_folder(settings.export_dir, request.query_params.get("name", ""))
+        return StreamingResponse(
+            tar_stream(d),
+            media_type="application/x-tar",
+            headers={"Content-Disposition": f'attachment; filename="{d.name}.tar"'},
+        )
+
     stop = asyncio.Event()
 
     @contextlib.asynccontextmanager
@@ -277,6 +286,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         Route("/api/resume", simple("resume"), methods=["POST"]),
         Route("/api/label", label, methods=["POST"]),
         Route("/api/export", export, methods=["POST"]),
+        Route("/api/export/download", export_download),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
     app = Starlette(routes=routes, lifespan=lifespan)

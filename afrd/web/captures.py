@@ -14,7 +14,9 @@ import json
 import os
 import re
 import shutil
+import tarfile
 import time
+from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -231,3 +233,38 @@ def _skip_hidden(_dir: str, names: list[str]) -> list[str]:
 
 def glob_escape(name: str) -> str:
     return re.sub(r"([*?\[])", r"[\1]", name)
+
+
+def export_folder(out_root: Path, name: str) -> Path:
+    """An existing export under ``out_root`` by its folder name; NotFound otherwise."""
+    if not isinstance(name, str) or not _PART.match(name) or name.startswith("."):
+        raise NotFound(f"not an export name: {name!r}")
+    d = Path(out_root) / name
+    if not (d / "export.json").is_file():
+        raise NotFound(f"no export {name!r} in {out_root}")
+    return d
+
+
+class _Chunks:
+    """A write-only file that hands out what was written (tarfile in stream mode writes here)."""
+
+    def __init__(self) -> None:
+        self.parts: list[bytes] = []
+
+    def write(self, b: bytes) -> int:
+        self.parts.append(bytes(b))
+        return len(b)
+
+    def drain(self) -> Iterator[bytes]:
+        out, self.parts = self.parts, []
+        yield from out
+
+
+def tar_stream(folder: Path) -> Iterator[bytes]:
+    """``folder`` as an uncompressed tar (PNGs do not compress), produced file by file."""
+    buf = _Chunks()
+    with tarfile.open(fileobj=buf, mode="w|") as tar:
+        for path in sorted(folder.rglob("*")):
+            tar.add(path, arcname=path.relative_to(folder.parent).as_posix(), recursive=False)
+            yield from buf.drain()
+    yield from buf.drain()

@@ -71,7 +71,9 @@
     if (!ids.length) { toast("Nothing labelled among the parts shown", true); return; }
     try {
       const r = await api("/api/export", { ids, name: $("#export-name").value.trim() });
-      $("#export-result").textContent = r.exported + " sets (" + r.good + " good, " + r.defective + " defective) → " + r.path;
+      const name = r.path.split("/").pop();
+      $("#export-result").replaceChildren(r.exported + " sets (" + r.good + " good, " + r.defective + " defective) → " + r.path + " ",
+        el("a", { href: "/api/export/download?name=" + encodeURIComponent(name), id: "export-download" }, "download .tar"));
       toast("Exported " + r.exported + " sets");
     } catch (e) { $("#export-result").textContent = e.message; toast(e.message, true); }
   }
