@@ -267,6 +267,16 @@ def test_the_page_in_chromium(cell, browser, tmp_path: Path) -> None:
     until(drv, lambda d: text(d, "meta-label") == "defective", what="the label in the detail")
     reviewed = CaptureDataset(d / "captures", split="test")
     assert [(s.part_id, s.label) for s in reviewed] == [(ids[3], 1)]
+    # labelling by keyboard: the next part down the list (newest first: SN-0002) is good
+    body = drv.find_element(By.TAG_NAME, "body")
+    body.send_keys("j")
+    until(drv, lambda d: text(d, "meta-part") == ids[2], what="the next part")
+    body.send_keys("g")
+    until(drv, lambda d: text(d, "meta-label") == "good", what="the keyboard label")
+    reviewed = CaptureDataset(d / "captures", split="test")
+    assert sorted((s.part_id, s.label) for s in reviewed) == [(ids[2], 0), (ids[3], 1)]
+    body.send_keys("k")  # back to the defective one for the screenshot
+    until(drv, lambda d: text(d, "meta-part") == ids[3], what="the previous part")
     shot(drv, "review", tmp_path)
 
     # -- the heartbeat stops: a banner says so ------------------------------------------------

@@ -78,9 +78,23 @@
     } catch (e) { $("#export-result").textContent = e.message; toast(e.message, true); }
   }
 
+  // Labelling many parts: j / k (or the arrows) move through the list, g good, d defective,
+  // c clears; not while typing in a field.
+  function keys(e) {
+    if ($("#view-review").hidden || e.target.matches("input, select, textarea") || e.ctrlKey || e.metaKey || e.altKey) return;
+    const i = listed.findIndex((c) => c.id === openId);
+    const go = (j) => { if (j >= 0 && j < listed.length) { openCapture(listed[j].id); $("#review-list tbody").children[j].scrollIntoView({ block: "nearest" }); } };
+    const k = e.key;
+    if (k === "j" || k === "ArrowDown") go(i + 1);
+    else if (k === "k" || k === "ArrowUp") go(Math.max(0, i - 1));
+    else if (openId && (k === "g" || k === "d" || k === "c")) setLabel(openId, { g: "good", d: "defective", c: "clear" }[k]);
+    else return;
+    e.preventDefault();
+  }
   on("view", (v) => { if (v === "review") load(); });
   window.addEventListener("DOMContentLoaded", () => {
     $("#f-go").onclick = load; $("#export").onclick = exportSel;
+    document.addEventListener("keydown", keys);
     for (const s of ["#f-day", "#f-verdict", "#f-label"]) $(s).addEventListener("change", load);
   });
 })();
