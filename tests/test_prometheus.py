@@ -62,6 +62,13 @@ def test_metrics_agree_with_the_published_verdicts_and_feed_the_dashboard(tmp_pa
         n = sum(r["verdict"] == verdict for r in results)
         assert _value(s, "afrd_parts_total", verdict=verdict, **cell) == n
     assert _value(s, "afrd_errors_total", code="unknown_product", **cell) == 1
+    for product in ("a", "b"):  # per recipe; the unknown product makes no series of its own
+        n = sum(r["product"] == product for r in results)
+        got = sum(
+            s_.value for s_ in s["afrd_product_parts_total"] if s_.labels["product"] == product
+        )
+        assert n == 2 and got == n
+    assert {x.labels["product"] for x in s["afrd_product_parts_total"]} == {"a", "b"}
     assert _value(s, "afrd_stage_seconds_count", stage="total", **cell) == 5
     assert _value(s, "afrd_stage_seconds_count", stage="infer", **cell) == 4  # not the error
     assert _value(s, "afrd_threshold", product="a", **cell) == 0.3

@@ -1,6 +1,7 @@
 """Prometheus metrics over plain HTTP: GET /metrics.
 
-afrd_parts_total{verdict}, afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
+afrd_parts_total{verdict}, afrd_product_parts_total{product,verdict} (cells with [[product]]
+recipes: one series per recipe, bounded), afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
 (acquire, infer, publish, overhead, total), afrd_queue_depth{queue}, afrd_threshold{product},
 afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up; every series carries
 ``cell``. The values and the exposition are ``prometheus_client``'s (a registry per daemon, no
@@ -49,6 +50,12 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=False)
         r = self.registry
         parts = Counter("afrd_parts", "Parts inspected by verdict", ["cell", "verdict"], registry=r)
+        self._product_parts = Counter(
+            "afrd_product_parts",
+            "Parts inspected by product recipe and verdict",
+            ["cell", "product", "verdict"],
+            registry=r,
+        )
         self._errors = Counter(
             "afrd_errors", "Error verdicts by reason", ["cell", "code"], registry=r
         )
@@ -65,7 +72,11 @@ class Metrics:
         self._stage = {s: stage.labels(cell, s) for s in STAGES}
         r.register(_ScrapeTime(self))
 
-    def part(self, verdict: str, code: str | None = None) -> None:
+    def part(self, verdict: str, code: str | None = None, recipe: str | None = None) -> None:
+        """Count one published part; ``recipe``: its [[product]] recipe's name (None for a cell
+        without recipes, or a product without one: product labels stay bounded)."""
+        if recipe is not None:
+            self._product_parts.labels(self.cell, recipe, verdict).inc()
         with self._lock:
             self.parts[verdict] = self.parts.get(verdict, 0) + 1
         child = self._parts.get(verdict)

@@ -224,7 +224,8 @@ class Service(ControlCommands):
 
     def _after_publish(self, job: Job, msg: dict, t0: float) -> None:
         m = self.metrics
-        m.part(job.verdict, msg.get("error", {}).get("code"))
+        recipe = job.recipe.name if job.recipe is not None else None
+        m.part(job.verdict, msg.get("error", {}).get("code"), recipe)
         total = job.t_published - job.t_trigger
         m.observe("acquire", job.t_acquire)
         m.observe("infer", job.t_infer)
