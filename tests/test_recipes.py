@@ -202,3 +202,16 @@ def test_a_reload_mid_part_finishes_that_part_with_its_own_recipe(tmp_path):
     assert [(m["part_id"], m["verdict"] != "error") for m in out] == [("p1", True), ("p2", True)]
     assert [(m["model"]["name"], m["threshold"]) for m in out] == [("old", 0.9), ("new", 0.8)]
     assert old._closed and old.users == 0
+
+
+def test_the_example_configs_recipes_load_when_uncommented(tmp_path):
+    from _daemon_helpers import REPO
+
+    text = (REPO / "systemd" / "cell.example.toml").read_text()
+    head, _, recipes = text.partition("# [[product]]")
+    lines = ("# [[product]]" + recipes).splitlines()
+    (tmp_path / "cell.toml").write_text(head + "\n".join(ln.removeprefix("# ") for ln in lines))
+    cfg = load_config(tmp_path / "cell.toml")
+    assert [p.name for p in cfg.product] == ["bracket-a", "bracket-b"]
+    assert cfg.product[0].bundle == cfg.product[1].bundle  # one bundle, two products
+    assert [c.name for c in cfg.product[0].lighting] == ["box"]
