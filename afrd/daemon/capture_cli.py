@@ -24,11 +24,15 @@ from afrd import cliargs
 from afrd.errors import AfrdError, ConfigError, FrameTimeout
 
 PROG = "afrd capture"
+DESCRIPTION = (
+    "record image sets from the cell (camera, lights, a recipe's calibration) without a model, "
+    "in the capture layout afrd train reads"
+)
 LABELS = {"good": 0, "defective": 1, "none": None}
 
 
 def _parser():
-    ap = cliargs.parser(PROG, __doc__.split("\n\n")[0].split(": ", 1)[1])
+    ap = cliargs.parser(PROG, DESCRIPTION)
     ap.add_argument("--config", "-c", type=Path, required=True, help="cell config (TOML)")
     ap.add_argument("--count", "-n", type=int, required=True, help="parts to capture")
     ap.add_argument("--out", type=Path, help="capture root (default: the config's recorder.dir)")

@@ -18,10 +18,11 @@ from afrd.data.capture import find_sets, load_set_json, set_label
 from afrd.errors import AfrdError, DataError
 
 PROG = "afrd label"
+DESCRIPTION = "mark recorded image sets good (train on them), defective, or unreviewed again"
 
 
 def _parser():
-    ap = cliargs.parser(PROG, __doc__.split("\n\n")[0].split(": ", 1)[1])
+    ap = cliargs.parser(PROG, DESCRIPTION)
     ap.add_argument("root", type=Path, help="capture root")
     what = ap.add_mutually_exclusive_group(required=True)
     what.add_argument("--good", action="store_true", help="label 0: train on these")
