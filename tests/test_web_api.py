@@ -328,8 +328,9 @@ def test_a_products_threshold_from_the_page(tmp_path: Path) -> None:
         dm.stop()
 
 
-def test_heartbeat_loss_is_reported(cell) -> None:
-    """Last: stops the module's daemon."""
+def test_heartbeat_loss_and_a_daemon_restart(cell) -> None:
+    """Last of the module's daemon tests: stops it (the page reports it down), starts it again
+    (seqs start from 0 again: each result keeps its own capture, never another part's)."""
     dm, web, _ = cell
     assert web.get("/api/live")["liveness"]["up"] is True
     dm.stop()
@@ -337,6 +338,19 @@ def test_heartbeat_loss_is_reported(cell) -> None:
         lambda: (x := web.get("/api/live")["liveness"]) and not x["up"] and x, what="stale"
     )
     assert lv["heartbeat_age_s"] >= 3.0
+    dm.start()
+    wait_for(lambda: web.get("/api/live")["liveness"]["up"], what="the heartbeat again")
+    (new,) = trigger(dm, web, ["after-restart"])
+    assert new["seq"] == 0
+    live = wait_for(
+        lambda: (lv := web.get("/api/live")) and lv["results"][-1].get("capture") and lv,
+        what="the new part's capture",
+    )
+    for r in live["results"]:
+        if r.get("capture"):
+            assert r["capture"].endswith("/" + r["part_id"]), r
+    first = next(r for r in live["results"] if r["part_id"] == "live-1")
+    assert first["seq"] == 0 and first["capture"].endswith("/live-1")
 
 
 @pytest.mark.parametrize(

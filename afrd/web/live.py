@@ -73,7 +73,7 @@ class LiveFeed:
         self.missed = 0  # results the page never saw (seq gaps)
         self.invalid = 0
         self.captures = captures
-        self.capture_of: dict[int, str] = {}  # seq -> capture id, once the recorder wrote it
+        self.restarts = 0  # daemon restarts seen (seq went back)
         self._last_seq: int | None = None
         self._clients: set[asyncio.Queue] = set()
         self._tasks: set[asyncio.Task] = set()
@@ -134,17 +134,13 @@ class LiveFeed:
     def snapshot(self, n: int | None = None) -> dict:
         results = list(self.results)[-n:] if n else list(self.results)
         return {
-            "results": [self._with_capture(r) for r in results],
+            "results": results,  # each gains "capture" once the recorder's copy is found
             "status": self.status,
             "shift": self.shift(),
             "liveness": self.liveness(),
             "heatmap_seqs": list(self.heatmaps),
             "browsers": self.clients,
         }
-
-    def _with_capture(self, r: dict) -> dict:
-        cid = self.capture_of.get(r["seq"])
-        return {**r, "capture": cid} if cid else r
 
     def heatmap(self, seq: int) -> tuple[dict, bytes] | None:
         return self.heatmaps.get(seq)
@@ -172,9 +168,14 @@ class LiveFeed:
     def _result(self, msg: dict) -> None:
         self._roll_shift()
         seq = msg["seq"]
-        if self._last_seq is not None and seq > self._last_seq + 1:
+        if self._last_seq is not None and seq <= self._last_seq:
+            # the daemon restarted and counts from 0 again: heatmaps kept by seq are the old
+            # daemon's (results keep theirs, linked by object, not by seq)
+            self.restarts += 1
+            self.heatmaps.clear()
+        elif self._last_seq is not None and seq > self._last_seq + 1:
             self.missed += seq - self._last_seq - 1
-        self._last_seq = seq if self._last_seq is None else max(seq, self._last_seq)
+        self._last_seq = seq
         self.counts[msg["verdict"]] += 1
         self.results.append(msg)
         self._emit("result", {"result": msg, "shift": self.shift()})
@@ -195,9 +196,7 @@ class LiveFeed:
                 break
         if cid is None:
             return
-        self.capture_of[seq] = cid
-        while len(self.capture_of) > self.results.maxlen:
-            self.capture_of.pop(next(iter(self.capture_of)))
+        msg["capture"] = cid  # on the kept result itself: seqs start again after a restart
         for _ in range(25):  # the heatmap follows the result; it may still be on its way
             hm = self.heatmaps.get(seq)
             if hm is not None:

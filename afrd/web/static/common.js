@@ -4,7 +4,6 @@ const afrd = {
   info: null,
   results: [],        // recent results, oldest first (the page server keeps the same ring)
   status: null,
-  captureOf: {},      // seq -> capture id, once the recorder has written the part
   handlers: {},       // event name -> [fn]
   lastEvent: 0,
 };
@@ -89,14 +88,17 @@ function connect() {
   });
   es.addEventListener("heatmap", (e) => { touch(); fire("heatmap", JSON.parse(e.data)); });
   es.addEventListener("capture", (e) => {
-    touch(); const d = JSON.parse(e.data); afrd.captureOf[d.seq] = d.capture; fire("capture", d);
+    touch(); const d = JSON.parse(e.data);
+    // the newest result with that seq (seqs start again when the daemon restarts)
+    const r = afrd.results.slice().reverse().find((x) => x.seq === d.seq);
+    if (r) { r.capture = d.capture; d.result = r; }
+    fire("capture", d);
   });
   es.onerror = () => setBanner();
 }
 
 function applySnapshot(s) {
   afrd.results = s.results;
-  for (const r of s.results) if (r.capture) afrd.captureOf[r.seq] = r.capture;
   afrd.status = s.status;
   setLiveness(s.liveness);
   fire("snapshot", s);

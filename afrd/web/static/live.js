@@ -1,10 +1,10 @@
 // Live view: the last part in large type, its heatmap and lights, the strip, shift counts.
 "use strict";
 (function () {
-  let shown = null; // seq of the part on screen
+  let shown = null; // the result on screen
 
   function showPart(r) {
-    shown = r.seq;
+    shown = r;
     const v = $("#verdict");
     v.textContent = r.verdict.toUpperCase(); v.className = "verdict " + r.verdict;
     v.dataset.seq = r.seq;
@@ -16,7 +16,7 @@
     const l = r.latency_ms || {};
     $("#lat").textContent = l.total ? "acquire " + fmt(l.acquire, 1) + " ms · infer " + fmt(l.infer, 1) + " ms · total " + fmt(l.total, 1) + " ms" : "";
     $("#heatmap").removeAttribute("src"); $("#heat-note").textContent = r.verdict === "error" ? "no heatmap for an error" : "waiting for the heatmap…";
-    showLights(afrd.captureOf[r.seq] || null, r);
+    showLights(r.capture || null, r);
   }
 
   function showLights(cid, r) {
@@ -28,7 +28,7 @@
     }
     $("#lights-note").textContent = "(" + cid + ")";
     api("/api/capture?id=" + encodeURIComponent(cid)).then((c) => {
-      if (shown !== (r && r.seq)) return;
+      if (shown !== r) return;
       for (const light of c.lights) {
         box.append(el("figure", {}, el("img", { src: "/api/capture/file?id=" + encodeURIComponent(cid) + "&name=" + encodeURIComponent(light), alt: light }), el("figcaption", {}, light)));
       }
@@ -38,7 +38,7 @@
   function chip(r) {
     const c = el("span", { class: "chip " + r.verdict, title: r.part_id + " · " + r.verdict + " · " + fmt(r.score), "data-seq": r.seq },
       el("b", {}, r.verdict === "error" ? "ERR" : r.verdict.toUpperCase()), el("i", {}, r.score === null ? r.error.code : fmt(r.score, 3)));
-    c.onclick = () => { const cid = afrd.captureOf[r.seq]; if (cid) { location.hash = "#review"; window.openCapture(cid); } else showPart(r); };
+    c.onclick = () => { if (r.capture) { location.hash = "#review"; window.openCapture(r.capture); } else showPart(r); };
     return c;
   }
 
@@ -74,8 +74,8 @@
   on("shift", showShift);
   on("status", showStatus);
   function showHeat(seq) { const img = $("#heatmap"); img.src = "/api/heatmap/" + seq + ".png"; img.dataset.seq = seq; $("#heat-note").textContent = ""; }
-  on("heatmap", (h) => { if (h.seq === shown) showHeat(h.seq); });
-  on("capture", (d) => { if (d.seq === shown) showLights(d.capture, afrd.results.find((r) => r.seq === d.seq)); });
+  on("heatmap", (h) => { if (shown && h.seq === shown.seq) showHeat(h.seq); });
+  on("capture", (d) => { if (d.result && d.result === shown) showLights(d.capture, d.result); });
   async function act(cmd) {
     try { await api("/api/" + cmd, {}); toast(cmd === "pause" ? "Paused: triggers are published as error/paused" : "Resumed"); }
     catch (e) { toast(cmd + ": " + e.message, true); }
