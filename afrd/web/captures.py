@@ -48,8 +48,26 @@ def _summary(cid: str, doc: dict, set_dir: Path) -> dict:
 
 
 class Captures:
+    CACHE = 100_000  # set.json documents kept parsed (a few hundred bytes each)
+
     def __init__(self, root: str | Path) -> None:
         self.root = Path(root)
+        self._docs: dict[Path, tuple[int, dict]] = {}  # path -> (mtime_ns, document)
+
+    def _doc(self, path: Path) -> dict:
+        """set.json, parsed once per change (a day of captures is browsed again and again)."""
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError as exc:
+            raise DataError(f"capture record {path}: {exc}") from None
+        hit = self._docs.get(path)
+        if hit is not None and hit[0] == mtime:
+            return hit[1]
+        doc = load_set_json(path)
+        if len(self._docs) >= self.CACHE:
+            self._docs.clear()
+        self._docs[path] = (mtime, doc)
+        return doc
 
     def resolve(self, cid: str) -> Path:
         """The folder of capture ``cid``; NotFound for anything not shaped like an id."""
@@ -103,7 +121,7 @@ class Captures:
             if path.parent.name.startswith("."):
                 continue  # a capture being written
             try:
-                doc = load_set_json(path)
+                doc = self._doc(path)
             except DataError:
                 continue  # deleted by retention while we looked, or not a capture
             score = doc.get("score")
@@ -115,10 +133,9 @@ class Captures:
                 continue
             if max_score is not None and (score is None or score > max_score):
                 continue
-            cid = path.parent.relative_to(self.root).as_posix()
-            out.append(_summary(cid, doc, path.parent))
-        out.sort(key=lambda s: s["captured_at"] or "", reverse=True)
-        return out[:limit]
+            out.append((doc.get("captured_at") or "", path.parent, doc))
+        out.sort(key=lambda e: e[0], reverse=True)
+        return [_summary(d.relative_to(self.root).as_posix(), doc, d) for _, d, doc in out[:limit]]
 
     def get(self, cid: str) -> dict:
         d = self.resolve(cid)
