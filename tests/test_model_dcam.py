@@ -70,16 +70,16 @@ def test_multi_class_bundle_scores_two_products_with_their_own_thresholds_in_the
 
     from afrd.errors import BundleError
     from afrd.runtime.bundle import Bundle
-    from afrd.runtime.bundle_products import new_products, set_product_threshold, threshold_for
+    from afrd.runtime.bundle_products import new_products, threshold_for
 
     make_brightness_bundle(tmp_path / "multi", 32, threshold=0.5)
     bundle = Bundle.load(tmp_path / "multi")
     bundle.meta["products"] = new_products(["a", "b"])
     bundle.save()
-    set_product_threshold(bundle, "a", 0.2, source="test")
-    set_product_threshold(bundle, "b", 0.8, source="test")
+    bundle.set_product_threshold("a", 0.2, source="test")
+    bundle.set_product_threshold("b", 0.8, source="test")
     with pytest.raises(BundleError, match="no product 'c'"):
-        set_product_threshold(bundle, "c", 0.1)
+        bundle.set_product_threshold("c", 0.1)
     again = Bundle.load(tmp_path / "multi")
     assert [threshold_for(again, p) for p in ("a", "b", "z", None)] == [0.2, 0.8, 0.5, 0.5]
 

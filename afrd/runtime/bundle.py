@@ -270,6 +270,16 @@ class Bundle:
         }
         self.save()
 
+    def set_product_threshold(self, product: str, value: float, source: str = "manual") -> None:
+        """``product``'s own threshold in a multi-class bundle (afrd.runtime.bundle_products)."""
+        listed = list(self.meta.get("products") or {})
+        if product not in listed:
+            raise BundleError(f"bundle {self.path}: no product {product!r} (it lists {listed})")
+        value = check_threshold(value, f"bundle {self.path}: product {product!r}")
+        rec = {"value": value, "source": source, "set": utc_now(), "statistics": {}}
+        self.meta["products"][product]["threshold"] = rec
+        self.save()
+
 
 def _check_fields(js: Path, meta: dict) -> None:
     """The fields the runtime reads have the shapes it reads them as (BundleError naming the

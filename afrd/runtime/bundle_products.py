@@ -49,23 +49,6 @@ def new_products(names: Sequence[str]) -> dict:
     return {str(p): {"threshold": dict(NO_THRESHOLD)} for p in names}
 
 
-def set_product_threshold(
-    bundle: Any, product: str, value: float, statistics: dict | None = None, source: str = "manual"
-) -> None:
-    """Store ``product``'s own threshold in a multi-class bundle (BundleError if not listed)."""
-    from afrd.runtime.bundle import check_threshold, utc_now
-
-    products = bundle.meta.get("products") or {}
-    if product not in products:
-        raise BundleError(
-            f"bundle {bundle.path}: no product {product!r} (it lists {list(products)})"
-        )
-    value = check_threshold(value, f"bundle {bundle.path}: product {product!r}")
-    rec = {"value": value, "source": source, "set": utc_now(), "statistics": statistics or {}}
-    products[product]["threshold"] = rec
-    bundle.save()
-
-
 def threshold_for(bundle: Any, product: str | None) -> float | None:
     """``product``'s own threshold in a multi-class bundle, else the bundle's threshold."""
     own = product_thresholds(bundle.meta)
