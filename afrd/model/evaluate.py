@@ -243,7 +243,7 @@ def evaluate(
     if sets is not None:
         categories = list(sets)
     elif not categories:
-        categories = [cfg.get("category")]
+        categories = list(cfg.get("categories") or [cfg.get("category")])  # multi-class: all
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     per_cat: dict = {}
