@@ -160,8 +160,10 @@ def test_label_in_review_reaches_the_training_reader_and_export(cell) -> None:
     labelled = {s.part_id: s.label for s in CaptureDataset(d / "captures", split="test", size=None)}
     assert labelled == {"rev-good": 0, "rev-bad": 1}
     assert [s.part_id for s in CaptureDataset(d / "captures", split="train")] == ["rev-good"]
-    only_bad = web.get("/api/captures?label=defective")["captures"]
-    assert [c["part_id"] for c in only_bad] == ["rev-bad"]
+    only_bad = web.get("/api/captures?label=defective")
+    assert [c["part_id"] for c in only_bad["captures"]] == ["rev-bad"] and only_bad["total"] == 1
+    scored = web.get(f"/api/captures?min_score={only_bad['captures'][0]['score']}")["captures"]
+    assert scored and all(c["score"] >= only_bad["captures"][0]["score"] for c in scored)
     status, out = web.post("/api/export", {"ids": list(ids.values()), "name": "review-1"})
     assert status == 200 and out["exported"] == 2 and out["good"] == 1, out
     exported = CaptureDataset(out["path"], split="test")

@@ -186,7 +186,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
                 raise DataError(f"{key}={v!r}: expected a number") from None
 
         c = need_captures()
-        items = await asyncio.to_thread(
+        items, total = await asyncio.to_thread(
             c.query,
             q.get("day") or None,
             q.get("verdict") or None,
@@ -195,7 +195,8 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             num("max_score"),
             q.get("product") or None,
         )
-        return JSONResponse({"days": await asyncio.to_thread(c.days), "captures": items})
+        days = await asyncio.to_thread(c.days)
+        return JSONResponse({"days": days, "captures": items, "total": total})
 
     @view
     async def capture_one(request: Request) -> Response:

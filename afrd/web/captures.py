@@ -99,14 +99,15 @@ class Captures:
         max_score: float | None = None,
         product: str | None = None,
         limit: int = 500,
-    ) -> list[dict]:
-        """Capture summaries of one day (default the newest), filtered, newest first.
+    ) -> tuple[list[dict], int]:
+        """Capture summaries of one day (default the newest), filtered, newest first, at most
+        ``limit`` of them, and how many matched.
 
         ``label``: "good" (0), "defective" (1), "unlabelled" or None for all."""
         if day is None:
             days = self.days()
             if not days:
-                return []
+                return [], 0
             day = days[0]
         if not _DAY.match(day):
             raise DataError(f"day {day!r}: expected YYYY-MM-DD")
@@ -135,7 +136,8 @@ class Captures:
                 continue
             out.append((doc.get("captured_at") or "", path.parent, doc))
         out.sort(key=lambda e: e[0], reverse=True)
-        return [_summary(d.relative_to(self.root).as_posix(), doc, d) for _, d, doc in out[:limit]]
+        rows = [_summary(d.relative_to(self.root).as_posix(), doc, d) for _, d, doc in out[:limit]]
+        return rows, len(out)
 
     def get(self, cid: str) -> dict:
         d = self.resolve(cid)

@@ -22,7 +22,9 @@
       if (keep && d.days.includes(keep)) day.value = keep;
       listed = d.captures;
       $("#review-list tbody").replaceChildren(...listed.map(row));
-      $("#review-empty").textContent = listed.length ? listed.length + " parts" : "No captures match.";
+      $("#review-empty").textContent = !listed.length ? "No captures match."
+        : d.total > listed.length ? "the newest " + listed.length + " of " + d.total + " parts: narrow the filter to see the others"
+        : listed.length + " parts";
     } catch (e) { $("#review-empty").textContent = e.message; }
   }
 
