@@ -111,6 +111,18 @@ def test_alternating_products_each_get_their_recipe(cell, tmp_path):
         assert rl["ok"] and rl["result"]["recipes"] == {"a": 0.25, "b": 0.7, "c": 0.5}
         res3 = _results(dm, [("r-a", "a"), ("r-b", "b")])
         assert [r["threshold"] for r in res3] == [0.25, 0.7]
+        # a reload whose recipes do not all load changes nothing (and says which file)
+        good = cell.read_text()
+        cell.write_text(
+            good.replace('name = "b"\n', 'name = "b"\nflatfield = "gone.npz"\n').replace(
+                "threshold = 0.25", "threshold = 0.2"
+            )
+        )
+        rl = dm.ctl({"cmd": "reload"})
+        assert not rl["ok"] and "gone.npz: no such file" in rl["error"], rl
+        res4 = _results(dm, [("s-a", "a"), ("s-b", "b")])
+        assert [r["threshold"] for r in res4] == [0.25, 0.7]
+        assert all(r["verdict"] != "error" for r in res4)
     finally:
         assert dm.stop() == 0
     # lighting: each recorded set says what it was imaged with, and the images agree
