@@ -19,8 +19,9 @@ from pathlib import Path
 
 import numpy as np
 
+from afrd.acquire.correction import FlatField
+from afrd.acquire.sequencer import Setup
 from afrd.acquire.simulated import sim_lighting_conditions
-from afrd.calibration.flatfield import FlatField
 from afrd.sim.cell import SimCell
 
 
@@ -44,9 +45,32 @@ def round_trip(cell: SimCell, n: int) -> dict:
     return {k: v * 1e6 for k, v in _stats(ts).items()}
 
 
+def _relevelled(conds: list, factor: float) -> list:
+    """The same conditions at ``factor`` x their levels: a second product's recipe."""
+    return [
+        c.model_copy(
+            update={
+                "channels": [
+                    ch.model_copy(update={"level": ch.level * factor}) for ch in c.channels
+                ]
+            }
+        )
+        for c in conds
+    ]
+
+
 def run_case(
-    name: str, size: int, parts: int, cache: bool, pipeline: bool, pulse: bool, flat: bool
+    name: str,
+    size: int,
+    parts: int,
+    cache: bool,
+    pipeline: bool,
+    pulse: bool,
+    flat: bool,
+    changeover: bool = False,
 ) -> dict:
+    """``changeover``: parts alternate between two product recipes (every light re-levelled,
+    another exposure per light), as a line running two products part by part."""
     with SimCell(size=size, defect_rate=0.3) as cell:
         cell.controller.config.cache = cache
         cell.controller.config.pipeline = pipeline
@@ -56,7 +80,13 @@ def run_case(
             white = np.full((size, size, 3), 128, np.uint8)
             corr = FlatField.from_captures({c.name: white for c in conds})
         seq = cell.sequencer(conds, corrections=corr, settle_s=0.0)
-        seq.acquire("warm-up")
+        setups = [None]
+        if changeover:
+            setups = [
+                Setup(conds, corr, dict.fromkeys((c.name for c in conds), 1000.0)),
+                Setup(_relevelled(conds, 0.8), corr, dict.fromkeys((c.name for c in conds), 900.0)),
+            ]
+        seq.acquire("warm-up", "", setups[0])
         rt = round_trip(cell, 200)
         totals, renders, overheads, trips, cmds, wire = [], [], [], [], [], []
         steps: dict[str, list[float]] = {k: [] for k in ("apply", "trigger", "grab", "correct")}
@@ -64,7 +94,7 @@ def run_case(
             ctl = cell.controller
             r0, n0, b0 = cell.camera.render_s, ctl.round_trips, ctl.bytes_out + ctl.bytes_in
             c0 = ctl.commands_sent
-            s = seq.acquire(f"bench-{i}")
+            s = seq.acquire(f"bench-{i}", "", setups[i % len(setups)])
             t = s.meta["timings"]
             render = cell.camera.render_s - r0
             totals.append(t["total"])
@@ -87,6 +117,7 @@ def run_case(
         "pipeline": pipeline,
         "pulse": pulse,
         "flatfield": flat,
+        "changeover": changeover,
         "total_ms": ms(totals),
         "renderer_ms": ms(renders),
         "overhead_ms": ms(overheads),
@@ -113,6 +144,7 @@ def main() -> int:
             ("continuous, neither", size, parts, False, False, False, False),
             ("pulse + strobe", size, parts, True, True, True, False),
             ("continuous + flat-field", size, parts, True, True, False, True),
+            ("2 recipes alternating", size, parts, True, True, False, False, True),
         ]
     results = [run_case(*c) for c in cases]
     hdr = (
