@@ -20,6 +20,9 @@ default: a cheap real ONNX graph (brightness), so the numbers isolate the daemon
 `afrd web` subscribed but no browser, and with N page event streams open (one never reading,
 one reconnecting every 0.5 s, the rest reading): the second isolates what the page process's
 own CPU costs on a shared machine, the third what browsers add to that.
+``--plc`` measures each engine also with the OPC UA and Modbus TCP servers enabled, an OPC UA
+client subscribed to the last result and a Modbus client reading the register map every 20 ms
+(bench/plc_clients.py), against the same engine without them in the same run (issue 13).
 """
 
 from __future__ import annotations
@@ -90,15 +93,22 @@ def run_engine(
     work: Path,
     threads: int,
     pages: int | None = None,
+    plc: bool = False,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
+    extra = "[queues]\ntriggers = 64\nacquired = 2"
+    if plc:  # both PLC servers on free ports
+        from plc_clients import free_port
+
+        ua_port, mb_port = free_port(), free_port()
+        extra += f"\n\n[opcua]\nport = {ua_port}\n\n[modbus]\nport = {mb_port}"
     cfg = write_config(
         d,
         bundle,
         size=size,
         engine=kind,
-        extra="[queues]\ntriggers = 64\nacquired = 2",
+        extra=extra,
         engine_options=f"threads = {threads}" if kind == "onnxruntime" else None,
     )
     dm = Daemon(cfg).start(timeout=300)
@@ -110,6 +120,10 @@ def run_engine(
             web = WebProcess(cfg).start()
             stack.callback(web.stop)
             clients = stack.enter_context(PageClients(web.port, pages))
+        if plc:
+            from plc_clients import PlcClients
+
+            plc_clients = stack.enter_context(PlcClients(ua_port, mb_port))
         sub = dm.subscriber()
         wait_subscribed(sub)
 
@@ -140,6 +154,7 @@ def run_engine(
         t1 = time.perf_counter()
         sub.close()
         page_events = clients.events if pages is not None else 0
+        plc_seen = (plc_clients.ua_changes, plc_clients.mb_reads) if plc else None
     finally:
         stack.close()
         rc = dm.stop()
@@ -161,6 +176,8 @@ def run_engine(
     return {
         "engine": kind,
         "web_pages": pages,
+        "plc": plc,
+        "plc_ua_changes_mb_reads": plc_seen,
         "page_events_read": page_events,
         "size": size,
         "parts_sequential": n_seq,
@@ -189,6 +206,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--afrd", action="store_true", help="build and time a small AFRD bundle")
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ap.add_argument("--web-pages", type=int, default=0, help="also run with N page streams")
+    ap.add_argument("--plc", action="store_true", help="also run with OPC UA + Modbus on")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -202,9 +220,10 @@ def main(argv: list[str] | None = None) -> int:
     for kind in args.engines.split(","):
         b = simple if kind == "null" else model_bundle
         for pages in [None, 0, args.web_pages] if args.web_pages else [None]:
-            row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads, pages)
-            row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
-            rows.append(row)
+            for plc in (False, True) if args.plc else (False,):
+                row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads, pages, plc)
+                row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
+                rows.append(row)
     print(
         f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
         f"{platform.processor() or platform.machine()}"
@@ -212,6 +231,7 @@ def main(argv: list[str] | None = None) -> int:
     hdr = (
         "engine",
         "pages",
+        "plc",
         "bundle",
         "overhead p50/p90 ms",
         "acq ms",
@@ -224,7 +244,8 @@ def main(argv: list[str] | None = None) -> int:
     print("|" + "---|" * len(hdr))
     for r in rows:
         print(
-            f"| {r['engine']} | {'-' if r['web_pages'] is None else r['web_pages']} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"| {r['engine']} | {'-' if r['web_pages'] is None else r['web_pages']} | "
+            f"{'on' if r['plc'] else '-'} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
             f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
             f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |"
         )
@@ -247,9 +268,33 @@ def main(argv: list[str] | None = None) -> int:
                 f"{c['throughput_ratio_vs_no_page']:.3f}, overhead p50 "
                 f"{c['overhead_p50_delta_ms']:+.2f} ms ({c['page_events_read']} events read)"
             )
+    plc_cmp = []
+    for base in (r for r in rows if args.plc and not r["plc"]):
+        on = next(
+            r
+            for r in rows
+            if r["plc"] and (r["engine"], r["web_pages"]) == (base["engine"], base["web_pages"])
+        )
+        c = {
+            "engine": base["engine"],
+            "web_pages": base["web_pages"],
+            "throughput_ratio_vs_no_plc": on["throughput_parts_s"] / base["throughput_parts_s"],
+            "overhead_p50_delta_ms": on["overhead_ms_p50"] - base["overhead_ms_p50"],
+            "overhead_mean_delta_ms": on["overhead_ms_mean"] - base["overhead_ms_mean"],
+            "ua_changes_mb_reads": on["plc_ua_changes_mb_reads"],
+        }
+        plc_cmp.append(c)
+        print(
+            f"{c['engine']}: OPC UA + Modbus on vs off: throughput x"
+            f"{c['throughput_ratio_vs_no_plc']:.3f}, overhead p50 "
+            f"{c['overhead_p50_delta_ms']:+.2f} ms, mean {c['overhead_mean_delta_ms']:+.2f} ms "
+            f"(OPC UA data changes, Modbus reads: {c['ua_changes_mb_reads']})"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
-        json.dumps({"quick": args.quick, "rows": rows, "web_pages": compare}, indent=2)
+        json.dumps(
+            {"quick": args.quick, "rows": rows, "web_pages": compare, "plc": plc_cmp}, indent=2
+        )
     )
     print(f"wrote {args.out}")
     ok = all(r["overhead_ms_p50"] <= 3.0 and r["throughput_ratio"] >= 0.9 for r in rows)

@@ -199,6 +199,18 @@ def test_bad_client_input_is_refused_and_harmless(cell):
     assert dm.proc.poll() is None
 
 
+def test_every_error_code_has_a_register_value():
+    from afrd.daemon.modbus import ERROR_CODES, OTHER_ERROR
+    from afrd.daemon.verdict import ERROR_CODES as CODES
+
+    missing = [c for c in CODES if c not in ERROR_CODES]
+    assert not missing, f"error codes without a Modbus value (README table too): {missing}"
+    assert (
+        len(set(ERROR_CODES.values())) == len(ERROR_CODES)
+        and OTHER_ERROR not in ERROR_CODES.values()
+    )
+
+
 def test_restart_and_port_in_use(cell, bundle, tmp_path):
     """The PLC's client reconnects after `afrd run` restarts; a second daemon configured on the
     same port refuses to start, naming host:port, and the first keeps serving."""

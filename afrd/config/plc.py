@@ -122,7 +122,8 @@ class ModbusConfig(_Strict):
     products: list[str] = Field(
         default_factory=list,
         max_length=1000,
-        description="product index N (register 3) = products[N-1]; 0 = trigger.product",
+        description="product index N (register 3) = products[N-1]; 0 = trigger.product; "
+        "empty: the cell's [[product]] names in order",
     )
     part_id_format: str = Field(
         "{n}", max_length=64, description="part id from the part number n, e.g. 'SN-{n:08d}'"

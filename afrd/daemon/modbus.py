@@ -35,7 +35,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from afrd.config.plc import ModbusConfig
-from afrd.daemon.interfaces import Hooks, LoopThread, TriggerReply
+from afrd.daemon.plcserver import Hooks, LoopThread, TriggerReply
 from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.modbus")
@@ -44,7 +44,7 @@ log = logging.getLogger("afrd.daemon.modbus")
 REGISTERS: tuple[tuple[int, int, str, str, str, str], ...] = (
     (0, 1, "control", "bits", "PLC", "bit 0 trigger (rising edge starts a part); bits 1-15 must be 0"),
     (1, 2, "part_number", "uint32", "PLC", "part id = modbus.part_id_format with n; 0 = numbered by the cell"),
-    (3, 1, "product_index", "uint16", "PLC", "0 = trigger.product, N = modbus.products[N-1]"),
+    (3, 1, "product_index", "uint16", "PLC", "0 = trigger.product, N = the Nth of modbus.products (default: the [[product]] names)"),
     (10, 1, "status", "bits", "cell", "0 ready, 1 busy, 2 done, 3 pass, 4 fail, 5 error, 6 heartbeat (toggles every 0.5 s)"),
     (11, 2, "seq", "uint32", "cell", "sequence number of the handshake's part"),
     (13, 2, "result_part_number", "uint32", "cell", "the part number the PLC triggered it with"),
@@ -80,7 +80,7 @@ ERROR_CODES = {
     "shutdown": 6,
     "paused": 7,
     "internal": 8,
-    "product": 9,
+    "unknown_product": 9,
     "refused": 20,
 }
 OTHER_ERROR = 99
@@ -115,9 +115,11 @@ class ModbusServer(LoopThread):
 
     name = "modbus"
 
-    def __init__(self, cfg: ModbusConfig, hooks: Hooks) -> None:
+    def __init__(self, cfg: ModbusConfig, hooks: Hooks, products: list[str] | None = None) -> None:
         super().__init__(hooks, cfg.host, cfg.port)
         self.cfg = cfg
+        # product index N -> products[N-1]: [modbus].products, else the cell's [[product]] names
+        self.products = list(cfg.products or products or [])
         self._server: ModbusTcpServer | None = None
         self._regs: list[int] = [0] * (SIZE + 1)
         self._prev_trigger = False
@@ -175,7 +177,7 @@ class ModbusServer(LoopThread):
                 a = address + i
                 if a == ADDR["control"] and int(v) & ~1:
                     return ExcCodes.ILLEGAL_VALUE
-                if a == ADDR["product_index"] and int(v) > len(self.cfg.products):
+                if a == ADDR["product_index"] and int(v) > len(self.products):
                     return ExcCodes.ILLEGAL_VALUE
         else:  # mask write (22) and anything else that writes: not part of the handshake
             return ExcCodes.ILLEGAL_FUNCTION
@@ -205,7 +207,7 @@ class ModbusServer(LoopThread):
         r[ADDR["verdict"]] = 0
         n = from_words32(r[ADDR["part_number"]], r[ADDR["part_number"] + 1])
         idx = r[ADDR["product_index"]]
-        product = self.hooks.default_product if idx == 0 else self.cfg.products[idx - 1]
+        product = self.hooks.default_product if idx == 0 else self.products[idx - 1]
         part_id = self.cfg.part_id_format.format(n=n) if n else None
         try:
             reply: TriggerReply = self.hooks.trigger(part_id, product)

@@ -37,7 +37,7 @@ from asyncua.server.user_managers import UserManager
 
 from afrd.config.plc import OpcUaConfig, trusted_certificates
 from afrd.config.plcusers import check_password, load_users
-from afrd.daemon.interfaces import Hooks, LoopThread
+from afrd.daemon.plcserver import Hooks, LoopThread
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.opcua")
