@@ -65,6 +65,7 @@ def test_live_feed_heatmaps_and_linked_captures(cell) -> None:
     results = trigger(dm, web, ["live-1", "live-2", "live-3"])
     assert [r["verdict"] in ("pass", "fail") for r in results] == [True] * 3
     seq = results[-1]["seq"]
+    wait_for(lambda: seq in web.get("/api/live")["heatmap_seqs"], what="the heatmap (after it)")
     png = web.get(f"/api/heatmap/{seq}.png")
     assert png[:8] == b"\x89PNG\r\n\x1a\n"
     # the recorder keeps every part here (pass_sample_rate 1): the page links each to its capture
@@ -162,6 +163,8 @@ def test_label_in_review_reaches_the_training_reader_and_export(cell) -> None:
     assert [s.part_id for s in CaptureDataset(d / "captures", split="train")] == ["rev-good"]
     only_bad = web.get("/api/captures?label=defective")
     assert [c["part_id"] for c in only_bad["captures"]] == ["rev-bad"] and only_bad["total"] == 1
+    assert only_bad["products"] == ["default"]
+    assert web.get("/api/captures?product=other")["captures"] == []
     scored = web.get(f"/api/captures?min_score={only_bad['captures'][0]['score']}")["captures"]
     assert scored and all(c["score"] >= only_bad["captures"][0]["score"] for c in scored)
     status, out = web.post("/api/export", {"ids": list(ids.values()), "name": "review-1"})

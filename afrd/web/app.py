@@ -195,8 +195,8 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             num("max_score"),
             q.get("product") or None,
         )
-        days = await asyncio.to_thread(c.days)
-        return JSONResponse({"days": days, "captures": items, "total": total})
+        days, products = await asyncio.to_thread(lambda: (c.days(), c.products()))
+        return JSONResponse({"days": days, "products": products, "captures": items, "total": total})
 
     @view
     async def capture_one(request: Request) -> Response:

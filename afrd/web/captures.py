@@ -90,6 +90,14 @@ class Captures:
         found = {p.name for p in self.root.glob("*/*") if p.is_dir() and _DAY.match(p.name)}
         return sorted(found, reverse=True)
 
+    def products(self) -> list[str]:
+        """Product folders that have captures."""
+        if not self.root.is_dir():
+            return []
+        return sorted(
+            p.name for p in self.root.iterdir() if p.is_dir() and not p.name.startswith(".")
+        )
+
     def query(
         self,
         day: str | None = None,

@@ -8,7 +8,7 @@
     const p = new URLSearchParams();
     const add = (k, sel) => { const v = $(sel).value; if (v !== "") p.set(k, v); };
     add("day", "#f-day"); add("verdict", "#f-verdict"); add("label", "#f-label");
-    add("min_score", "#f-min"); add("max_score", "#f-max");
+    add("min_score", "#f-min"); add("max_score", "#f-max"); add("product", "#f-product");
     return p.toString();
   }
   const labelName = (l) => l === 0 ? "good" : l === 1 ? "defective" : "—";
@@ -20,6 +20,9 @@
       const day = $("#f-day"), keep = day.value;
       day.replaceChildren(...d.days.map((x) => el("option", { value: x }, x)));
       if (keep && d.days.includes(keep)) day.value = keep;
+      const prod = $("#f-product"), keepP = prod.value;
+      prod.replaceChildren(el("option", { value: "" }, "all"), ...d.products.map((x) => el("option", { value: x }, x)));
+      prod.value = d.products.includes(keepP) ? keepP : "";
       listed = d.captures;
       $("#review-list tbody").replaceChildren(...listed.map(row));
       $("#review-empty").textContent = !listed.length ? "No captures match."
@@ -97,6 +100,6 @@
   window.addEventListener("DOMContentLoaded", () => {
     $("#f-go").onclick = load; $("#export").onclick = exportSel;
     document.addEventListener("keydown", keys);
-    for (const s of ["#f-day", "#f-verdict", "#f-label"]) $(s).addEventListener("change", load);
+    for (const s of ["#f-day", "#f-product", "#f-verdict", "#f-label"]) $(s).addEventListener("change", load);
   });
 })();
