@@ -211,6 +211,17 @@ def test_every_error_code_has_a_register_value():
     )
 
 
+def test_readme_has_the_register_map_and_error_codes():
+    from afrd.daemon.modbus import ERROR_CODES, REGISTERS
+
+    text = (REPO / "README.md").read_text()
+    for addr, words, name, kind, who, _ in REGISTERS:
+        span = f"{addr}" if words == 1 else f"{addr}-{addr + words - 1}"
+        assert f"| {span} | {words} | `{name}` | {kind} | {who} |" in text, name
+    for code, value in ERROR_CODES.items():
+        assert f"{value} `{code}`" in text, code
+
+
 def test_restart_and_port_in_use(cell, bundle, tmp_path):
     """The PLC's client reconnects after `afrd run` restarts; a second daemon configured on the
     same port refuses to start, naming host:port, and the first keeps serving."""

@@ -274,3 +274,29 @@ def test_config_refuses_exposed_or_unusable_setups(bundle, tmp_path):
     )
     assert p.returncode == 2 and f"{users} line 1" in p.stderr, p.stderr
     assert "Traceback" not in p.stderr
+
+
+def test_readme_lists_every_node():
+    from afrd.daemon.opcua import CELL_VARS, COUNTER_VARS, RESULT_VARS
+
+    text = (REPO / "README.md").read_text()
+    assert "`urn:afrd:inspection`" in text and "`Cell.Trigger(PartId: String" in text
+    for prefix, table in (("Cell.", CELL_VARS), ("Cell.LastResult.", RESULT_VARS)):
+        for name in table:
+            assert f"`{prefix}{name}`" in text or f"/ `.{name}`" in text, name
+    row = next(line for line in text.splitlines() if "`Cell.Counters." in line)
+    for name in COUNTER_VARS:
+        assert f"`Cell.Counters.{name}`" in row or f"`.{name}`" in row, name
+
+
+def test_example_config_plc_sections_parse():
+    """systemd/cell.example.toml's commented [opcua]/[modbus] sections, uncommented, validate."""
+    import tomllib
+
+    from afrd.config.plc import ModbusConfig, OpcUaConfig
+
+    text = (REPO / "systemd" / "cell.example.toml").read_text()
+    block = text[text.index("# [opcua]") :].splitlines()
+    data = tomllib.loads("\n".join(line[2:] for line in block if line.startswith("# ")))
+    assert OpcUaConfig(**data["opcua"]).security == ["sign_and_encrypt"]
+    assert ModbusConfig(**data["modbus"]).part_id_format.format(n=7) == "SN-00000007"
