@@ -109,9 +109,10 @@ def run_category(cat: str, cfg: dict, a, out: Path) -> dict:
     }
     if a.teacher_weights:
         base["teacher_weights"] = a.teacher_weights
+    cad = {"affinity_weight": a.affinity_weight, "affinity_scales": tuple(a.affinity_scales)}
     t0 = time.perf_counter()
     ckpt = train(
-        TrainConfig(**base, out=str(out / cat / "cad"), student="local+global"),
+        TrainConfig(**base, out=str(out / cat / "cad"), student="local+global", extra={"cad": cad}),
         sets=data["train"],
         norm_sets=data["val"],
     )
@@ -200,6 +201,9 @@ def main() -> int:
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--teacher-weights", default=None, help="default: the Lite0 package's")
     ap.add_argument("--separate-local", action="store_true", help="also train --student local")
+    ap.add_argument("--affinity-weight", type=float, default=1.0, help="CAD's (default 1)")
+    ap.add_argument("--affinity-scales", type=int, nargs="+", default=[1, 2], help="of 0 1 2")
+    ap.add_argument("--tag", default="", help="cad<tag>.json: variants beside the main run")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
     torch.set_num_threads(a.threads)
@@ -216,9 +220,10 @@ def main() -> int:
         "torch": torch.__version__,
         "categories": {},
     }
-    path = out / ("cad_quick.json" if a.quick else "cad.json")
+    path = out / ("cad_quick.json" if a.quick else f"cad{a.tag}.json")
+    res["cad"] = {"affinity_weight": a.affinity_weight, "affinity_scales": a.affinity_scales}
     for cat in a.categories:
-        res["categories"][cat] = run_category(cat, cfg, a, out / "cad_runs")
+        res["categories"][cat] = run_category(cat, cfg, a, out / f"cad_runs{a.tag}")
         path.write_text(json.dumps(res, indent=2))
         print(cat, json.dumps({k: v for k, v in res["categories"][cat].items() if k != "history"}))
     print(table(res))

@@ -303,8 +303,9 @@ def build_student(cfg, n_lights: int) -> AFRD:
         return DCAMStudent(teacher, fusion, n_lights, image_size, teacher_weights)
     if student == "local":
         return AFRD(teacher, fusion, n_lights, image_size, teacher_weights)
-    if student == "local+global":
-        return CAD(teacher, fusion, n_lights, image_size, teacher_weights)
+    if student == "local+global":  # cfg.extra["cad"]: CAD's own options (benchmarks)
+        opts = (getattr(cfg, "extra", None) or {}).get("cad", {})
+        return CAD(teacher, fusion, n_lights, image_size, teacher_weights, **opts)
     raise ConfigError(f"--student must be one of {' | '.join(STUDENTS)}, got {student!r}")
 
 
