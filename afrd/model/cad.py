@@ -300,7 +300,8 @@ def build_student(cfg, n_lights: int) -> AFRD:
     if dcam:
         from afrd.model.dcam import DCAMStudent
 
-        return DCAMStudent(teacher, fusion, n_lights, image_size, teacher_weights)
+        opts = (getattr(cfg, "extra", None) or {}).get("dcam", {})  # DCAM's options (benchmarks)
+        return DCAMStudent(teacher, fusion, n_lights, image_size, teacher_weights, **opts)
     if student == "local":
         return AFRD(teacher, fusion, n_lights, image_size, teacher_weights)
     if student == "local+global":  # cfg.extra["cad"]: CAD's own options (benchmarks)
