@@ -23,12 +23,16 @@ class PlcClients:
         self.ua_changes = 0
         self.mb_reads = 0
         self.mb_errors = 0
+        self.ua_status: list[str] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._poll, name="bench-modbus", daemon=True)
         self._ua = None
 
     def datachange_notification(self, _node, _val, _data) -> None:  # asyncua handler
         self.ua_changes += 1
+
+    def status_change_notification(self, status) -> None:  # e.g. the subscription timed out
+        self.ua_status.append(str(status))
 
     def __enter__(self) -> PlcClients:
         from asyncua import ua

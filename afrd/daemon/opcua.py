@@ -62,6 +62,7 @@ RESULT_VARS = {
     "ErrorMessage": (VT.String, ""),
 }
 COUNTER_VARS = {name: (VT.UInt32, 0) for name in ("Parts", "Pass", "Fail", "Error")}
+_UNSET = object()
 _MODES = {
     "none": ua.SecurityPolicyType.NoSecurity,
     "sign": ua.SecurityPolicyType.Basic256Sha256_Sign,
@@ -98,6 +99,7 @@ class OpcUaServer(LoopThread):
         self.ns = 0
         self.nodes: dict[str, Any] = {}
         self.vtypes: dict[str, ua.VariantType] = {}
+        self._written: dict[str, Any] = {}  # what each variable was last set to
         self._counts = {"pass": 0, "fail": 0, "error": 0}
         self._last_state: tuple | None = None
 
@@ -182,8 +184,14 @@ class OpcUaServer(LoopThread):
 
     # ---------------------------------------------------------------- values
     async def _set(self, values: dict[str, Any]) -> None:
+        """Write the values that changed (each write costs every client monitoring the node a
+        copy and a notification; unchanged ones would notify nobody)."""
         srv = self.server
         for key, v in values.items():
+            old = self._written.get(key, _UNSET)
+            if old is not _UNSET and (old == v or (v != v and old != old)):  # NaN == NaN here
+                continue
+            self._written[key] = v
             node = self.nodes[key]
             dv = ua.DataValue(ua.Variant(v, self.vtypes[key]))
             if srv is not None:
