@@ -11,6 +11,7 @@ from _model_helpers import make_sets
 from afrd.errors import ConfigError
 from afrd.model.checkpoint import load_checkpoint, read_checkpoint
 from afrd.model.inference import InferenceModel
+from afrd.model.presets import get_preset
 from afrd.model.sets import resize_set
 from afrd.model.train import TrainConfig, build_parser, config_from_args, train
 
@@ -133,12 +134,16 @@ def test_feature_cache_trains_like_the_teacher_every_step(tmp_path, where: str, 
 
 
 def test_preset_fills_defaults_and_explicit_flags_win(tmp_path) -> None:
-    args = ["--data", str(tmp_path), "--category", "plate", "--preset", "cpu"]
+    args = ["--data", str(tmp_path), "--category", "plate", "--preset", "afrd-cpu"]
     cfg = config_from_args(build_parser().parse_args([*args, "--epochs", "3", "--lr", "1e-3"]))
     assert (cfg.teacher, cfg.image_size, cfg.fusion) == ("efficientnet_lite0", 128, "attention")
     assert (cfg.epochs, cfg.lr, cfg.steps) == (3, 1e-3, None)  # explicit epochs drop its steps
     assert config_from_args(build_parser().parse_args(args)).steps == 512
-    assert cfg.extra == {"preset": "cpu"} and cfg.category == "plate"
+    assert cfg.extra == {"preset": "afrd-cpu"} and cfg.category == "plate"
+    # what a user without a GPU gets: the memory bank, registered to the reference pose
+    assert get_preset("cpu").model == "memory" and get_preset("afrd-cpu").model == "afrd"
+    cpu = config_from_args(build_parser().parse_args([*args[:-1], "cpu"]))
+    assert (cpu.teacher, cpu.image_size, cpu.register) == ("efficientnet_lite0", 128, "auto")
     paper = config_from_args(build_parser().parse_args([*args[:-1], "paper"]))
     assert (paper.teacher, paper.image_size, paper.lr) == ("wide_resnet50_2", 256, 4e-4)
     assert (paper.batch_size, paper.epochs, paper.fusion) == (8, 100, "attention")
@@ -146,7 +151,7 @@ def test_preset_fills_defaults_and_explicit_flags_win(tmp_path) -> None:
     assert plain.teacher == TrainConfig().teacher and plain.image_size == 64
     assert (plain.register, plain.steps) == ("none", None)
     text = " ".join(build_parser().format_help().split())
-    assert "cpu: efficientnet_lite0" in text and "paper: 0.0004" in text
+    assert "afrd-cpu: efficientnet_lite0" in text and "paper: 0.0004" in text
     with pytest.raises(SystemExit):
         build_parser().parse_args([*args[:-1], "gpu"])
 
