@@ -5,8 +5,9 @@ with the same seed and data, at one or more part poses: RD on each single light
 (``single:0..5``), ``mean``, ``attention`` (the paper's FC), ``restore-max`` (the student
 restores every light's features; the map is the maximum over lights), optionally
 ``attention-pooled``, the multi-light memory bank (``memory``, ``afrd train --model memory``) and
-``preset`` (exactly ``afrd train --preset cpu``). Every run goes through ``afrd train``'s own
-command line on the ``cpu`` preset (``--fusion`` / ``--model`` changed), then ``afrd eval``'s
+``preset`` (exactly ``afrd train --preset cpu``, which is the memory bank: the row repeats
+``memory``'s). Every run goes through ``afrd train``'s own command line: the AFRD rows on the
+``afrd-cpu`` preset (``--fusion`` changed), the bank on ``cpu``; then ``afrd eval``'s
 function; each method's first model per pose is exported with ``afrd-export onnx``'s function and
 timed in ONNX Runtime on one CPU thread. One model per category and method (Eyecandies protocol).
 Writes ``bench/out/fusion.json`` after every run (``--resume`` skips finished runs) and prints a
@@ -17,7 +18,7 @@ torch thread of this 2-core box. Measured on one category (fixtured button, box 
 other jobs at load 5-6): a single-light RD run costs ~35 s at 96 steps (train + eval), a
 six-light fusion ~50 s (restore-max ~110 s), an export plus ORT timing ~35 s (once per method:
 single lights share one). So the AFRD comparison rows are cut to ``BENCH_STEPS`` = 64 optimiser
-steps (the learning curve shows them ~0.06 I-AUROC short of the 512 steps the ``cpu`` preset
+steps (the learning curve shows them ~0.06 I-AUROC short of the 512 steps the ``afrd-cpu`` preset
 trains; ``preset`` is the preset as a user gets it), with 64 training, 32 held-out normal and
 48 test sets per category. Even so a full run takes well over 40 minutes on a loaded box; the
 default order (memory, preset, fusions, then single lights) answers the decision first.
@@ -50,7 +51,10 @@ from afrd.data.render import CATEGORIES  # noqa: E402
 from afrd.errors import AfrdError  # noqa: E402
 
 SINGLES = tuple(f"single:{k}" for k in range(len(DEFAULT_LIGHTS)))
+# the memory bank on one light (its bank, normalisation and score on that light alone)
+MEMORY_SINGLES = tuple(f"memory-single:{k}" for k in range(len(DEFAULT_LIGHTS)))
 METHODS = (*SINGLES, "mean", "attention", "attention-pooled", "restore-max", "memory", "preset")
+METHODS += MEMORY_SINGLES
 POSES = ("fixtured", "conveyor", "free")
 # the decision first (a run cut short still answers it), then the baselines
 DEFAULT_METHODS = ("memory", "preset", "attention", "mean", "restore-max", *SINGLES)
@@ -58,7 +62,8 @@ BENCH_STEPS = 64  # AFRD rows at the cpu config: see the module docstring
 
 CONFIGS: dict[str, dict] = {
     "cpu": {
-        "preset": "cpu",
+        "preset": "cpu",  # the memory bank: the `memory` and `preset` rows
+        "afrd_preset": "afrd-cpu",  # the AFRD rows (fusions, single lights)
         "steps": BENCH_STEPS,
         "image_size": 128,
         "train": 64,
@@ -70,6 +75,7 @@ CONFIGS: dict[str, dict] = {
     # The paper's setting, for a GPU machine (ImageNet WRN50-2 weights from a local file).
     "paper": {
         "preset": "paper",
+        "afrd_preset": "paper",
         "steps": None,  # the preset's 100 epochs
         "image_size": 256,
         "train": 200,
@@ -80,6 +86,7 @@ CONFIGS: dict[str, dict] = {
     },
     "quick": {
         "preset": "cpu",
+        "afrd_preset": "afrd-cpu",
         "steps": 1,
         "image_size": 64,
         "train": 4,
@@ -95,6 +102,8 @@ ORT_PARTS = 5  # parts timed one at a time per exported model (after 2 warm-up r
 def method_label(method: str) -> str:
     if method.startswith("single:"):
         return f"RD {DEFAULT_LIGHTS[int(method.split(':')[1])]}"
+    if method.startswith("memory-single:"):
+        return f"bank {DEFAULT_LIGHTS[int(method.split(':')[1])]}"
     return {"preset": "preset cpu", "memory": "memory bank"}.get(method, method)
 
 
@@ -127,7 +136,9 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
 def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> list[str]:
     """``afrd train`` arguments for one run: the config's preset, changed only where the method
     differs (``preset`` changes nothing)."""
-    args = ["--data", str(data), "--category", cat, "--out", str(out), "--preset", cfg["preset"]]
+    bank = method in ("memory", "preset") or method.startswith("memory-single:")
+    preset = cfg["preset"] if bank else cfg["afrd_preset"]
+    args = ["--data", str(data), "--category", cat, "--out", str(out), "--preset", preset]
     args += ["--seed", str(a.seed), "--device", a.device, "--no-progress"]
     if a.teacher_weights:
         args += ["--teacher-weights", a.teacher_weights]
@@ -135,6 +146,12 @@ def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> li
         args += ["--register", a.register]
     if method == "memory":
         return [*args, "--model", "memory"]
+    if method.startswith("memory-single:"):
+        # one light alone may not show the part's outline well enough to register every part
+        # (a dim ring segment): the single-light rows go unregistered unless --register says
+        light = DEFAULT_LIGHTS[int(method.split(":")[1])]
+        args += [] if a.register else ["--register", "none"]
+        return [*args, "--model", "memory", "--lights", light]
     if method != "preset":
         args += ["--model", "afrd"] if a.has_model_flag else []
         args += ["--fusion", method, "--image-size", str(cfg["image_size"])]
@@ -164,7 +181,10 @@ def ort_ms(ckpt: Path, bundle_dir: Path, data: Path, cat: str) -> dict:
 
 def ort_key(method: str) -> str:
     """Single-light graphs differ only in which light they slice: one timing serves all six."""
-    return "single" if method.startswith("single:") else method
+    for prefix in ("single:", "memory-single:"):
+        if method.startswith(prefix):
+            return prefix[:-1]
+    return method
 
 
 def fmt(v) -> str:
@@ -227,6 +247,8 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
                 rc = train_main(train_args(method, cfg, data, cat, run_dir, a))
         except SystemExit as e:  # argparse: e.g. no --model memory in this checkout
             rc = e.code
+        except AfrdError as e:  # e.g. a training set that does not register: this row only
+            rc = f"with an error ({e})"
         if rc != 0:
             res["error"] = f"afrd train exited {rc}: {log.getvalue().strip()[-200:]}"
             print(f"{method_label(method)}: {res['error']}", flush=True)
@@ -343,15 +365,16 @@ def main(argv: list[str] | None = None) -> int:
     for pose in a.pose:
         res = report["results"].get(pose, {})
         print(f"\n{pose}:\n{table(res, cfg['categories'], a.methods, report['ort'])}")
-        singles = {
-            m: r["mean"]["i_auroc"]
-            for m, r in report["results"].get(pose, {}).items()
-            if m.startswith("single:") and r.get("mean")
-        }
-        if singles:
-            best = max(singles, key=singles.get)
-            report.setdefault("best_single", {})[pose] = {"method": best, "i_auroc": singles[best]}
-            print(f"{pose}: best single light {method_label(best)} I-AUROC {singles[best]:.3f}")
+        for kind, prefix in (("best_single", "single:"), ("best_bank_single", "memory-single:")):
+            singles = {
+                m: r["mean"]["i_auroc"]
+                for m, r in res.items()
+                if m.startswith(prefix) and r.get("mean")
+            }
+            if singles:
+                best = max(singles, key=singles.get)
+                report.setdefault(kind, {})[pose] = {"method": best, "i_auroc": singles[best]}
+                print(f"{pose}: best single light {method_label(best)} I-AUROC {singles[best]:.3f}")
     write()
     print(f"wrote {out_json} (wall {report['wall_s']:.0f}s)")
     return 0
