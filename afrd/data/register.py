@@ -287,7 +287,10 @@ def warp_back(amap: np.ndarray, matrix: np.ndarray, frame_hw: tuple[int, int]) -
 def register_set(reg: Registration, s: ImageSet) -> ImageSet:
     """``s`` in the reference pose: images and ground-truth mask warped alike; the transform
     in ``meta["registration"]`` (matrix captured -> registered, angle, score)."""
-    r = reg.register(s.images, s.lights)
+    try:
+        r = reg.register(s.images, s.lights)
+    except RegistrationError as exc:  # say which set: a dataset holds hundreds
+        raise RegistrationError(f"image set {s.part_id or '?'}: {exc}") from None
     mask = s.mask
     if mask is not None:
         h, w = r.images.shape[1:3]
