@@ -84,3 +84,39 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def _run_clients(ua_port: int, mb_port: int, stop, conn) -> None:
+    with PlcClients(ua_port, mb_port) as c:
+        conn.send("ready")
+        stop.wait()
+    conn.send((c.ua_changes, c.mb_reads, c.mb_errors, c.ua_status))
+
+
+class PlcClientsProcess:
+    """``PlcClients`` in a child process (spawned), as on a line where the PLC and the MES are
+    other machines: their Python does not compete for the server process's GIL. ``.seen`` after
+    exit: (OPC UA data changes, Modbus reads, Modbus errors, OPC UA status changes)."""
+
+    def __init__(self, ua_port: int, mb_port: int) -> None:
+        self.ports = (ua_port, mb_port)
+        self.seen: tuple | None = None
+
+    def __enter__(self) -> PlcClientsProcess:
+        import multiprocessing as mp
+
+        ctx = mp.get_context("spawn")
+        self._stop = ctx.Event()
+        self._conn, child = ctx.Pipe()
+        self._proc = ctx.Process(target=_run_clients, args=(*self.ports, self._stop, child))
+        self._proc.start()
+        if not self._conn.poll(120) or self._conn.recv() != "ready":
+            self._proc.kill()
+            raise RuntimeError("PLC clients did not connect within 120 s")
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        if self._conn.poll(30):
+            self.seen = self._conn.recv()
+        self._proc.join(timeout=30)

@@ -20,9 +20,12 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def plc_config(d: Path, bundle: Path, opcua: str | None = None, modbus: str | None = None) -> Path:
-    """A sim cell (64 px, brightness bundle) with the given [opcua] / [modbus] table bodies."""
-    extra = ""
+def plc_config(
+    d: Path, bundle: Path, opcua: str | None = None, modbus: str | None = None, more: str = ""
+) -> Path:
+    """A sim cell (64 px, brightness bundle) with the given [opcua] / [modbus] table bodies and
+    ``more`` TOML (e.g. [[product]] recipes)."""
+    extra = more + "\n\n" if more else ""
     if opcua is not None:
         extra += f"[opcua]\n{opcua}\n\n"
     if modbus is not None:

@@ -29,7 +29,9 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import REPO, Daemon, make_brightness_bundle, wait_subscribed  # noqa: E402
 from _plc_helpers import free_port, plc_config, wait_for, zmq_results  # noqa: E402
 
-PRODUCTS = ["widget", "gadget"]
+PRODUCTS = ["widget", "gizmo", "gadget"]  # index 1-3; gadget has no [[product]] recipe
+RECIPES = '[[product]]\nname = "default"\n\n[[product]]\nname = "widget"\n\n'
+RECIPES += '[[product]]\nname = "gizmo"\nthreshold = 0.99\n'
 
 
 @pytest.fixture(scope="module")
@@ -50,6 +52,7 @@ def cell(bundle, tmp_path_factory):
         modbus=f'port = {mb}\nproducts = {PRODUCTS!r}\npart_id_format = "SN-{{n:08d}}"'.replace(
             "'", '"'
         ),
+        more=RECIPES,
     )
     dm = Daemon(cfg).start()
     sub = dm.subscriber()
@@ -90,7 +93,7 @@ def handshake(client: ModbusTcpClient, number: int, product_index: int) -> list[
 def test_handshake_pass_fail_and_result_registers_match_zeromq(cell):
     dm, sub, client, _, _ = cell
     wait_for(lambda: regs(client, ADDR["status"], 1)[0] & READY, what="ready")  # state: 0.5 s
-    got = [handshake(client, 1000 + i, 1 + i % 2) for i in range(4)]
+    got = [handshake(client, 1000 + i, 1 + i % 2) for i in range(4)]  # widget, gizmo, ...
     zmq = zmq_results(sub, 4)
     for i, r in enumerate(got):
         seq = u32(r, "seq")
@@ -102,6 +105,7 @@ def test_handshake_pass_fail_and_result_registers_match_zeromq(cell):
         assert r[ADDR["verdict"]] == {"pass": 1, "fail": 2}[msg["verdict"]]
         assert f32(r, "score") == pytest.approx(msg["score"], rel=1e-6)
         assert f32(r, "threshold") == pytest.approx(msg["threshold"], rel=1e-6)
+        assert msg["threshold"] == pytest.approx((0.45, 0.99)[i % 2])  # each recipe's own
         assert r[ADDR["error_code"]] == 0
     # the sim cell's defect rate 0.5 on a brightness graph: both verdicts are exercised over
     # the module; here it is enough that each part's bits match its own published verdict
@@ -156,16 +160,23 @@ def test_error_verdict_completes_the_handshake(cell):
     assert dm.ctl({"cmd": "pause"})["ok"]
     try:
         wait_for(lambda: not regs(client, ADDR["status"], 1)[0] & READY, what="ready dropped")
-        r = handshake(client, 5, 2)
+        r = handshake(client, 5, 1)
     finally:
         assert dm.ctl({"cmd": "resume"})["ok"]
-    (msg,) = zmq_results(sub, 1).values()
-    assert msg["verdict"] == "error" and msg["error"]["code"] == "paused"
-    assert msg["seq"] == u32(r, "seq") and msg["product"] == "gadget"
-    assert r[ADDR["status"]] & ERROR and not r[ADDR["status"]] & (PASS | FAIL)
-    assert r[ADDR["error_code"]] == 7 and r[ADDR["verdict"]] == 3
-    assert f32(r, "score") != f32(r, "score")  # NaN: no score
     wait_for(lambda: regs(client, ADDR["status"], 1)[0] & READY, what="ready again")
+    r2 = handshake(client, 6, 3)  # gadget: no such recipe, an error verdict naming it
+    got = zmq_results(sub, 2)
+    for regs_, code, value, product in (
+        (r, "paused", 7, "widget"),
+        (r2, "unknown_product", 9, "gadget"),
+    ):
+        msg = got[u32(regs_, "seq")]
+        assert msg["verdict"] == "error" and msg["error"]["code"] == code, msg
+        assert msg["product"] == product
+        assert regs_[ADDR["status"]] & ERROR and not regs_[ADDR["status"]] & (PASS | FAIL)
+        assert regs_[ADDR["error_code"]] == value and regs_[ADDR["verdict"]] == 3
+        assert f32(regs_, "score") != f32(regs_, "score")  # NaN: no score
+    assert "gadget" in got[u32(r2, "seq")]["error"]["message"]
 
 
 def test_bad_client_input_is_refused_and_harmless(cell):
