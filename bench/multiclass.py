@@ -132,11 +132,11 @@ def main() -> int:
     union_val = [s for c in a.categories for s in data[c]["val"]]
     runs = [(k, union, union_val, cfg["multi_steps"]) for k in ("naive", "dcam")]
     res["dcam_options"] = {"kl_weight": a.kl_weight, "tau": a.tau}
-    if a.only_dcam:
-        runs = runs[1:2]
     runs += [
         (f"one-class/{c}", data[c]["train"], data[c]["val"], cfg["steps"]) for c in a.categories
     ]
+    if a.only_dcam:
+        runs = runs[1:2]
     ckpts = {}
     for name, tr, va, steps in runs:
         t0 = time.perf_counter()
