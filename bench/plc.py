@@ -10,13 +10,14 @@ result, a Modbus client reading the whole map every 20 ms), fed N result message
 - server threads: CPU time each server's own thread spends per part (applying the result,
   serving its client meanwhile), from ``time.thread_time`` on that thread.
 
-    python bench/plc.py [--parts 2000] [--rate 50]
+    python bench/plc.py [--parts 2000] [--rate 50] [--no-clients]
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import statistics
 import sys
@@ -67,6 +68,7 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--parts", type=int, default=2000)
     ap.add_argument("--rate", type=float, default=50.0, help="parts per second fed")
+    ap.add_argument("--no-clients", action="store_true", help="servers without any client")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "plc.json")
     args = ap.parse_args(argv)
     sys.setswitchinterval(0.001)  # as `afrd run` sets it
@@ -83,7 +85,8 @@ def main(argv: list[str] | None = None) -> int:
     period = 1.0 / args.rate
     out_itf, out_pub = [], []
     try:
-        with PlcClientsProcess(ua_port, mb_port) as clients:
+        clients = None if args.no_clients else PlcClientsProcess(ua_port, mb_port)
+        with clients or contextlib.nullcontext():
             time.sleep(1.0)
             cpu0 = {s.name: thread_cpu(s) for s in itfs}
             idle0 = time.perf_counter()
@@ -106,7 +109,8 @@ def main(argv: list[str] | None = None) -> int:
             time.sleep(0.5)  # let the loops drain
             run_s = time.perf_counter() - t_start
             cpu_run = {s.name: thread_cpu(s) - cpu1[s.name] for s in itfs}
-        seen = clients.seen or (0, 0, 0, ["clients reported nothing"])
+        seen = (0, 0, 0, ["no clients"]) if clients is None else clients.seen
+        seen = seen or (0, 0, 0, ["clients reported nothing"])
     finally:
         itfs.close()
         pub.close()
@@ -145,7 +149,8 @@ def main(argv: list[str] | None = None) -> int:
             "ua_status": seen[3],
         },
     }
-    print(f"\nPLC servers, {n} parts at {args.rate:g}/s, OPC UA subscription + Modbus poll 20 ms")
+    who = "no clients" if args.no_clients else "OPC UA subscription + Modbus poll 20 ms"
+    print(f"\nPLC servers, {n} parts at {args.rate:g}/s, {who}")
     print("| where | per part | baseline (same run) | ratio |")
     print("|---|---:|---:|---:|")
     for stat in ("p50", "p90", "mean"):
