@@ -152,6 +152,21 @@ def test_bad_client_input_is_refused_and_harmless(cell):
     assert dm.proc.poll() is None
 
 
+def test_status_names_the_server_and_reload_refuses_changing_it(cell):
+    dm, _, url = cell
+    assert dm.ctl({"cmd": "status"})["result"]["endpoints"]["opcua"] == url
+    text = dm.config.read_text()
+    port = int(url.rsplit(":", 1)[1].split("/")[0])
+    try:
+        dm.config.write_text(text.replace(f"port = {port}", f"port = {port + 1}"))
+        r = dm.ctl({"cmd": "reload"})
+        assert r["ok"] is False and "opcua" in r["error"] and "restart" in r["error"], r
+    finally:
+        dm.config.write_text(text)
+    with Client(url, timeout=10) as c:  # still serving where it was
+        assert Cell(c).read("CellId") == "t1"
+
+
 def test_restart_client_reconnects(cell):
     dm, sub, url = cell
     assert dm.stop() == 0, dm.output()

@@ -13,6 +13,7 @@ from afrd.acquire.devices import camera_identity
 from afrd.config.cell import CellConfig, load_config
 from afrd.config.recipes import check_opened_camera
 from afrd.daemon.control import CommandError, ControlServer, check_name, clip
+from afrd.daemon.interfaces import Interfaces
 from afrd.daemon.metrics import Metrics, MetricsServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.publisher import Publisher
@@ -40,6 +41,7 @@ class ControlCommands:
     metrics_server: MetricsServer | None
     recorder: Any
     pipeline: Pipeline | None
+    interfaces: Interfaces
     devices: Any  # afrd.acquire.devices.Devices once started
     _reload_lock: threading.Lock
 
@@ -79,6 +81,7 @@ class ControlCommands:
                 "pub": self.publisher.bound if self.publisher else None,
                 "control": self.control.bound if self.control else None,
                 "metrics_port": self.metrics_server.port if self.metrics_server else None,
+                **self.interfaces.endpoints(),  # "opcua": opc.tcp://..., "modbus": host:port
             },
         }
 

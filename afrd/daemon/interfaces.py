@@ -51,6 +51,10 @@ class Interfaces(list):
         if self.gate is not None:
             self.gate.close()
 
+    def endpoints(self) -> dict[str, str]:
+        """Where each server listens (the control socket's status shows them)."""
+        return {itf.name: itf.endpoint for itf in self}
+
     def unhealthy(self) -> list[str]:
         return [itf.name for itf in self if not itf.healthy()]
 

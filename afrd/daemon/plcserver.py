@@ -41,6 +41,7 @@ class Hooks:
 
 class Interface(Protocol):
     name: str
+    endpoint: str
 
     def start(self) -> None: ...
 
@@ -87,6 +88,10 @@ class LoopThread:
                 ) from None
             raise ConfigError(f"{self.name}: server on {self.where} failed to start: {exc!r}")
         log.info("%s server listening on %s", self.name, self.where)
+
+    @property
+    def endpoint(self) -> str:
+        return self.where
 
     @property
     def where(self) -> str:
