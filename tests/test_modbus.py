@@ -269,3 +269,36 @@ def test_restart_and_port_in_use(cell, bundle, tmp_path):
     assert msg["seq"] == u32(hs, "seq") == 0 and msg["part_id"] == "SN-00004242"
     sub2.close()
     assert dm.stop() == 0, dm.output()
+
+
+def test_rising_edge_while_busy_is_refused():
+    """The server alone, with a real client: a second rising edge before the first part's result
+    triggers nothing (counted in `refused`); part number 0 lets the cell number the part."""
+    from afrd.config.plc import ModbusConfig
+    from afrd.daemon.modbus import ModbusServer
+    from afrd.daemon.plcserver import Hooks, TriggerReply
+
+    calls: list[tuple] = []
+
+    def trigger(part_id, product):  # stands in for the daemon: takes the part, result later
+        calls.append((part_id, product))
+        return TriggerReply(len(calls) - 1, part_id or f"auto-{len(calls) - 1}")
+
+    srv = ModbusServer(ModbusConfig(port=0), Hooks(trigger, lambda: {"state": "running"}))
+    srv.start()
+    client = ModbusTcpClient("127.0.0.1", port=srv.port, timeout=5)
+    try:
+        assert client.connect()
+        assert not client.write_registers(1, [0, 0, 0]).isError()
+        for bit in (1, 0, 1):  # edge, drop, edge again while the first part is in flight
+            assert not client.write_register(ADDR["control"], bit).isError()
+        r = wait_for(lambda: (lambda r: r if r[ADDR["refused"]] == 1 else None)(regs(client)))
+        assert calls == [(None, "default")] and r[ADDR["status"]] & BUSY
+        srv.result({"seq": 0, "verdict": "pass", "score": 0.25, "threshold": 0.5})
+        r = wait_for(lambda: (lambda r: r if r[ADDR["status"]] & DONE else None)(regs(client)))
+        assert r[ADDR["status"]] & PASS and not r[ADDR["status"]] & BUSY
+        assert f32(r, "score") == 0.25 and u32(r, "parts") == 1
+    finally:
+        client.close()
+        srv.close()
+    assert not srv.healthy()
