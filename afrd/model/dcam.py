@@ -24,8 +24,9 @@ inference and the raw map is what is scored; the paper's text available to us do
 whether its baseline terms are kept. Checkpoints carry the modules (``--resume``), loading for
 inference or export drops them (``inference_state``), so the bundle's graph is the naive
 multi-class one node for node. The spatial KL is weighted 0.01 by default: on this project's
-teacher maps it starts about 7x the cosine terms, and at weight 1 it drove training (DCAM closed -5 %
-of the naive-to-one-class gap); at 0.01 it closed 67 % (bench/multiclass.py, BENCHMARKS.md).
+teacher maps it starts about 7x the cosine terms, and at weight 1 it drove training (DCAM
+closed -5 % of the naive-to-one-class gap); at 0.01 it closed 67 % (bench/multiclass.py,
+BENCHMARKS.md).
 """
 
 from __future__ import annotations
