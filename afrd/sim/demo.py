@@ -2,8 +2,10 @@
 
 1. a simulated cell: the lighting-controller emulator on a pseudo-terminal driven by the real
    Gardasoft driver, and a camera that renders synthetic parts under whatever is lit;
-2. a model for it: AFRD (EfficientNet-Lite0 ImageNet teacher, pooled attention fusion) trained on
-   good parts imaged by that cell (cached under .cache/afrd/demo, keyed on the settings);
+2. a model for it: `afrd train --preset cpu` (the multi-light memory bank on EfficientNet-Lite0
+   ImageNet features, registered to the reference pose) built from good parts imaged by that
+   cell, parts lying as on a conveyor (+-20 deg, a few % shift); `--preset afrd-cpu` builds the
+   paper's AFRD instead; cached under .cache/afrd/demo, keyed on the settings;
 3. exported to an ONNX bundle, threshold calibrated on held-out parts (target false-reject rate);
 4. the real daemon (`afrd run`) as a separate process on a cell config written to demo-out/;
 5. a live view of its verdicts against the simulator's ground truth, heatmap overlays saved in
@@ -28,8 +30,7 @@ from afrd.errors import AfrdError, ConfigError
 
 CACHE = Path(".cache/afrd/demo")
 TRAIN_SEED, CALIB_SEED, LINE_SEED, NORM_SEED = 101, 202, 303, 404  # disjoint part streams
-# In a 64-part, 12-epoch trial (fixtured parts, 80 held-out) the quick model scored I-AUROC 0.89
-# on the matte plate and 0.80 on the glossy button, whose highlight moves over its holes.
+# bench/fusion.py: the cpu preset's best rendered category at conveyor pose (BENCHMARKS.md)
 DEFAULT_CATEGORY = "plate"
 
 
@@ -40,25 +41,25 @@ def _key(args: argparse.Namespace, category: str) -> str:
         "category": category,
         "size": args.image_size,
         "train_parts": args.train_parts,
-        "epochs": args.epochs,
-        "teacher": "efficientnet_lite0",
-        "fusion": "attention-pooled",
+        "preset": args.preset,
         "seed": TRAIN_SEED,
         "calib_parts": args.calib_parts,
         "norm_parts": args.norm_parts,
-        "lr": args.lr,
         "frr": args.frr,
-        "pose": "fixtured",  # the sim cell's parts sit in a nest (afrd.data.render.POSES)
+        "pose": args.pose,
         "afrd": __version__,
     }
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12], spec
 
 
-def _sets(category: str, seed: int, n: int, size: int, defect_rate: float, prefix: str) -> list:
+def _sets(args: argparse.Namespace, category: str, seed: int, n: int, defect_rate: float) -> list:
     """Image sets imaged by a simulated cell (emulator + real driver + sim camera)."""
     from afrd.sim.cell import SimCell
 
-    with SimCell(category=category, seed=seed, defect_rate=defect_rate, size=size) as cell:
+    size, pose, prefix = args.image_size, args.pose, f"s{seed}"
+    with SimCell(
+        category=category, seed=seed, defect_rate=defect_rate, size=size, pose=pose
+    ) as cell:
         seq = cell.sequencer()
         return [seq.acquire(f"{prefix}-{i:04d}", "demo") for i in range(n)]
 
@@ -82,37 +83,26 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     root.mkdir(parents=True)
     t0 = time.monotonic()
     print(f"  imaging {args.train_parts} good training parts on the simulated cell ...", flush=True)
-    train_sets = _sets(category, TRAIN_SEED, args.train_parts, args.image_size, 0.0, "train")
-    # The raw map is far noisier where good parts vary most (e.g. a button's holes under the
-    # highlight), so its max sat there on every part; train() z-scores each pixel against good
-    # parts the student never saw (afrd.model.mapnorm), inside the exported graph.
-    norm_sets = None
-    if args.norm_parts:
-        print(f"  imaging {args.norm_parts} more good parts for the map statistics ...", flush=True)
-        norm_sets = _sets(category, NORM_SEED, args.norm_parts, args.image_size, 0.0, "norm")
-    print(
-        f"  training AFRD ({args.epochs} epochs, EfficientNet-Lite0 ImageNet teacher, "
-        f"{args.image_size}px, 6 lights) ...",
-        flush=True,
-    )
+    train_sets = _sets(args, category, TRAIN_SEED, args.train_parts, 0.0)
+    # good parts outside the model: the memory bank's per-light normalisation (a training part
+    # is its own nearest neighbour, so its distances say nothing about a new part's), AFRD's
+    # per-pixel map statistics
+    print(f"  imaging {args.norm_parts} more good parts for the normalisation ...", flush=True)
+    norm_sets = _sets(args, category, NORM_SEED, args.norm_parts, 0.0)
+    from afrd.model.presets import get_preset
     from afrd.model.train import TrainConfig, train  # torch: only here
 
-    ckpt = train(
-        TrainConfig(
-            out=str(root / "run"),
-            teacher="efficientnet_lite0",
-            fusion="attention-pooled",
-            epochs=args.epochs,
-            lr=args.lr,
-            batch_size=8,
-            image_size=args.image_size,
-            seed=TRAIN_SEED,
-            progress=True,
-            extra={"demo": spec},
-        ),
-        sets=train_sets,
-        norm_sets=norm_sets,
-    )
+    preset = get_preset(args.preset)
+    print(f"  afrd train --preset {args.preset}: {preset.about} ...", flush=True)
+    options = {**preset.options, "image_size": args.image_size}
+    extra = {"demo": spec, "preset": args.preset}
+    cfg = TrainConfig(out=str(root / "run"), seed=TRAIN_SEED, extra=extra, **options)
+    if preset.model == "memory":
+        from afrd.model.memory_fit import train_memory
+
+        ckpt = train_memory(cfg, sets=train_sets, norm_sets=norm_sets)
+    else:
+        ckpt = train(cfg, sets=train_sets, norm_sets=norm_sets)
     print(f"  trained in {time.monotonic() - t0:.0f} s; exporting ONNX bundle ...", flush=True)
     from afrd.export.onnx_export import export_onnx
 
@@ -124,7 +114,7 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     )
     from afrd.calibration.threshold import calibrate
 
-    calib = _sets(category, CALIB_SEED, args.calib_parts, args.image_size, 0.5, "calib")
+    calib = _sets(args, category, CALIB_SEED, args.calib_parts, 0.5)
     stats = calibrate(bundle, calib, frr=args.frr, source={"demo": "sim cell", "seed": CALIB_SEED})
     far = stats.get("far")
     print(
@@ -150,8 +140,10 @@ def _save_overlay(folder: Path, msg: dict, png: bytes, truth: str) -> None:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from afrd.model.presets import PRESETS  # no torch
+
     ap = cliargs.parser("afrd demo", __doc__.split("\n\n")[0])
-    ap.add_argument("--parts", type=int, default=40, help="parts the line inspects")
+    ap.add_argument("--parts", type=int, default=60, help="parts the line inspects")
     ap.add_argument("--interval", type=float, default=0.3, help="seconds between parts")
     ap.add_argument("--out", type=Path, default=Path("demo-out"))
     ap.add_argument(
@@ -160,16 +152,27 @@ def build_parser() -> argparse.ArgumentParser:
         help="synthetic part type",
     )
     ap.add_argument("--image-size", type=int, default=128, help="camera and model input, pixels")
-    ap.add_argument("--train-parts", type=int, default=64)
-    ap.add_argument("--epochs", type=int, default=24)
-    ap.add_argument("--calib-parts", type=int, default=40)
     ap.add_argument(
-        "--norm-parts",
-        type=int,
-        default=32,
-        help="good parts for per-pixel anomaly-map statistics (0: raw map)",
+        "--preset",
+        choices=list(PRESETS),
+        default="cpu",
+        help="the `afrd train --preset` the model is built with (afrd.model.presets)",
     )
-    ap.add_argument("--lr", type=float, default=2e-3, help="training learning rate")
+    ap.add_argument(
+        "--pose",
+        choices=("fixtured", "conveyor", "free"),
+        default="conveyor",
+        help="how parts lie under the camera (afrd.data.render.POSES)",
+    )
+    ap.add_argument(
+        "--train-parts", type=int, default=64, help="good parts the model is built from"
+    )
+    ap.add_argument(
+        "--calib-parts", type=int, default=80, help="parts (half defective) for the threshold"
+    )
+    ap.add_argument(
+        "--norm-parts", type=int, default=32, help="held-out good parts for the normalisation"
+    )
     ap.add_argument("--frr", type=float, default=0.05, help="target false-reject rate")
     ap.add_argument("--defect-rate", type=float, default=0.3)
     ap.add_argument("--retrain", action="store_true", help="ignore the cached model")
@@ -206,7 +209,7 @@ def main(argv: list[str]) -> int:
         size=args.image_size,
         defect_rate=args.defect_rate,
         cell="demo",
-        camera=f'category = "{category}"\nseed = {LINE_SEED}',
+        camera=f'category = "{category}"\nseed = {LINE_SEED}\npose = "{args.pose}"',
         engine_options='device = "cpu", threads = 1',
         trigger='mode = "control"   # the demo plays the PLC: one `trigger` per part',
         sockets_dir=run_dir,
@@ -232,7 +235,11 @@ def main(argv: list[str]) -> int:
 
     truth_src = SimParts(
         SimCameraConfig(
-            category=category, seed=LINE_SEED, defect_rate=args.defect_rate, size=args.image_size
+            category=category,
+            seed=LINE_SEED,
+            defect_rate=args.defect_rate,
+            size=args.image_size,
+            pose=args.pose,
         )
     )
     n = correct = errors = 0
@@ -297,9 +304,14 @@ def main(argv: list[str]) -> int:
         print(f"  no results arrived; see {out / 'daemon.log'}")
         return 1
     print(f"  inspected {n} parts: accuracy {correct}/{n} = {correct / n:.1%} ({errors} errors)")
+    n_bad, n_good = conf["tp"] + conf["fn"], conf["tn"] + conf["fp"]
+    catch = conf["tp"] / n_bad if n_bad else None
+    frr = conf["fp"] / n_good if n_good else None
     print(
-        f"  defective caught {conf['tp']}/{conf['tp'] + conf['fn']}, "
-        f"good passed {conf['tn']}/{conf['tn'] + conf['fp']}"
+        f"  defective caught {conf['tp']}/{n_bad}"
+        + (f" ({catch:.0%})" if catch is not None else "")
+        + f", good passed {conf['tn']}/{n_good}"
+        + (f" (false rejects {frr:.0%})" if frr is not None else "")
     )
     totals.sort()
     print(f"  trigger-to-verdict latency p50 {totals[len(totals) // 2]:.0f} ms")
@@ -311,6 +323,9 @@ def main(argv: list[str]) -> int:
         "errors": errors,
         "accuracy": correct / n,
         "confusion": conf,
+        "catch_rate": catch,
+        "false_reject_rate": frr,
+        "pose": args.pose,
         "latency_ms_p50": totals[len(totals) // 2],
         "bundle": str(bundle_dir),
         "daemon_exit": rc,
