@@ -109,6 +109,7 @@ def main() -> int:
     ap.add_argument("--kl-weight", type=float, default=1.0, help="DCAM's spatial KL weight")
     ap.add_argument("--tau", type=float, default=1.0, help="DCAM's softmax temperature")
     ap.add_argument("--only-dcam", action="store_true", help="a DCAM variant alone (--tag)")
+    ap.add_argument("--no-blocks", action="store_true", help="DCAM's losses, no attention")
     ap.add_argument("--tag", default="", help="multiclass<tag>.json")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
@@ -142,7 +143,8 @@ def main() -> int:
         t0 = time.perf_counter()
         extra = {"categories": tuple(a.categories), "dcam": name == "dcam"}
         if name == "dcam":
-            extra["extra"] = {"dcam": {"kl_weight": a.kl_weight, "tau": a.tau}}
+            opts = {"kl_weight": a.kl_weight, "tau": a.tau, "blocks": not a.no_blocks}
+            extra["extra"] = {"dcam": opts}
         if name.startswith("one-class/"):
             extra = {"category": name.split("/", 1)[1]}
         ckpts[name] = fit(name + a.tag, tr, va, steps, cfg, a, **extra)

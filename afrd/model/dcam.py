@@ -103,18 +103,22 @@ class DCAMStudent(AFRD):
         mode: str = "channel",
         kl_weight: float = 0.01,
         tau: float = 1.0,
+        blocks: bool = True,
     ) -> None:
         super().__init__(teacher, fusion, n_lights, image_size, teacher_weights)
         self.mode, self.kl_weight, self.tau = mode, float(kl_weight), float(tau)
-        self.dcam = nn.ModuleList(ConvAttention(c, mode) for c in self.teacher.channels)
+        # blocks=False: the losses alone, no attention (the ablation bench/multiclass.py runs)
+        chans = self.teacher.channels if blocks else ()
+        self.dcam = nn.ModuleList(ConvAttention(c, mode) for c in chans)
 
     def loss(self, per_light: list[torch.Tensor], kind: str = "pixel") -> torch.Tensor:
         """Baseline terms on the raw student maps + the same terms on the attended maps."""
         target, student = self.restore(per_light)
+        loss = dcam_loss(target, student, self.kl_weight, self.tau)
+        if not len(self.dcam):
+            return loss
         attended = [block(s) for block, s in zip(self.dcam, student, strict=True)]
-        return dcam_loss(target, student, self.kl_weight, self.tau) + dcam_loss(
-            target, attended, self.kl_weight, self.tau
-        )
+        return loss + dcam_loss(target, attended, self.kl_weight, self.tau)
 
     def config(self) -> dict:
         return {
