@@ -54,7 +54,7 @@ class OpcUaConfig(_Strict):
 
     enabled: bool = True
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for every interface")
-    port: int = Field(4840, ge=0, le=65535, description="0 = any free port (tests)")
+    port: int = Field(4840, ge=1, le=65535, description="TCP port of opc.tcp://host:port/afrd/")
     namespace: str = Field(
         "urn:afrd:inspection", min_length=1, max_length=256, description="namespace URI"
     )
