@@ -1,6 +1,6 @@
 """CAD benchmark: does the global student (GCCB + contextual affinity) catch logical defects?
 
-Same run, same seed, same rendered sets: AFRD at the ``cpu`` preset's settings
+Same run, same seed, same rendered sets: AFRD at the ``afrd-cpu`` preset's settings
 (EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px, AdamW 2e-3, batch 8, cached
 teacher maps) trained with ``--student local+global`` (afrd.model.cad), then scored four ways:
 

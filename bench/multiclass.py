@@ -1,7 +1,7 @@
 """Multi-class benchmark: one model per product vs one model for all (naive, and with DCAM).
 
 Same run, same seed, same rendered sets (every renderer category, ``fixtured`` parts): AFRD at
-the ``cpu`` preset's settings (EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px,
+the ``afrd-cpu`` preset's settings (EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px,
 AdamW 2e-3, batch 8, cached teacher maps), trained three ways:
 
 - ``one-class``: one model per category, ``STEPS`` optimiser steps each;
