@@ -11,7 +11,7 @@ Per engine (null: zero maps, no model; onnxruntime: a bundle's graph):
 
 Goals (issue 6): overhead <= 3 ms per part at 256x256 with heatmaps on; ratio >= 0.9.
 
-    python bench/daemon.py [--quick] [--size 256] [--bundle DIR] [--afrd] [--web-pages 5]
+    python bench/daemon.py [--quick] [--size 256] [--bundle DIR] [--afrd] [--web-pages 5] [--plc] [--lights]
 
 ``--bundle`` times an exported AFRD bundle; ``--afrd`` builds one (EfficientNet-Lite0 teacher,
 one epoch on a few sim parts, cached in .cache/afrd/bench: timing only, not a useful model);
@@ -94,6 +94,7 @@ def run_engine(
     threads: int,
     pages: int | None = None,
     plc: bool = False,
+    lights: bool = False,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
@@ -103,6 +104,8 @@ def run_engine(
 
         ua_port, mb_port = free_port(), free_port()
         extra += f"\n\n[opcua]\nport = {ua_port}\n\n[modbus]\nport = {mb_port}"
+    if lights:  # the opt-in lights.<cell> JPEG mosaic after every result
+        extra += "\n\n[lights_preview]\nenabled = true"
     cfg = write_config(
         d,
         bundle,
@@ -177,6 +180,7 @@ def run_engine(
         "engine": kind,
         "web_pages": pages,
         "plc": plc,
+        "lights": lights,
         "plc_ua_changes_mb_reads": plc_seen,
         "page_events_read": page_events,
         "size": size,
@@ -207,6 +211,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=1, help="ONNX Runtime intra-op threads")
     ap.add_argument("--web-pages", type=int, default=0, help="also run with N page streams")
     ap.add_argument("--plc", action="store_true", help="also run with OPC UA + Modbus on")
+    ap.add_argument("--lights", action="store_true", help="also run with [lights_preview] on")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -221,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         b = simple if kind == "null" else model_bundle
         for pages in [None, 0, args.web_pages] if args.web_pages else [None]:
             for plc in (False, True) if args.plc else (False,):
-                row = run_engine(kind, b, args.size, n_seq, n_tp, work, args.threads, pages, plc)
-                row["bundle"] = "brightness graph (not a model)" if b == simple else str(b.name)
-                rows.append(row)
+                for lights in (False, True) if args.lights else (False,):
+                    row = run_engine(
+                        kind, b, args.size, n_seq, n_tp, work, args.threads, pages, plc, lights
+                    )
+                    row["bundle"] = "brightness graph (not a model)" if b == simple else b.name
+                    rows.append(row)
     print(
         f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
         f"{platform.processor() or platform.machine()}"
@@ -232,6 +240,7 @@ def main(argv: list[str] | None = None) -> int:
         "engine",
         "pages",
         "plc",
+        "lights",
         "bundle",
         "overhead p50/p90 ms",
         "acq ms",
@@ -245,7 +254,7 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(
             f"| {r['engine']} | {'-' if r['web_pages'] is None else r['web_pages']} | "
-            f"{'on' if r['plc'] else '-'} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"{'on' if r['plc'] else '-'} | {'on' if r['lights'] else '-'} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
             f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
             f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |"
         )
@@ -290,10 +299,39 @@ def main(argv: list[str] | None = None) -> int:
             f"{c['overhead_p50_delta_ms']:+.2f} ms, mean {c['overhead_mean_delta_ms']:+.2f} ms "
             f"(OPC UA data changes, Modbus reads: {c['ua_changes_mb_reads']})"
         )
+    lights_cmp = []
+    for base in (r for r in rows if args.lights and not r["lights"]):
+        on = next(
+            r
+            for r in rows
+            if r["lights"]
+            and (r["engine"], r["web_pages"], r["plc"])
+            == (base["engine"], base["web_pages"], base["plc"])
+        )
+        c = {
+            "engine": base["engine"],
+            "throughput_ratio_vs_no_lights": on["throughput_parts_s"] / base["throughput_parts_s"],
+            "overhead_p50_off_on_ms": [base["overhead_ms_p50"], on["overhead_ms_p50"]],
+            "overhead_mean_delta_ms": on["overhead_ms_mean"] - base["overhead_ms_mean"],
+        }
+        lights_cmp.append(c)
+        print(
+            f"{c['engine']}: [lights_preview] on vs off: throughput x"
+            f"{c['throughput_ratio_vs_no_lights']:.3f}, overhead p50 "
+            f"{base['overhead_ms_p50']:.2f} -> {on['overhead_ms_p50']:.2f} ms, mean "
+            f"{c['overhead_mean_delta_ms']:+.2f} ms"
+        )
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
-            {"quick": args.quick, "rows": rows, "web_pages": compare, "plc": plc_cmp}, indent=2
+            {
+                "quick": args.quick,
+                "rows": rows,
+                "web_pages": compare,
+                "plc": plc_cmp,
+                "lights": lights_cmp,
+            },
+            indent=2,
         )
     )
     print(f"wrote {args.out}")

@@ -158,6 +158,14 @@ class RecorderConfig(_Strict):
     queue: int = Field(16, ge=1, le=10_000)
 
 
+class LightsPreviewConfig(_Strict):
+    """``[lights_preview]``: publish a small JPEG mosaic of each part's lights (``lights.<cell>``)."""
+
+    enabled: bool = False
+    max_px: int = Field(160, ge=16, le=1024, description="longest side of each light's tile")
+    quality: int = Field(80, ge=10, le=100, description="JPEG quality")
+
+
 class MetricsConfig(_Strict):
     enabled: bool = True
     host: str = "127.0.0.1"
@@ -210,6 +218,7 @@ class CellConfig(_Strict):
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     sockets: SocketsConfig = Field(default_factory=SocketsConfig)
     heatmaps: bool = True
+    lights_preview: LightsPreviewConfig = Field(default_factory=LightsPreviewConfig)
     recorder: RecorderConfig = Field(default_factory=RecorderConfig)
     metrics: MetricsConfig = Field(default_factory=MetricsConfig)
     queues: QueuesConfig = Field(default_factory=QueuesConfig)

@@ -2,7 +2,7 @@
 
 afrd_parts_total{verdict}, afrd_product_parts_total{product,verdict} (cells with [[product]]
 recipes: one series per recipe, bounded), afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
-(acquire, infer, publish, overhead, total), afrd_queue_depth{queue}, afrd_threshold{product},
+(acquire, infer, publish, overhead, total; lights when [lights_preview] is on), afrd_queue_depth{queue}, afrd_threshold{product},
 afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up; every series carries
 ``cell``. The values and the exposition are ``prometheus_client``'s (a registry per daemon, no
 ``_created`` series); docs/grafana/afrd.json is a dashboard over them. bench/metrics.py measures
@@ -27,7 +27,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metri
 prometheus_client.disable_created_metrics()  # no afrd_*_created series beside the counters
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
-STAGES = ("acquire", "infer", "publish", "overhead", "total")
+STAGES = ("acquire", "infer", "publish", "overhead", "total", "lights")  # lights: opt-in preview
 VERDICTS = ("pass", "fail", "error")
 # generate_latest() writes text format 0.0.4, which every Prometheus reads (the library's
 # CONTENT_TYPE_LATEST names 1.0.0, which older servers do not know)

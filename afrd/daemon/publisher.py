@@ -1,4 +1,4 @@
-"""ZeroMQ PUB side of the daemon: results, heatmaps and a heartbeat.
+"""ZeroMQ PUB side of the daemon: results, heatmaps, a heartbeat (and opt-in light previews).
 
 A slow or dead subscriber must never slow inspection: SNDHWM bounds what ZeroMQ queues per
 subscriber and every send is NOBLOCK, so past the mark ZeroMQ drops messages for that subscriber
@@ -58,6 +58,10 @@ class Publisher:
 
     def heatmap(self, msg: dict, png: bytes) -> bool:
         return self._send([f"heatmap.{self.cell}".encode(), _dumps(msg), png])
+
+    def lights(self, msg: dict, jpeg: bytes) -> bool:
+        """``lights.<cell>``: the opt-in JPEG mosaic of a part's lights (afrd.daemon.lights)."""
+        return self._send([f"lights.{self.cell}".encode(), _dumps(msg), jpeg])
 
     def status(self, msg: dict) -> bool:
         return self._send([f"status.{self.cell}".encode(), _dumps(msg)])

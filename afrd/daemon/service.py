@@ -54,6 +54,7 @@ class Service(ControlCommands):
         self.control: ControlServer | None = None
         self.metrics_server: MetricsServer | None = None
         self.recorder: Any = None  # afrd.daemon.recorder.Recorder when enabled
+        self.lights: Any = None  # afrd.daemon.lights.LightsWorker once [lights_preview] is on
         self.pipeline: Pipeline | None = None
         self.devices: Devices | None = None
         self.interfaces = Interfaces()  # OPC UA, Modbus TCP: build_interfaces in start()
@@ -203,7 +204,7 @@ class Service(ControlCommands):
             self.pipeline.stop()  # also closes the engine
         # 3. close the rest (the PLC servers after the pipeline handed them its last result)
         self.interfaces.close()
-        for part in (self.recorder, self.devices, self.metrics_server):
+        for part in (self.lights, self.recorder, self.devices, self.metrics_server):
             if part is not None:
                 part.close()
         if self.publisher is not None:
@@ -236,6 +237,13 @@ class Service(ControlCommands):
             hm = heatmap_message(self.cfg.cell, job)
             if hm is not None:
                 self.publisher.heatmap(*hm)
+        lp = self.cfg.lights_preview  # after the result and heatmap; a reload may switch it
+        if lp.enabled and job.imageset is not None and job.verdict != "error":
+            if self.lights is None:  # encoded on its own thread: never delays a result
+                from afrd.daemon.lights import LightsWorker
+
+                self.lights = LightsWorker(self.cfg.cell, self.publisher.lights, m.observe)
+            self.lights.submit(job, lp.max_px, lp.quality)
         if self.recorder is not None and job.imageset is not None and job.verdict != "error":
             self.recorder.submit(job.imageset, msg)
         m.observe("publish", time.perf_counter() - t0)

@@ -7,7 +7,8 @@ overlay of the anomaly map on the diffuse view), and ``parse_message`` with its 
 checks those messages (tests, `afrd watch`, MES code).
 
 Topics (first frame): ``result.<cell>`` + JSON; ``heatmap.<cell>`` + JSON + PNG;
-``status.<cell>`` + JSON (heartbeat, every second). JSON is UTF-8, one object per frame.
+``status.<cell>`` + JSON (heartbeat, every second); opt-in ``lights.<cell>`` + JSON + JPEG
+(a mosaic of the part's lights, afrd.daemon.lights). JSON is UTF-8, one object per frame.
 """
 
 from __future__ import annotations
@@ -25,9 +26,11 @@ from afrd.errors import AfrdError, DeviceError, RegistrationError
 RESULT_SCHEMA = "afrd.result/1"
 HEATMAP_SCHEMA = "afrd.heatmap/1"
 STATUS_SCHEMA = "afrd.status/1"
+LIGHTS_SCHEMA = "afrd.lights/1"
 VERDICTS = ("pass", "fail", "error")
 STATES = ("starting", "running", "paused", "reloading", "stopping")
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+JPEG_MAGIC = b"\xff\xd8\xff"
 
 # error codes a result may carry (error.code)
 ERROR_CODES = (
@@ -297,6 +300,25 @@ def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
     return msg
 
 
+def validate_lights(msg: dict, jpeg: bytes, cell: str | None = None) -> dict:
+    where = "lights"
+    _header(msg, LIGHTS_SCHEMA, where, cell)
+    _need(msg, "part_id", str, where)
+    _need(msg, "seq", int, where)
+    _timestamp(msg, where)
+    lights = _need(msg, "lights", list, where)
+    if not lights or not all(isinstance(n, str) for n in lights):
+        raise SchemaError(f"{where}: lights must be a non-empty list of names")
+    for key in ("columns", "rows", "tile_width", "tile_height", "width", "height"):
+        if _need(msg, key, int, where) <= 0:
+            raise SchemaError(f"{where}: {key} must be > 0")
+    if msg["columns"] * msg["rows"] < len(lights):
+        raise SchemaError(f"{where}: {msg['columns']}x{msg['rows']} tiles for {len(lights)} lights")
+    if not jpeg.startswith(JPEG_MAGIC):
+        raise SchemaError(f"{where}: second frame is not a JPEG")
+    return msg
+
+
 def validate_status(msg: dict, cell: str | None = None) -> dict:
     where = "status"
     _header(msg, STATUS_SCHEMA, where, cell)
@@ -311,7 +333,8 @@ def validate_status(msg: dict, cell: str | None = None) -> dict:
 
 
 def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
-    """Validate one multipart message -> (kind, cell, json, png or None). Raises SchemaError."""
+    """Validate one multipart message -> (kind, cell, json, image or None): the heatmap's PNG,
+    the lights' JPEG. Raises SchemaError."""
     if len(frames) < 2:
         raise SchemaError(f"message has {len(frames)} frame(s), expected >= 2")
     topic = frames[0].decode("utf-8", "replace")
@@ -322,12 +345,14 @@ def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
         msg = json.loads(frames[1])
     except ValueError as exc:
         raise SchemaError(f"{topic}: JSON frame does not parse: {exc}") from None
-    n_frames = {"result": 2, "heatmap": 3, "status": 2}.get(kind)
+    n_frames = {"result": 2, "heatmap": 3, "status": 2, "lights": 3}.get(kind)
     if n_frames is None:
         raise SchemaError(f"unknown topic kind {kind!r} in {topic!r}")
     if len(frames) != n_frames:
         raise SchemaError(f"{topic}: expected {n_frames} frames, got {len(frames)}")
     if kind == "heatmap":
         return kind, cell, validate_heatmap(msg, frames[2], cell), frames[2]
+    if kind == "lights":
+        return kind, cell, validate_lights(msg, frames[2], cell), frames[2]
     validate = validate_result if kind == "result" else validate_status
     return kind, cell, validate(msg, cell), None

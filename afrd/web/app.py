@@ -173,6 +173,13 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         return Response(hm[1], media_type="image/png", headers={"Cache-Control": "max-age=3600"})
 
     @view
+    async def lights(request: Request) -> Response:
+        lm = feed.lights_mosaic(int(request.path_params["seq"]))
+        if lm is None:
+            raise NotFound(f"no lights for part #{request.path_params['seq']} (not kept any more)")
+        return Response(lm[1], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+
+    @view
     async def capture_list(request: Request) -> Response:
         q = request.query_params
 
@@ -279,6 +286,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         Route("/api/live", live),
         Route("/api/events", events),
         Route("/api/heatmap/{seq:int}.png", heatmap),
+        Route("/api/lights/{seq:int}.jpg", lights),
         Route("/api/captures", capture_list),
         Route("/api/capture", capture_one),
         Route("/api/capture/file", capture_file),

@@ -1,7 +1,8 @@
 """The page's view of the daemon: a ZeroMQ subscriber like any MES client, fanned out to browsers.
 
-One SUB socket per page process reads results, heatmaps and heartbeats as fast as they come and
-keeps the recent ones in memory. Each browser gets its own bounded queue of events: a browser
+One SUB socket per page process reads results, heatmaps, heartbeats and (when the daemon's
+``[lights_preview]`` is on) each part's light mosaic as fast as they come and keeps the recent
+ones in memory. Each browser gets its own bounded queue of events: a browser
 that reads slowly or not at all fills only its own queue, which is then emptied and told to
 ``resync`` (fetch a fresh snapshot). Nothing a browser does reaches the daemon's PUB socket, and
 the daemon drops for this subscriber alone if the whole page process stalls (its SNDHWM).
@@ -62,6 +63,7 @@ class LiveFeed:
         self.results: deque[dict] = deque(maxlen=history)
         self.heatmaps: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()
         self.heatmaps_kept = heatmaps_kept
+        self.lights: OrderedDict[int, tuple[dict, bytes]] = OrderedDict()  # seq -> (json, JPEG)
         self.status: dict | None = None
         self.last_heartbeat: float | None = None  # time.monotonic()
         self.stale_after_s = stale_after_s
@@ -139,11 +141,16 @@ class LiveFeed:
             "shift": self.shift(),
             "liveness": self.liveness(),
             "heatmap_seqs": list(self.heatmaps),
+            "lights": {str(s): _tiles(m) for s, (m, _) in self.lights.items()},
             "browsers": self.clients,
         }
 
     def heatmap(self, seq: int) -> tuple[dict, bytes] | None:
         return self.heatmaps.get(seq)
+
+    def lights_mosaic(self, seq: int) -> tuple[dict, bytes] | None:
+        """The daemon's ``lights.<cell>`` message of part ``seq``: (json, JPEG mosaic)."""
+        return self.lights.get(seq)
 
     # -- the subscriber ------------------------------------------------------------------------
     def handle(self, frames: list[bytes]) -> None:
@@ -164,6 +171,11 @@ class LiveFeed:
             while len(self.heatmaps) > self.heatmaps_kept:
                 self.heatmaps.popitem(last=False)
             self._emit("heatmap", {"seq": msg["seq"], "part_id": msg["part_id"]})
+        elif kind == "lights" and png is not None:
+            self.lights[msg["seq"]] = (msg, png)
+            while len(self.lights) > self.heatmaps_kept:
+                self.lights.popitem(last=False)
+            self._emit("lights", {"seq": msg["seq"], "part_id": msg["part_id"], **_tiles(msg)})
 
     def _result(self, msg: dict) -> None:
         self._roll_shift()
@@ -173,6 +185,7 @@ class LiveFeed:
             # daemon's (results keep theirs, linked by object, not by seq)
             self.restarts += 1
             self.heatmaps.clear()
+            self.lights.clear()
         elif self._last_seq is not None and seq > self._last_seq + 1:
             self.missed += seq - self._last_seq - 1
         self._last_seq = seq
@@ -212,7 +225,7 @@ class LiveFeed:
         sub.setsockopt(zmq.LINGER, 0)
         sub.setsockopt(zmq.RCVHWM, 10000)
         suffix = f".{self.cell}" if self.cell else ""
-        for kind in ("result", "heatmap", "status"):
+        for kind in ("result", "heatmap", "status", "lights"):
             sub.setsockopt(zmq.SUBSCRIBE, f"{kind}{suffix}".encode())
         sub.connect(self.endpoint)
         was_up = None
@@ -228,6 +241,12 @@ class LiveFeed:
             sub.close()
             for t in list(self._tasks):
                 t.cancel()
+
+
+def _tiles(msg: dict) -> dict:
+    """How a page cuts a lights mosaic into its tiles."""
+    keys = ("lights", "columns", "tile_width", "tile_height", "width", "height")
+    return {k: msg[k] for k in keys}
 
 
 def sse(event: str, data: dict) -> bytes:

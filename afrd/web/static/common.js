@@ -87,6 +87,7 @@ function connect() {
     fire("result", d.result); fire("shift", d.shift);
   });
   es.addEventListener("heatmap", (e) => { touch(); fire("heatmap", JSON.parse(e.data)); });
+  es.addEventListener("lights", (e) => { touch(); fire("lights", JSON.parse(e.data)); });
   es.addEventListener("capture", (e) => {
     touch(); const d = JSON.parse(e.data);
     // the newest result with that seq (seqs start again when the daemon restarts)

@@ -2,6 +2,7 @@
 "use strict";
 (function () {
   let shown = null; // the result on screen
+  const previews = new Map(); // seq -> tiles of the daemon's lights mosaic ([lights_preview])
 
   function showPart(r) {
     shown = r;
@@ -21,6 +22,18 @@
 
   function showLights(cid, r) {
     const box = $("#lights"); box.replaceChildren();
+    const p = r ? previews.get(r.seq) : null;
+    if (!cid && p) { // every part's lights, small, from the daemon's lights topic
+      $("#lights-note").textContent = "(preview " + p.tile_width + "×" + p.tile_height + " px)";
+      const src = "/api/lights/" + r.seq + ".jpg";
+      p.lights.forEach((light, i) => {
+        const x = (i % p.columns) * p.tile_width, y = Math.floor(i / p.columns) * p.tile_height;
+        const tile = el("div", { class: "tile", role: "img", "aria-label": light, "data-light": light,
+          style: "background-image:url('" + src + "');background-position:-" + x + "px -" + y + "px;width:" + p.tile_width + "px;height:" + p.tile_height + "px" });
+        box.append(el("figure", {}, tile, el("figcaption", {}, light)));
+      });
+      return;
+    }
     if (!cid) {
       $("#lights-note").textContent = !afrd.info.review ? "(the recorder is off: lights are kept only for recorded parts)"
         : r && r.verdict === "error" ? "" : "(not recorded: the recorder keeps every fail and a sample of passes)";
@@ -69,12 +82,16 @@
     if (!lv.up) { const p = $("#daemon"); p.textContent = "no heartbeat"; p.className = "pill down"; }
     else if (afrd.status) showStatus(afrd.status);
   });
-  on("snapshot", (s) => { drawStrip(); if (s.results.length) { const r = s.results[s.results.length - 1]; showPart(r); if (s.heatmap_seqs.includes(r.seq)) showHeat(r.seq); } });
-  on("result", (r) => { showPart(r); drawStrip(); });
+  on("snapshot", (s) => { previews.clear(); for (const [k, v] of Object.entries(s.lights || {})) previews.set(Number(k), v); drawStrip(); if (s.results.length) { const r = s.results[s.results.length - 1]; showPart(r); if (s.heatmap_seqs.includes(r.seq)) showHeat(r.seq); } });
+  on("result", (r) => { previews.delete(r.seq); showPart(r); drawStrip(); }); // its lights follow it
   on("shift", showShift);
   on("status", showStatus);
   function showHeat(seq) { const img = $("#heatmap"); img.src = "/api/heatmap/" + seq + ".png"; img.dataset.seq = seq; $("#heat-note").textContent = ""; }
   on("heatmap", (h) => { if (shown && h.seq === shown.seq) showHeat(h.seq); });
+  on("lights", (p) => {
+    previews.set(p.seq, p); if (previews.size > 64) previews.delete(previews.keys().next().value);
+    if (shown && p.seq === shown.seq && !shown.capture) showLights(null, shown);
+  });
   on("capture", (d) => { if (d.result && d.result === shown) showLights(d.capture, d.result); });
   async function act(cmd) {
     try { await api("/api/" + cmd, {}); toast(cmd === "pause" ? "Paused: triggers are published as error/paused" : "Resumed"); }
