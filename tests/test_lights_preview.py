@@ -73,11 +73,13 @@ def _part(dm: Daemon, sub, part_id: str, timeout: float = 15.0) -> dict[str, tup
             kind, _cell, msg, img = parse_message(sub.recv_multipart())
             if msg.get("part_id") == part_id:
                 got[kind] = (msg, img)
-    # whatever follows the heatmap (the lights, when on) within a moment
-    while sub.poll(500):
-        kind, _cell, msg, img = parse_message(sub.recv_multipart())
-        if msg.get("part_id") == part_id:
-            got[kind] = (msg, img)
+    # whatever follows the heatmap (the lights, when on) within a second
+    deadline = time.monotonic() + 1.0
+    while "lights" not in got and (left := deadline - time.monotonic()) > 0:
+        if sub.poll(int(left * 1000) + 1):
+            kind, _cell, msg, img = parse_message(sub.recv_multipart())
+            if msg.get("part_id") == part_id:
+                got[kind] = (msg, img)
     return got
 
 
@@ -143,3 +145,40 @@ def test_bad_lights_preview_values_are_refused(tmp_path) -> None:
         cfg = write_config(tmp_path, tmp_path / "b", extra=f"[lights_preview]\n{bad}\n")
         with pytest.raises(ConfigError, match=key):
             load_config(cfg)
+
+
+def test_live_view_draws_the_preview_tiles(cell) -> None:
+    """In a real browser: the Live view shows the six tiles of a part the recorder did not keep."""
+    import os
+    import shutil
+
+    chromium = shutil.which("chromium") or "/usr/bin/chromium"
+    driver = shutil.which("chromedriver") or "/usr/bin/chromedriver"
+    if not (os.access(chromium, os.X_OK) and os.access(driver, os.X_OK)):
+        pytest.skip("Debian's chromium and chromium-driver are not installed")
+    webdriver = pytest.importorskip("selenium.webdriver", reason="selenium not installed")
+    from selenium.webdriver.chrome.service import Service
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    dm, web, _ = cell
+    assert dm.ctl({"cmd": "set_threshold", "threshold": 2.0})["ok"]  # a pass: not recorded
+    opts = webdriver.ChromeOptions()
+    opts.binary_location = chromium
+    for a in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage"):
+        opts.add_argument(a)
+    drv = webdriver.Chrome(service=Service(driver), options=opts)
+    try:
+        drv.get(web.base + "/#live")
+        WebDriverWait(drv, 20).until(lambda d: d.execute_script("return !!afrd.info"))
+        assert dm.ctl({"cmd": "trigger", "part_id": "lp-browser"})["ok"]
+        tiles = WebDriverWait(drv, 20, poll_frequency=0.1).until(
+            lambda d: d.execute_script(
+                "return document.getElementById('part').innerText.includes('lp-browser') && "
+                "[...document.querySelectorAll('#lights .tile')].map(t => t.dataset.light)"
+            ),
+            message="the preview tiles",
+        )
+        assert tiles == list(DEFAULT_LIGHTS)
+        assert "preview" in drv.execute_script("return $('#lights-note').innerText")
+    finally:
+        drv.quit()
