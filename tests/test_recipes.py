@@ -221,8 +221,10 @@ def test_the_example_configs_recipes_load_when_uncommented(tmp_path):
 
     text = (REPO / "systemd" / "cell.example.toml").read_text()
     head, _, recipes = text.partition("# [[product]]")
-    lines = ("# [[product]]" + recipes).splitlines()
-    (tmp_path / "cell.toml").write_text(head + "\n".join(ln.removeprefix("# ") for ln in lines))
+    block, _, rest = ("# [[product]]" + recipes).partition("\n\n")  # the recipes, up to a blank
+    lines = block.splitlines()
+    uncommented = "\n".join(ln.removeprefix("# ") for ln in lines)
+    (tmp_path / "cell.toml").write_text(head + uncommented + "\n\n" + rest)
     cfg = load_config(tmp_path / "cell.toml")
     assert [p.name for p in cfg.product] == ["bracket-a", "bracket-b"]
     assert cfg.product[0].bundle == cfg.product[1].bundle  # one bundle, two products
