@@ -240,8 +240,11 @@ def test_security_sign_and_encrypt_with_users(bundle, tmp_path):
             "BadIdentityTokenRejected": anonymous,
         }
         for why, c in refused.items():
-            with pytest.raises(Exception) as e:  # noqa: PT011 - the reason is asserted below
-                c.connect()
+            try:
+                with pytest.raises(Exception) as e:  # noqa: PT011 - the reason is asserted below
+                    c.connect()
+            finally:  # a refused client keeps its (non-daemon) loop thread: pytest would hang
+                c.tloop.stop()
             assert why in f"{type(e.value).__name__} {e.value}", (why, e.value)
         assert dm.proc.poll() is None
         sub.close()
