@@ -19,7 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("afrd.daemon.ctl", "send a command to a cell's control socket"),
     "capture": ("afrd.daemon.capture_cli", "record image sets from the cell without a model"),
     "label": ("afrd.data.label_cli", "mark recorded image sets good or defective"),
-    "train": ("afrd.model.train", "train an AFRD model on multi-light image sets"),
+    "train": ("afrd.model.train", "train a model (memory bank or AFRD) on multi-light image sets"),
     "eval": ("afrd.model.evaluate", "evaluate a checkpoint: I-AUROC, P-AUROC, AUPRO, plots"),
     "synth": ("afrd.data.synth_cli", "render synthetic multi-light parts in the Eyecandies layout"),
     "export": (
