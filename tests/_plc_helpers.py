@@ -9,6 +9,7 @@ import time
 from pathlib import Path
 
 import zmq
+from _daemon_helpers import wait_for  # noqa: F401 - the PLC tests import it from here
 
 from afrd.daemon.verdict import parse_message
 from afrd.sim.launch import write_config
@@ -47,17 +48,6 @@ def zmq_results(sub: zmq.Socket, want: int, timeout: float = 30.0) -> dict[int, 
                 out[msg["seq"]] = msg
     assert len(out) == want, f"{len(out)} of {want} results on ZeroMQ: {out}"
     return out
-
-
-def wait_for(fn, timeout: float = 20.0, what: str = "condition"):
-    """Poll ``fn()`` until it returns something truthy; that value."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        v = fn()
-        if v:
-            return v
-        time.sleep(0.05)
-    raise TimeoutError(f"{what} not reached in {timeout} s")
 
 
 def self_signed(d: Path, name: str, uri: str) -> tuple[Path, Path]:

@@ -9,6 +9,7 @@ import time
 import cv2
 import numpy as np
 import pytest
+from _daemon_helpers import wait_for
 
 from afrd.config.cell import load_config
 from afrd.daemon.verdict import parse_message
@@ -20,16 +21,6 @@ from afrd.web.launch import WebProcess, recorder_toml
 pytest.importorskip("starlette", reason="afrd web needs the web extra")
 
 PREVIEW = "[lights_preview]\nenabled = true\nmax_px = 32\n"
-
-
-def wait_for(fn, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.05)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 def _decode(jpeg: bytes) -> np.ndarray:

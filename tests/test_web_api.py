@@ -13,6 +13,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
+from _daemon_helpers import wait_for
 
 from afrd.config.cell import load_config
 from afrd.data.capture import CaptureDataset
@@ -21,16 +22,6 @@ from afrd.web.launch import REPO, WebProcess, recorder_toml
 
 pytest.importorskip("starlette", reason="afrd web needs the web extra")
 pytest.importorskip("tomlkit", reason="threshold persistence needs the web extra")
-
-
-def wait_for(fn, timeout: float = 15.0, what: str = "condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        got = fn()
-        if got:
-            return got
-        time.sleep(0.1)
-    raise AssertionError(f"timed out waiting for {what}")
 
 
 @pytest.fixture(scope="module")
