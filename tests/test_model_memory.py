@@ -16,7 +16,7 @@ from afrd.errors import ConfigError, DataError
 from afrd.model.checkpoint import inference_module, load_checkpoint
 from afrd.model.coreset import coverage_radius, greedy_coreset
 from afrd.model.memory import MemoryBank
-from afrd.model.memory_fit import train_memory
+from afrd.model.memory_fit import MemoryOptions, train_memory
 from afrd.model.metrics import auroc
 from afrd.model.train import TrainConfig
 
@@ -66,14 +66,18 @@ def fitted(tmp_path_factory) -> tuple:
     torch.set_num_threads(1)
     out = tmp_path_factory.mktemp("memory")
     cfg = TrainConfig(out=str(out), teacher="efficientnet_lite0", image_size=SIZE, seed=0)
-    path = train_memory(cfg, make_sets(16, SIZE), make_sets(8, SIZE, seed0=500))
+    opts = MemoryOptions(scales=(1, 2))  # two scales, as the cpu preset
+    path = train_memory(cfg, make_sets(16, SIZE), make_sets(8, SIZE, seed0=500), opts)
     return path, load_checkpoint(path)
 
 
 def test_memory_bank_separates_planted_defects(fitted) -> None:
     _, (model, cfg) = fitted
     assert isinstance(model, MemoryBank) and cfg["model_kind"] == "memory"
-    assert cfg["memory_fit"]["bank_per_light"] == model.bank_size < 16 * (SIZE // 8) ** 2
+    fit = cfg["memory_fit"]["scales"]
+    assert [f["scale"] for f in fit] == [1, 2] == [h.factor for h in model.heads]
+    for f, head in zip(fit, model.heads, strict=True):
+        assert f["bank_per_light"] == head.bank_size < 16 * (head.size // 8) ** 2
     good = make_sets(10, SIZE, seed0=1000)
     pits = make_sets(10, SIZE, defect=True, seed0=2000)
     labels = np.r_[np.zeros(10), np.ones(10)]
@@ -95,11 +99,14 @@ def test_checkpoint_round_trip_and_bad_input(fitted, tmp_path) -> None:
     x = torch.from_numpy(np.stack([s.images for s in make_sets(2, SIZE, seed0=9)]))
     with torch.no_grad():
         torch.testing.assert_close(model(x), again(x))
-    assert cfg["light_norm"]["sets"] == 8 and len(cfg["light_norm"]["std"]) == 6
+    assert cfg["light_norm"]["sets"] == 8
+    assert [len(n["std"]) for n in cfg["light_norm"]["scales"]] == [6, 6]
     with pytest.raises(ConfigError, match="topk:K"):
         MemoryBank(n_lights=6, image_size=SIZE, score="top", teacher_weights="random")
     with pytest.raises(ConfigError, match="layers must be distinct"):
         MemoryBank(n_lights=6, image_size=SIZE, layers=(1, 1), teacher_weights="random")
+    with pytest.raises(ConfigError, match="multiple of 32"):
+        MemoryBank(n_lights=6, image_size=SIZE, scales=(1, 4), teacher_weights="random")
     cfg2 = TrainConfig(out=str(tmp_path), teacher="efficientnet_lite0", image_size=SIZE)
     with pytest.raises(DataError, match="held-out normal sets"):
         train_memory(cfg2, make_sets(3, SIZE), [])
@@ -133,6 +140,7 @@ def test_cli_train_eval_export_calibrate_run(tmp_path) -> None:
     assert afrd_main(synth) == 0
     common = ["--data", str(data), "--category", "button"]
     train = ["train", "--model", "memory", *common, "--image-size", str(SIZE)]
+    train += ["--memory-scales", "1,2"]
     assert afrd_main([*train, "--out", str(run), "--threads", "1"]) == 0
     ckpt = run / "model.pt"
     assert afrd_main(["eval", str(ckpt), *common, "--out", str(run / "eval")]) == 0

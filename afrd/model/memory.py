@@ -8,8 +8,14 @@ varies on held-out normal parts, so a light whose features are naturally noisier
 dominate, then the lights are fused by a maximum (a defect seen under one light only is not
 diluted by the five that do not show it), upsampled, blurred and scored.
 
+Scales: the teacher may look at the part more than once, at the input size and at fractions of
+it (``scales`` = downsampling factors). Each scale has its own banks and normalisation; the
+blurred maps of all scales meet in one maximum. Why: a fixed-size teacher sees small, shallow
+defects only at full resolution and large, low-contrast ones only when the part is smaller
+(bench/fusion.py, BENCHMARKS.md: two scales beat either alone).
+
 ``MemoryBank`` is its own inference module: uint8 [B, N, H, W, 3] in, (map [B, H, W], score
-[B]) out, with the bank inside as a constant, so the ONNX graph is the whole function, as for
+[B]) out, with the banks inside as constants, so the ONNX graph is the whole function, as for
 ``afrd.model.inference.InferenceModel``. Fitting lives in ``afrd.model.memory_fit``.
 """
 
@@ -46,16 +52,79 @@ def parse_score(score: str) -> int:
     raise ConfigError(f"memory score must be 'max' or 'topk:K' with K >= 1, got {score!r}")
 
 
+class ScaleBank(nn.Module):
+    """One input scale's state: per-light banks [N, K, dim] (with squared norms), the patch
+    coordinates (used when ``position`` > 0) and the per-light normalisation."""
+
+    def __init__(self, factor: int, size: int, stride: int, n_lights: int, dim: int) -> None:
+        super().__init__()
+        self.factor, self.size, self.grid = factor, size, size // stride
+        self.register_buffer("bank", torch.zeros(n_lights, 1, dim))
+        self.register_buffer("bank_sq", torch.zeros(n_lights, 1))
+        # (row, column) in [0, 1] times the fitted scale; used only when position > 0
+        self.register_buffer("coords", torch.zeros(self.grid * self.grid, 2))
+        # per light: mean and std of the maximum of its raw map on held-out normal parts
+        self.register_buffer("light_mean", torch.zeros(n_lights))
+        self.register_buffer("light_std", torch.ones(n_lights))
+
+    @property
+    def bank_size(self) -> int:
+        return int(self.bank.shape[1])
+
+    def set_bank(self, bank: torch.Tensor) -> None:
+        """Install per-light banks [N, K, dim] (replaces the buffer: K may change)."""
+        n, dim = self.bank.shape[0], self.bank.shape[2]
+        if bank.ndim != 3 or bank.shape[0] != n or bank.shape[2] != dim:
+            raise ConfigError(f"memory bank must be [{n}, K, {dim}], got {tuple(bank.shape)}")
+        self.bank = bank.to(self.bank).contiguous()
+        self.bank_sq = (self.bank**2).sum(-1)
+
+    def set_position_scale(self, scale: float) -> None:
+        """Coordinates times ``scale`` (feature units); the fit sets it from the features."""
+        g = torch.linspace(0.0, 1.0, self.grid)
+        yy, xx = torch.meshgrid(g, g, indexing="ij")
+        self.coords = torch.stack([yy, xx], -1).reshape(-1, 2).to(self.coords) * float(scale)
+
+    def distances(self, q: torch.Tensor) -> torch.Tensor:
+        """Patch features [B, N, Q, dim] -> nearest-neighbour distances [B, N, grid, grid]."""
+        q_sq = (q**2).sum(-1, keepdim=True)
+        best = None
+        for start in range(0, self.bank_size, DISTANCE_CHUNK):  # static: unrolled in ONNX
+            stop = start + DISTANCE_CHUNK
+            bank, bank_sq = self.bank[:, start:stop], self.bank_sq[:, None, start:stop]
+            m = (q_sq - 2 * torch.matmul(q, bank.transpose(1, 2)) + bank_sq).amin(-1)
+            best = m if best is None else torch.minimum(best, m)
+        return best.clamp_min(0).sqrt().unflatten(-1, (self.grid, self.grid))
+
+    def normalised(self, raw: torch.Tensor) -> torch.Tensor:
+        return (raw - self.light_mean[:, None, None]) / self.light_std[:, None, None]
+
+    def _load_from_state_dict(self, state: dict, prefix: str, *args, **kwargs) -> None:
+        # the bank's size is the fit's: take it from the state loaded
+        bank = state.get(prefix + "bank")
+        if isinstance(bank, torch.Tensor) and bank.ndim == 3:
+            self.bank = self.bank.new_zeros(bank.shape)
+            self.bank_sq = self.bank_sq.new_zeros(bank.shape[:2])
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
+# state dict keys of a single-scale checkpoint written before scales existed
+_LEGACY_KEYS = ("bank", "bank_sq", "coords", "light_mean", "light_std")
+
+
 class MemoryBank(nn.Module):
-    """Frozen teacher per light -> patch features -> nearest-neighbour distance to the light's
-    bank -> per-light normalisation -> fusion over lights -> upsampling, blur, image score.
+    """Frozen teacher per light and scale -> patch features -> nearest-neighbour distance to
+    that light's bank -> per-light normalisation -> maximum over lights -> upsampling and blur
+    per scale -> maximum over scales -> image score.
 
     ``layers`` are teacher scales (0, 1, 2 = strides 4, 8, 16), each averaged over its
     ``pool`` x ``pool`` neighbourhood, then brought to one grid of patches ``stride`` pixels
-    apart (8 measured as good as 4 at 128 px, with 4x fewer patches to search). ``position`` > 0 appends the patch's (row, column), scaled, to its
-    feature, so the nearest neighbour must also lie near the same place of the part (for
-    fixtured or registered parts: catches a component in the wrong place). The bank, its
-    squared norms and the normalisation are buffers, so checkpoints and ONNX carry them.
+    apart (8 measured as good as 4 at 128 px, with 4x fewer patches to search). ``scales`` are
+    input downsampling factors (1 = the input as it is, 2 = half its size: a box filter in the
+    graph). ``position`` > 0 appends the patch's (row, column), scaled, to its feature, so the
+    nearest neighbour must also lie near the same place of the part (for fixtured or
+    registered parts: catches a component in the wrong place). Banks, squared norms and
+    normalisation are buffers, so checkpoints and ONNX carry them.
     """
 
     kind = KIND
@@ -69,12 +138,12 @@ class MemoryBank(nn.Module):
         layers: Sequence[int] = (0, 1),
         pool: int = 3,
         stride: int = 8,
-        bank_size: int = 1,
         position: float = 0.0,
         fusion: str = "max",
         score: str = "max",
         sigma: float = 4.0,
         teacher_weights: str | os.PathLike | None = None,
+        scales: Sequence[int] = (1,),
     ) -> None:
         super().__init__()
         layers = tuple(int(v) for v in layers)
@@ -84,61 +153,42 @@ class MemoryBank(nn.Module):
             raise ConfigError(f"memory fusion must be one of {FUSIONS}, got {fusion!r}")
         if pool < 1 or pool % 2 == 0:
             raise ConfigError(f"memory pool must be an odd size >= 1, got {pool}")
-        if n_lights < 1 or bank_size < 1:
-            raise ConfigError(f"memory needs n_lights and bank_size >= 1 ({n_lights}, {bank_size})")
-        self.topk = parse_score(score)
-        self.teacher_name, self.n_lights, self.image_size = teacher, n_lights, image_size
-        self.layers, self.pool, self.position = tuple(sorted(layers)), pool, float(position)
-        self.fusion_name, self.score_name, self.sigma = fusion, score, sigma
-        self.teacher, self.teacher_weights_source = build_teacher(teacher, teacher_weights)
+        if n_lights < 1:
+            raise ConfigError(f"memory needs n_lights >= 1, got {n_lights}")
         if image_size % 32 or image_size < 32:
             raise ConfigError(f"image_size must be a multiple of 32 and >= 32, got {image_size}")
         if stride not in (4, 8, 16):
             raise ConfigError(f"memory stride must be 4, 8 or 16 pixels, got {stride}")
-        self.stride = stride
-        self.grid = image_size // stride  # patches per side
-        feat_dim = sum(self.teacher.channels[i] for i in self.layers)
-        self.dim = feat_dim + (2 if self.position > 0 else 0)
+        self.scales = check_scales(scales, image_size)
+        self.topk = parse_score(score)
         if self.topk > image_size * image_size:
             raise ConfigError(f"memory score {score!r}: K exceeds the {image_size}^2 map pixels")
+        self.teacher_name, self.n_lights, self.image_size = teacher, n_lights, image_size
+        self.layers, self.pool, self.position = tuple(sorted(layers)), pool, float(position)
+        self.fusion_name, self.score_name, self.sigma = fusion, score, sigma
+        self.stride = stride
+        self.teacher, self.teacher_weights_source = build_teacher(teacher, teacher_weights)
+        feat_dim = sum(self.teacher.channels[i] for i in self.layers)
+        self.dim = feat_dim + (2 if self.position > 0 else 0)
         self.blur = GaussianBlur(sigma)
         self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1) * 255.0)
         self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0)
-        self.register_buffer("bank", torch.zeros(n_lights, bank_size, self.dim))
-        self.register_buffer("bank_sq", torch.zeros(n_lights, bank_size))
-        # (row, column) in [0, 1] times the fitted scale; used only when position > 0
-        self.register_buffer("coords", torch.zeros(self.grid * self.grid, 2))
-        # per light: mean and std of the maximum of its raw map on held-out normal parts
-        self.register_buffer("light_mean", torch.zeros(n_lights))
-        self.register_buffer("light_std", torch.ones(n_lights))
+        self.heads = nn.ModuleList(
+            ScaleBank(f, image_size // f, stride, n_lights, self.dim) for f in self.scales
+        )
+        self._register_load_state_dict_pre_hook(_legacy_state)
 
-    @property
-    def bank_size(self) -> int:
-        return int(self.bank.shape[1])
-
-    def set_bank(self, bank: torch.Tensor) -> None:
-        """Install per-light banks [N, K, dim] (replaces the buffer: K may change)."""
-        if bank.ndim != 3 or bank.shape[0] != self.n_lights or bank.shape[2] != self.dim:
-            raise ConfigError(
-                f"memory bank must be [{self.n_lights}, K, {self.dim}], got {tuple(bank.shape)}"
-            )
-        bank = bank.to(self.bank).contiguous()
-        self.bank = bank
-        self.bank_sq = (bank**2).sum(-1)
-
-    def set_position_scale(self, scale: float) -> None:
-        """Coordinates times ``scale`` (feature units); the fit sets it from the features."""
-        g = torch.linspace(0.0, 1.0, self.grid)
-        yy, xx = torch.meshgrid(g, g, indexing="ij")
-        self.coords = torch.stack([yy, xx], -1).reshape(-1, 2).to(self.coords) * float(scale)
-
-    def patches(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, N, H, W, 3] -> patch features [B, N, Q, dim] (Q = grid^2, row-major)."""
+    def patches(self, images: torch.Tensor, head: int = 0) -> torch.Tensor:
+        """uint8 [B, N, H, W, 3] -> patch features [B, N, Q, dim] at scale ``head`` (Q =
+        grid^2 of that scale, row-major)."""
         b, n = images.shape[0], images.shape[1]
-        x = (images.permute(0, 1, 4, 2, 3).float() - self.mean) / self.std
+        h = self.heads[head]
+        x = ((images.permute(0, 1, 4, 2, 3).float() - self.mean) / self.std).flatten(0, 1)
+        if h.factor > 1:
+            x = F.avg_pool2d(x, h.factor)
         with torch.no_grad():
-            feats = self.teacher(x.flatten(0, 1))
-        size = (self.grid, self.grid)
+            feats = self.teacher(x)
+        size = (h.grid, h.grid)
         maps = []
         for i in self.layers:
             f = feats[i]
@@ -150,29 +200,27 @@ class MemoryBank(nn.Module):
         f = torch.cat(maps, 1).flatten(2).transpose(1, 2)  # [B*N, Q, C]
         f = f.unflatten(0, (b, n))
         if self.position > 0:
-            c = self.coords.expand(b, n, -1, -1)
-            f = torch.cat([f, c], -1)
+            f = torch.cat([f, h.coords.expand(b, n, -1, -1)], -1)
         return f
 
-    def raw_maps(self, images: torch.Tensor) -> torch.Tensor:
-        """uint8 [B, N, H, W, 3] -> per-light nearest-neighbour distances [B, N, grid, grid]."""
-        q = self.patches(images)  # [B, N, Q, D]
-        q_sq = (q**2).sum(-1, keepdim=True)
-        best = None
-        for start in range(0, self.bank_size, DISTANCE_CHUNK):  # static: unrolled in ONNX
-            stop = start + DISTANCE_CHUNK
-            bank, bank_sq = self.bank[:, start:stop], self.bank_sq[:, None, start:stop]
-            m = (q_sq - 2 * torch.matmul(q, bank.transpose(1, 2)) + bank_sq).amin(-1)
-            best = m if best is None else torch.minimum(best, m)
-        dist = best.clamp_min(0).sqrt()
-        return dist.unflatten(-1, (self.grid, self.grid))
+    def raw_maps(self, images: torch.Tensor) -> list[torch.Tensor]:
+        """uint8 [B, N, H, W, 3] -> per scale, per-light nearest-neighbour distances
+        [B, N, grid, grid]."""
+        return [h.distances(self.patches(images, i)) for i, h in enumerate(self.heads)]
 
     def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        z = (self.raw_maps(images) - self.light_mean[:, None, None]) / self.light_std[:, None, None]
-        fused = z.amax(1) if self.fusion_name == "max" else z.mean(1)
-        size = (self.image_size, self.image_size)
-        amap = F.interpolate(fused[:, None], size=size, mode="bilinear", align_corners=False)
-        amap = self.blur(amap[:, 0])
+        out = (self.image_size, self.image_size)
+        amap = None
+        for h, raw in zip(self.heads, self.raw_maps(images), strict=True):
+            z = h.normalised(raw)
+            fused = z.amax(1) if self.fusion_name == "max" else z.mean(1)
+            # blurred at the scale's own size (the same sigma in that scale's pixels), then
+            # brought to the input size
+            m = F.interpolate(fused[:, None], size=(h.size, h.size), mode="bilinear")
+            m = self.blur(m[:, 0])[:, None]
+            if h.size != self.image_size:
+                m = F.interpolate(m, size=out, mode="bilinear", align_corners=False)
+            amap = m[:, 0] if amap is None else torch.maximum(amap, m[:, 0])
         flat = amap.flatten(1)
         score = flat.amax(1) if self.topk == 1 else flat.topk(self.topk, dim=1).values.mean(1)
         return amap.float(), score.float()
@@ -190,7 +238,8 @@ class MemoryBank(nn.Module):
                 "layers": list(self.layers),
                 "pool": self.pool,
                 "stride": self.stride,
-                "bank_size": self.bank_size,
+                "scales": list(self.scales),
+                "bank_sizes": [h.bank_size for h in self.heads],
                 "position": self.position,
                 "score": self.score_name,
                 "sigma": self.sigma,
@@ -199,7 +248,8 @@ class MemoryBank(nn.Module):
 
     @classmethod
     def from_config(cls, config: dict, teacher_weights: str | None = "random") -> MemoryBank:
-        """Shaped for a checkpoint's config (random teacher: the state dict brings the weights)."""
+        """Shaped for a checkpoint's config (random teacher: the state dict brings the weights
+        and the banks, whose sizes the state dict sets)."""
         m = config.get("memory")
         if not isinstance(m, dict):
             raise ConfigError("memory checkpoint config misses its 'memory' section")
@@ -210,10 +260,34 @@ class MemoryBank(nn.Module):
             layers=m["layers"],
             pool=int(m["pool"]),
             stride=int(m["stride"]),
-            bank_size=int(m["bank_size"]),
             position=float(m["position"]),
             fusion=config["fusion"],
             score=m["score"],
             sigma=float(m["sigma"]),
             teacher_weights=teacher_weights,
+            scales=m.get("scales", (1,)),
         )
+
+
+def check_scales(scales: Sequence[int], image_size: int) -> tuple[int, ...]:
+    """Distinct downsampling factors, each leaving a size the teacher takes (a multiple of 32)."""
+    try:
+        out = tuple(int(f) for f in scales)
+    except (TypeError, ValueError):
+        out = ()
+    if not out or len(set(out)) < len(out) or any(f < 1 for f in out):
+        raise ConfigError(f"memory scales must be distinct factors >= 1, got {list(scales)}")
+    bad = [f for f in out if image_size % f or (image_size // f) % 32]
+    if bad:
+        raise ConfigError(
+            f"memory scales {bad}: image_size {image_size} divided by each factor must be a "
+            "multiple of 32 (e.g. scales 1,2 at 256 px: 256 and 128)"
+        )
+    return out
+
+
+def _legacy_state(state: dict, prefix: str, *_args) -> None:
+    """A single-scale checkpoint from before scales: its buffers are head 0's."""
+    for key in _LEGACY_KEYS:
+        if prefix + key in state:
+            state[f"{prefix}heads.0.{key}"] = state.pop(prefix + key)

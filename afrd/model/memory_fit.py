@@ -1,7 +1,8 @@
 """``afrd train --model memory``: build a memory bank from normal image sets, no optimiser.
 
-Steps: teacher patch features of every normal training set, per light; a greedy k-center
-coreset of each light's patches (afrd.model.coreset); the per-light normalisation from
+Steps, per input scale: teacher patch features of every normal training set, per light; a
+greedy k-center coreset of each light's patches (afrd.model.coreset); the per-light
+normalisation from
 held-out normal sets (the ``val`` split, as for AFRD's map statistics: parts that are not in
 the bank, since a bank patch is its own nearest neighbour at distance 0). Writes
 ``<out>/model.pt`` in the checkpoint format ``afrd.model.checkpoint`` reads for either kind.
@@ -32,6 +33,7 @@ class MemoryOptions:
     """What the memory bank is built from (defaults: the measured best at 128 px, Lite0)."""
 
     layers: tuple[int, ...] = (0, 1)
+    scales: tuple[int, ...] = (1,)  # input downsampling factors, one teacher pass each
     pool: int = 3
     stride: int = 8  # pixels between patches
     coreset: float = 0.1  # fraction of each light's training patches kept in its bank
@@ -43,60 +45,68 @@ class MemoryOptions:
     batch_size: int = 8
 
 
-@torch.no_grad()
-def _patches(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int) -> torch.Tensor:
-    """[K sets, N, Q, dim] patch features of uint8 [N, H, W, 3] arrays."""
-    out = [
-        model.patches(torch.from_numpy(np.stack(arrays[i : i + batch])))
-        for i in range(0, len(arrays), batch)
-    ]
-    return torch.cat(out)
+def _batches(arrays: Sequence[np.ndarray], batch: int):
+    for i in range(0, len(arrays), batch):
+        yield torch.from_numpy(np.stack(arrays[i : i + batch]))
 
 
 @torch.no_grad()
-def raw_maps(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> torch.Tensor:
-    """Per-light raw distance maps [K, N, grid, grid] of uint8 [N, H, W, 3] arrays."""
-    out = [
-        model.raw_maps(torch.from_numpy(np.stack(arrays[i : i + batch])))
-        for i in range(0, len(arrays), batch)
-    ]
-    return torch.cat(out)
+def _patches(
+    model: MemoryBank, arrays: Sequence[np.ndarray], batch: int, head: int
+) -> torch.Tensor:
+    """[K sets, N, Q, dim] patch features at scale ``head`` of uint8 [N, H, W, 3] arrays."""
+    return torch.cat([model.patches(x, head) for x in _batches(arrays, batch)])
+
+
+@torch.no_grad()
+def raw_maps(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> list:
+    """Per scale, per-light raw distance maps [K, N, grid, grid] of uint8 [N, H, W, 3] arrays."""
+    per_batch = [model.raw_maps(x) for x in _batches(arrays, batch)]
+    return [torch.cat(maps) for maps in zip(*per_batch, strict=True)]
 
 
 def fit_bank(
     model: MemoryBank, arrays: Sequence[np.ndarray], opts: MemoryOptions, seed: int = 0
-) -> dict:
-    """Fill ``model``'s per-light banks with coresets of the patches of ``arrays``."""
-    feats = _patches(model, arrays, opts.batch_size)  # [K, N, Q, D]
-    if model.position > 0:
-        # coordinates in units of the features' spread, so ``position`` means the same for
-        # every teacher and layer choice: 1.0 = crossing the part weighs like a typical
-        # feature difference
-        spread = float(feats[..., :-2].std(dim=(0, 2)).norm(dim=-1).mean())
-        model.set_position_scale(model.position * spread)
-        feats = _patches(model, arrays, opts.batch_size)
-    per_light = feats.transpose(0, 1).flatten(1, 2)  # [N, K*Q, D]
-    total = per_light.shape[1]
-    k = max(1, min(opts.max_bank, int(round(opts.coreset * total))))
-    banks = [per_light[i, greedy_coreset(per_light[i], k, seed)] for i in range(model.n_lights)]
-    model.set_bank(torch.stack(banks))
-    return {"patches_per_light": total, "bank_per_light": k, "dim": model.dim}
+) -> list[dict]:
+    """Fill ``model``'s per-light banks, at every scale, with coresets of the patches of
+    ``arrays``."""
+    info = []
+    for i, head in enumerate(model.heads):
+        feats = _patches(model, arrays, opts.batch_size, i)  # [K, N, Q, D]
+        if model.position > 0:
+            # coordinates in units of the features' spread, so ``position`` means the same for
+            # every teacher and layer choice: 1.0 = crossing the part weighs like a typical
+            # feature difference
+            spread = float(feats[..., :-2].std(dim=(0, 2)).norm(dim=-1).mean())
+            head.set_position_scale(model.position * spread)
+            feats = _patches(model, arrays, opts.batch_size, i)
+        per_light = feats.transpose(0, 1).flatten(1, 2)  # [N, K*Q, D]
+        total = per_light.shape[1]
+        k = max(1, min(opts.max_bank, int(round(opts.coreset * total))))
+        picks = [greedy_coreset(per_light[j], k, seed) for j in range(model.n_lights)]
+        head.set_bank(torch.stack([per_light[j, p] for j, p in enumerate(picks)]))
+        info.append({"scale": head.factor, "patches_per_light": total, "bank_per_light": k})
+    return info
 
 
-def fit_normalisation(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> dict:
-    """Per light: mean and std of the maximum of the raw map over held-out normal sets."""
+def fit_normalisation(model: MemoryBank, arrays: Sequence[np.ndarray], batch: int = 8) -> list:
+    """Per scale and light: mean and std of the maximum of the raw map over held-out normal
+    sets."""
     if len(arrays) < MIN_HELD_OUT:
         raise DataError(
             f"memory normalisation needs at least {MIN_HELD_OUT} held-out normal sets, "
             f"got {len(arrays)}"
         )
-    peaks = raw_maps(model, arrays, batch).flatten(2).amax(2)  # [K, N]
-    mean, std = peaks.mean(0), peaks.std(0)
-    # a light whose maximum hardly moves must not turn small differences into huge z-scores
-    std = std.clamp_min(max(float(std.median()) * 0.1, 1e-6))
-    model.light_mean.copy_(mean)
-    model.light_std.copy_(std)
-    return {"sets": len(arrays), "mean": mean.tolist(), "std": std.tolist()}
+    info = []
+    for head, maps in zip(model.heads, raw_maps(model, arrays, batch), strict=True):
+        peaks = maps.flatten(2).amax(2)  # [K, N]
+        mean, std = peaks.mean(0), peaks.std(0)
+        # a light whose maximum hardly moves must not turn small differences into huge z-scores
+        std = std.clamp_min(max(float(std.median()) * 0.1, 1e-6))
+        head.light_mean.copy_(mean)
+        head.light_std.copy_(std)
+        info.append({"scale": head.factor, "mean": mean.tolist(), "std": std.tolist()})
+    return info
 
 
 def _held_out(cfg, lights: tuple[str, ...]) -> tuple[list, str]:
@@ -125,7 +135,7 @@ def train_memory(
     """Build the bank from ``cfg`` (an ``afrd.model.train.TrainConfig``: data, category, split,
     norm_split, teacher, teacher_weights, image_size, lights, max_sets, seed, out) and write
     ``<out>/model.pt``. ``sets``/``norm_sets`` replace reading the splits from disk."""
-    opts = opts or MemoryOptions()
+    opts = opts or MemoryOptions(scales=tuple(getattr(cfg, "memory_scales", (1,))))
     t0 = time.perf_counter()
     if cfg.teacher not in TEACHERS:
         raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
@@ -170,21 +180,25 @@ def train_memory(
         arrays, held = arrays[:-cut], arrays[-cut:]
         source = f"last {cut} sets of split {cfg.split!r}"
     model = MemoryBank(
-        cfg.teacher,
-        len(lights),
-        cfg.image_size,
-        opts.layers,
-        opts.pool,
-        opts.stride,
-        1,
-        opts.position,
-        opts.fusion,
-        opts.score,
-        opts.sigma,
-        cfg.teacher_weights,
+        teacher=cfg.teacher,
+        n_lights=len(lights),
+        image_size=cfg.image_size,
+        layers=opts.layers,
+        pool=opts.pool,
+        stride=opts.stride,
+        position=opts.position,
+        fusion=opts.fusion,
+        score=opts.score,
+        sigma=opts.sigma,
+        teacher_weights=cfg.teacher_weights,
+        scales=opts.scales,
     ).eval()
     bank_info = fit_bank(model, arrays, opts, cfg.seed)
-    norm_info = {"source": source, **fit_normalisation(model, held, opts.batch_size)}
+    norm_info = {
+        "source": source,
+        "sets": len(held),
+        "scales": fit_normalisation(model, held, opts.batch_size),
+    }
     seconds = time.perf_counter() - t0
     config = {
         "data": str(cfg.data),
@@ -201,15 +215,16 @@ def train_memory(
             "split": cfg.split,
             "sets": len(arrays),
         },
-        "memory_fit": {"coreset": opts.coreset, "max_bank": opts.max_bank, **bank_info},
+        "memory_fit": {"coreset": opts.coreset, "max_bank": opts.max_bank, "scales": bank_info},
         "light_norm": norm_info,
         "train_seconds": round(seconds, 2),
         "registration": registration.to_dict() if registration else None,
     }
     path = save_checkpoint(Path(cfg.out) / "model.pt", model, config)
+    banks = " + ".join(f"{b['bank_per_light']} (1/{b['scale']})" for b in bank_info)
     print(
-        f"afrd train: memory bank of {bank_info['bank_per_light']} patches x "
-        f"{len(lights)} lights from {len(arrays)} sets in {seconds:.1f} s",
+        f"afrd train: memory bank of {banks} patches x {len(lights)} lights from "
+        f"{len(arrays)} sets in {seconds:.1f} s",
         flush=True,
     )
     return path

@@ -75,6 +75,7 @@ class TrainConfig:
     workers: int = 0
     feature_cache: str = "auto"  # auto | ram | disk | off (afrd.model.feature_cache)
     register: str = "none"  # none | content | moments: sets registered to a reference pose
+    memory_scales: tuple[int, ...] = (1,)  # memory bank: input downsampling factors
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
 
@@ -234,7 +235,14 @@ def train(
 
 # Options a --preset may set: flag default None, so "not given" is visible (presets.resolve).
 _PRESET_KEYS = ("teacher", "fusion", "loss", "image_size", "lr", "batch_size", "epochs")
-_PRESET_KEYS += ("steps", "feature_cache", "register")
+_PRESET_KEYS += ("steps", "feature_cache", "register", "memory_scales")
+
+
+def _factors(text: str) -> tuple[int, ...]:
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected factors like 1,2, got {text!r}") from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -328,6 +336,16 @@ def build_parser() -> argparse.ArgumentParser:
             "silhouette axis",
         ),
     )
+    p.add_argument(
+        "--memory-scales",
+        type=_factors,
+        metavar="F,F",
+        help=preset_help(
+            "memory_scales",
+            "memory bank only: input downsampling factors, one teacher pass and bank each "
+            "(1 = --image-size, 2 = half of it)",
+        ),
+    )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")
     p.add_argument("--workers", type=int, default=0, help="data loader worker processes")
@@ -374,6 +392,8 @@ def main(argv: list[str]) -> int:
     t0 = time.perf_counter()
     cfg = config_from_args(a)
     kind = a.model or (presets.get_preset(a.preset).model if a.preset else "afrd")
+    if kind != "memory" and a.memory_scales is not None:
+        raise ConfigError(f"--memory-scales applies to --model memory only (this run: {kind})")
     if kind == "memory":
         from afrd.model.memory_fit import train_memory_from_args
 
