@@ -119,3 +119,34 @@ def test_far_is_the_share_of_defective_sets_accepted(toy):
     accepted = float((d_scores <= r["threshold"] + 1e-7).mean())
     assert 0.0 < accepted < 0.5  # the overlap makes it neither 0 nor the inverted rate
     assert r["far"] == pytest.approx(accepted, abs=1.5 / d_scores.size)
+
+
+def test_product_threshold_of_a_multi_class_bundle(toy):
+    """`--product`: the threshold goes to that product of a multi-class bundle, the bundle's own
+    stays unset; the runtime then opens the bundle for products that all have one, and names
+    the product that has none."""
+    from afrd.errors import BundleError
+    from afrd.runtime.bundle_products import new_products, threshold_for
+    from afrd.runtime.loader import load_runtime
+
+    toy.meta["products"] = new_products(["a", "b"])
+    toy.meta["threshold"] = {"value": None, "source": "none", "statistics": {}}
+    toy.save()
+    rng = np.random.default_rng(7)
+    low = calibrate(toy, make_sets(rng, 60, (60, 120), label=0), frr=0.05, product="a")
+    high = calibrate(toy, make_sets(rng, 60, (150, 230), label=0), frr=0.05, product="b")
+    assert low["threshold"] < high["threshold"]
+    again = Bundle.load(toy.path)
+    assert again.threshold is None
+    assert [threshold_for(again, p) for p in "ab"] == [low["threshold"], high["threshold"]]
+    stats = again.meta["products"]["a"]["threshold"]["statistics"]
+    assert stats["target_frr"] == 0.05 and stats["normal"]["n"] == 60
+    with pytest.raises(BundleError, match="no product 'c'"):
+        calibrate(again, make_sets(rng, 10, (60, 120), label=0), product="c")
+    rt = load_runtime(toy.path, "onnxruntime", products=["a", "b"])
+    assert rt.threshold is None and rt.product_thresholds["b"] == high["threshold"]
+    rt.close()
+    with pytest.raises(ConfigError, match=r"without their own: \['c'\]"):
+        load_runtime(toy.path, "onnxruntime", products=["a", "c"])
+    with pytest.raises(ConfigError, match="no calibrated threshold"):
+        load_runtime(toy.path, "onnxruntime")

@@ -88,11 +88,15 @@ def calibrate(
     engine: Any = None,
     source: dict | None = None,
     write: bool = True,
+    product: str | None = None,
 ) -> dict[str, Any]:
     """Score ``sets`` (ImageSets; label 0/None = normal, 1 = defective), set the threshold at the
-    target false-reject rate, store it in ``bundle`` (unless ``write=False``). Returns the stats."""
+    target false-reject rate, store it in ``bundle`` (unless ``write=False``): the bundle's
+    threshold, or ``product``'s own in a multi-class bundle. Returns the stats."""
     if not 0.0 <= frr < 1.0:
         raise ConfigError(f"--frr must be in [0, 1), got {frr}")
+    if product is not None:
+        bundle.check_product(product)
     own = engine is None
     if own:
         from afrd.runtime.engines import create_engine
@@ -127,7 +131,9 @@ def calibrate(
             f"only {normal.size} normal sets: an FRR of {frr} cannot be resolved "
             f"(the smallest non-zero FRR measurable is {1 / normal.size:.3g}); threshold = max score"
         )
-    if write:
+    if write and product is not None:
+        bundle.set_product_threshold(product, thr, "afrd calibrate threshold", stats)
+    elif write:
         bundle.set_threshold(thr, stats, source="afrd calibrate threshold")
     return {"threshold": thr, **stats}
 
@@ -146,6 +152,11 @@ def _parser() -> argparse.ArgumentParser:
         "count for the false-accept rate, the rest as normal.",
     )
     p.add_argument("--frr", type=float, default=0.01, help="target false-reject rate")
+    p.add_argument(
+        "--product",
+        help="multi-class bundle: store the threshold as this product's own (default: the "
+        "bundle's threshold, for every product without its own)",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
     p.add_argument("--dry-run", action="store_true", help="print, do not write bundle.json")
     return p
@@ -160,6 +171,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--data {data} is not a directory")
     category = cliargs.one_category(a.category)
     bundle = Bundle.load(a.bundle)
+    if a.product is not None:
+        bundle.check_product(a.product)
     from afrd.data.datasets import open_dataset
     from afrd.runtime.engines import create_engine
 
@@ -175,7 +188,7 @@ def main(argv: list[str]) -> int:
     engine = create_engine("onnxruntime", bundle, device="cpu", threads=a.threads)
     source = {"path": str(os.path.abspath(data)), "splits": splits, "category": category}
     try:
-        r = calibrate(bundle, sets, a.frr, engine=engine, source=source, write=not a.dry_run)
+        r = calibrate(bundle, sets, a.frr, engine, source, write=not a.dry_run, product=a.product)
     finally:
         engine.close()
     n, d = r["normal"], r["defective"]
@@ -190,5 +203,10 @@ def main(argv: list[str]) -> int:
         print("no labelled defective sets: false-accept rate not measured")
     if "warning" in r:
         print(f"WARNING: {r['warning']}")
-    print("dry run: bundle.json unchanged" if a.dry_run else f"stored in {bundle.path}/bundle.json")
+    where = f"product {a.product!r} of " if a.product else ""
+    print(
+        "dry run: bundle.json unchanged"
+        if a.dry_run
+        else f"stored in {where}{bundle.path}/bundle.json"
+    )
     return 0

@@ -224,10 +224,18 @@ def open_recipes(
             if rt is None:
                 group = [s for s in specs if s.bundle == spec.bundle]
                 given = [s.threshold for s in group if s.threshold is not None]
-                # the bundle's own threshold is needed only when a recipe of it sets none
+                # the bundle's threshold is needed only for a recipe that sets none and has
+                # no threshold of its own in a multi-class bundle
                 thr = given[0] if len(given) == len(group) else None
+                unset = [s.name for s in group if s.threshold is None]
                 rt = load_runtime(
-                    spec.bundle, e.kind, e.open_options(), thr, on_status, spec.conditions_for
+                    spec.bundle,
+                    e.kind,
+                    e.open_options(),
+                    thr,
+                    on_status,
+                    spec.conditions_for,
+                    products=unset if None not in unset else (),
                 )
                 runtimes[spec.bundle] = rt
             # the config's, else a multi-class bundle's for this product, else the bundle's

@@ -270,13 +270,24 @@ class Bundle:
         }
         self.save()
 
-    def set_product_threshold(self, product: str, value: float, source: str = "manual") -> None:
-        """``product``'s own threshold in a multi-class bundle (afrd.runtime.bundle_products)."""
+    def check_product(self, product: str) -> None:
+        """BundleError unless this multi-class bundle lists ``product``."""
         listed = list(self.meta.get("products") or {})
         if product not in listed:
-            raise BundleError(f"bundle {self.path}: no product {product!r} (it lists {listed})")
+            what = f"it lists {listed}" if listed else "it is not a multi-class bundle"
+            raise BundleError(f"bundle {self.path}: no product {product!r} ({what})")
+
+    def set_product_threshold(
+        self,
+        product: str,
+        value: float,
+        source: str = "manual",
+        statistics: dict | None = None,
+    ) -> None:
+        """``product``'s own threshold in a multi-class bundle (afrd.runtime.bundle_products)."""
+        self.check_product(product)
         value = check_threshold(value, f"bundle {self.path}: product {product!r}")
-        rec = {"value": value, "source": source, "set": utc_now(), "statistics": {}}
+        rec = {"value": value, "source": source, "set": utc_now(), "statistics": statistics or {}}
         self.meta["products"][product]["threshold"] = rec
         self.save()
 

@@ -7,7 +7,7 @@ engine and the threshold of one bundle.
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -20,7 +20,7 @@ from afrd.runtime.engines import Engine, create_engine
 @dataclass
 class Runtime:
     engine: Engine
-    threshold: float
+    threshold: float | None  # None only for a multi-class bundle whose products all have one
     model_name: str
     model_sha256: str
     lights: tuple[str, ...]
@@ -43,20 +43,27 @@ def load_runtime(
     threshold: float | None = None,
     on_status: Callable[[str], None] | None = None,
     check_lights: Callable[[tuple[str, ...]], object] | None = None,
+    products: Sequence[str] = (),
 ) -> Runtime:
     """Verify the bundle, open its engine and warm it up. ``threshold`` overrides the bundle's
-    calibrated one; ConfigError when neither exists. ``on_status`` hears what is being done
-    (the daemon forwards it to systemd); ``check_lights`` sees the bundle's lights before the
-    engine is opened (the daemon checks its config lights them all)."""
+    calibrated one; ConfigError when neither exists, unless every one of ``products`` (the
+    products this bundle is to judge) has its own threshold in a multi-class bundle.
+    ``on_status`` hears what is being done (the daemon forwards it to systemd);
+    ``check_lights`` sees the bundle's lights before the engine is opened (the daemon checks
+    its config lights them all)."""
     bundle = Bundle.load(bundle_path)
     if check_lights is not None:
         check_lights(tuple(bundle.lights))
+    own = product_thresholds(bundle.meta)
     if threshold is None:
         threshold = bundle.threshold
-    if threshold is None:
+    missing = [p for p in products if p not in own]
+    if threshold is None and (missing or not products):
+        who = f" (products without their own: {missing})" if products else ""
         raise ConfigError(
-            f"threshold: bundle {bundle_path} has no calibrated threshold and the config sets "
-            f"none (run `afrd calibrate threshold` or set threshold = <score>)"
+            f"threshold: bundle {bundle_path} has no calibrated threshold{who} and the config "
+            f"sets none (run `afrd calibrate threshold` [--product NAME] or set threshold = "
+            f"<score>)"
         )
     if on_status is not None:
         on_status(f"loading engine {engine} for {bundle.name}")
@@ -80,9 +87,9 @@ def load_runtime(
         ) from None
     return Runtime(
         engine=eng,
-        threshold=float(threshold),
+        threshold=None if threshold is None else float(threshold),
         model_name=bundle.name,
         model_sha256=bundle.sha256,
         lights=tuple(bundle.lights),
-        product_thresholds=product_thresholds(bundle.meta),
+        product_thresholds=own,
     )
