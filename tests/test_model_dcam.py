@@ -26,6 +26,29 @@ def test_attention_block_keeps_shape_and_every_weight_learns(mode):
     assert float(ratio.min()) > 0 and float(ratio.max()) < 1
 
 
+def test_attention_block_has_the_authors_layout_and_cbam_formula():
+    """The authors' released module: one shared bias-free MLP C -> C/8 -> C on the average- and
+    max-pooled vectors, a bias-free 7x7 spatial convolution; channel then spatial attention."""
+    torch.manual_seed(0)
+    block = ConvAttention(64, "cbam")
+    assert block.mlp[0].weight.shape == (8, 64, 1, 1) and block.mlp[2].weight.shape == (64, 8, 1, 1)
+    assert all(m.bias is None for m in (block.mlp[0], block.mlp[2], block.spatial))
+    assert sum(p.numel() for p in block.parameters()) == 2 * 64 * 8 + 2 * 7 * 7
+    x = torch.randn(2, 64, 5, 6)
+    w1, w2 = block.mlp[0].weight[:, :, 0, 0], block.mlp[2].weight[:, :, 0, 0]
+
+    def mlp(v):  # [B, C] -> [B, C]
+        return torch.relu(v @ w1.T) @ w2.T
+
+    ca = torch.sigmoid(mlp(x.mean((2, 3))) + mlp(x.amax((2, 3))))[:, :, None, None]
+    y = x * ca
+    pooled = torch.cat([y.mean(1, keepdim=True), y.amax(1, keepdim=True)], 1)
+    want = y * torch.sigmoid(torch.nn.functional.conv2d(pooled, block.spatial.weight, padding=3))
+    with torch.no_grad():
+        torch.testing.assert_close(block(x), want)
+    assert ConvAttention(4).mlp[0].weight.shape[0] == 1  # fewer than 8 channels: one hidden unit
+
+
 def test_spatial_kl_on_a_hand_computed_pair():
     # one channel over two positions: teacher logits (0, 0) -> (1/2, 1/2); student (ln 3, 0)
     # -> (3/4, 1/4); KL = 1/2 ln(2/3) + 1/2 ln 2 = 1/2 ln(4/3)

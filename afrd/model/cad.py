@@ -1,29 +1,41 @@
 """CAD: Contextual Affinity Distillation (Zhang, Suganuma, Okatani, WACV 2024, arXiv 2307.03101).
 
+What the paper says, as far as its text was reachable to us (the abstract; the method section
+was not, and no official code is public, see the fidelity notes of issue 14): "two students
+(local and global) to better mimic the teacher's behavior"; the local student, "used in previous
+studies", "mainly focuses on structural anomaly detection while the global student pays
+attention to logical anomalies"; "to further encourage the global student's learning to capture
+long-range dependencies, we design the global context condensing block (GCCB) and propose a
+contextual affinity loss for the student training and anomaly scoring". Everything below that
+goes further is our reading, not the paper's text.
+
 Two students restore the frozen multi-light teacher's fused maps (afrd.model.fusion):
 
 - the *local* student is AFRD's (RD's one-class bottleneck and reversed decoder, trained with
   the per-pixel cosine loss, AFRD eq. 5 / RD); its map catches structural defects;
-- the *global* student (paper §3.2) is a second bottleneck + reversed decoder with a global
-  context condensing block (GCCB) after every decoder stage, so each restored position can draw
-  on the whole part; it is trained with the cosine loss plus the *contextual affinity loss*
-  (§3.3): for every position, the cosine similarity of its feature with the feature at every
-  other position (the affinity matrix A = F^T F of channel-normalised features, [hw, hw]) must
-  match the teacher's. A part whose components are right locally but wrong together (missing,
-  extra, moved, swapped, recoloured) changes those affinities, so the per-position affinity
-  discrepancy mean_j |A^T_ij - A^S_ij| is the global anomaly map (the loss "also scores").
-- the combined map (§3.4): each student's map is z-scored per pixel against held-out normal
-  parts (afrd.model.mapnorm's statistics, one pair per student), then summed (``sum``, the
-  paper's addition of the two maps) or maxed (``max``); the image score is its maximum.
+- the *global* student is a second bottleneck + reversed decoder with a GCCB after every
+  decoder stage, so each restored position can draw on the whole part; it is trained with the
+  cosine loss plus the contextual affinity loss, our reading of it: for every position, the
+  cosine similarity of its feature with the feature at every other position (the affinity
+  matrix A = F^T F of channel-normalised features, [hw, hw]) must match the teacher's. A part
+  whose components are right locally but wrong together (missing, extra, moved, swapped,
+  recoloured) changes those affinities, so the per-position affinity discrepancy
+  mean_j |A^T_ij - A^S_ij| is the global anomaly map (the loss "also scores", as the abstract
+  says it is used "for the student training and anomaly scoring");
+- the combined map: each student's map is z-scored per pixel against held-out normal parts
+  (afrd.model.mapnorm's statistics, one pair per student), then summed (``sum``) or maxed
+  (``max``); the image score is its maximum. How the paper combines the two students' maps is
+  not in the reachable text.
 
-Where this deviates, and why:
-- The GCCB here is our reading of §3.2 from the text available to us: channels condensed by
-  1x1 convolutions (C -> C/r), non-local attention over all positions (the long-range
-  dependency), expanded back and added to the input. The paper's exact block layout may differ.
+Where this deviates, or may, and why:
+- The GCCB here is our reading of its name ("condensing", "global context"): channels condensed
+  by 1x1 convolutions (C -> C/r), non-local attention over all positions (the long-range
+  dependency), expanded back and added to the input. Its layout, and where the paper puts it,
+  are unknown to us.
 - The global student has its own bottleneck and reads the fused teacher maps *detached*, so the
   local student trains exactly as AFRD's does (same seed, same weights): adding the global
-  student can only change the result through the combined map. The paper trains both students
-  jointly; detaching only removes the global loss's gradient from the shared fusion.
+  student can only change the result through the combined map. Whether the paper trains the
+  students jointly or shares anything between them is unknown to us.
 - The affinity is taken at the two deeper scales (stride 8 and 16) by default: at stride 4 the
   matrix is (H/4)^4 entries per part, which a CPU cell cannot afford at 256 px.
 """
@@ -103,7 +115,7 @@ class GlobalStudent(nn.Module):
 
 def affinity(f: torch.Tensor) -> torch.Tensor:
     """[B, C, h, w] -> [B, hw, hw]: cosine similarity of every position's feature with every
-    position's (the contextual affinity, paper §3.3)."""
+    position's (our reading of the contextual affinity)."""
     f = f.flatten(2)
     f = f / f.norm(dim=1, keepdim=True).clamp_min(1e-8)
     return f.transpose(1, 2) @ f

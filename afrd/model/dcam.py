@@ -1,33 +1,45 @@
 """DCAM: one student for many products (Jena et al., "Attend, Distill, Detect: Attention-aware
-Entropy Distillation for Anomaly Detection", 2024, arXiv 2405.06467).
+Entropy Distillation for Anomaly Detection", ICPR 2024, arXiv 2405.06467).
 
-A student trained on several products at once suffers "cross-class interference": it must
-restore every product's features from one code and restores each worse. The paper's remedy,
-kept to training so inference costs nothing:
+What the sources reachable to us say (abstract; a TL;DR of the paper; the authors' code release,
+github.com/sushovanjena/Attention-aware-Entropy-Distillation-for-Anomaly-Detection, main.py;
+the method section itself was not reachable, see the fidelity notes of issue 14):
 
-- distributed convolutional attention modules (DCAM, §3.2): one convolutional attention block
-  on the student's feature map at every scale of the pyramid. Each is CBAM-like: channel
-  attention, sigmoid(MLP(avg-pool) + MLP(max-pool)), and (``mode="cbam"``) spatial attention,
-  sigmoid(conv7x7([mean, max] over channels)); the paper's best configuration is channel
-  attention alone (``mode="channel"``, the default here). The block re-weights the student's
-  map per part, so the distillation signal concentrates on what matters for that part;
-- the two losses (§3.3): a channel-wise cosine distance (per position, 1 - cos over channels,
-  averaged: AFRD eq. 5) and a KL divergence over the spatial dimension (per channel, softmax of
-  the map over its h*w positions, KL(teacher || student), times tau^2), between teacher and
-  attended student maps;
-- multi-scale feature matching: both losses at every scale of the pyramid (stride 4, 8, 16).
+- a student trained on several products at once suffers "cross-class interference"; DCAM
+  "consists of Convolutional Attention blocks distributed across the feature maps of the student
+  network", which "learns to masks the irrelevant information during student learning", and is
+  "only used during training and not during inference" (abstract). Here: one block per scale of
+  the student's pyramid, on a side branch, so dropping it changes nothing at inference;
+- the block is CBAM's (authors' code): channel attention sigmoid(MLP(avg-pool) + MLP(max-pool))
+  with one bias-free MLP C -> C/8 -> C, then (``mode="cbam"``) spatial attention
+  sigmoid(conv7x7([mean, max] over channels)), bias-free. The best configuration is "Channel
+  DCAM with Channel CD and Spatial KD" (TL;DR): channel attention alone (``mode="channel"``,
+  the default here);
+- the losses: "KL-Divergence in Spatial dimension and a Channel-wise Cosine Similarity between
+  the same feature maps of teacher and student" (abstract). The channel cosine distance is per
+  position 1 - cos over channels, averaged over positions and batch, summed over scales (the
+  authors' ``calculate_cd``; AFRD eq. 5, ``loss_pixel``, is the same). The spatial KL: per
+  channel, softmax of the map over its h*w positions with temperature tau, KL(teacher ||
+  student);
+- multi-scale feature matching: both losses at every scale of the pyramid (stride 4, 8, 16;
+  the authors' ResNet-18 layers 1-3).
 
 Where this deviates, and why: the student is this project's (the fused multi-light teacher,
-RD's bottleneck and reversed decoder), not the paper's STFPM student. The losses are also taken
-on the raw student maps (the multi-class baseline's terms), because the modules are dropped at
-inference and the raw map is what is scored; the paper's text available to us does not say
-whether its baseline terms are kept. Checkpoints carry the modules (``--resume``), loading for
-inference or export drops them (``inference_state``), so the bundle's graph is the naive
-multi-class one node for node. The spatial KL is weighted 0.01 by default: on this project's
-teacher maps it starts about 7x the cosine terms, and at weight 1 it drove training (DCAM
-closed -5 % of the naive-to-one-class gap); at 0.01 it closed 67 % (bench/multiclass.py,
-BENCHMARKS.md). The same losses without the blocks (``blocks=False``) closed 75 %: on this
-data the gain is the loss pair, not the attention.
+RD's bottleneck and reversed decoder), not the paper's STFPM ResNet-18 student. The spatial KL
+here is averaged over channels and multiplied by tau^2 (Hinton's form); the authors' function
+sums it over channels and has no tau^2 (equal at tau = 1 up to the factor C per scale, which
+our ``kl_weight`` absorbs, though it also shifts the weight between scales: the KL is not
+changed because its weight was tuned in this form, below). The losses are also taken on the
+raw student maps (the multi-class baseline's terms), because the modules are dropped at
+inference and the raw map is what is scored; the sources do not say whether the paper keeps
+them. Checkpoints carry the modules (``--resume``), loading for inference or export drops them
+(``inference_state``), so the bundle's graph is the naive multi-class one node for node. The
+spatial KL is weighted 0.01 by default: on this project's teacher maps it starts about 7x the
+cosine terms, and at weight 1 it drove training (DCAM closed -5 % of the naive-to-one-class
+gap); at 0.01 it closed 67 % (bench/multiclass.py, BENCHMARKS.md). The same losses without the
+blocks (``blocks=False``) closed 75 %: on this data the gain is the loss pair, not the
+attention. Those runs used the earlier block layout (MLP C -> max(8, C/4) -> C with biases);
+the authors' layout was adopted after them and is not yet measured.
 """
 
 from __future__ import annotations
@@ -48,18 +60,24 @@ PREFIX = "dcam."  # state-dict keys of the training-only modules
 
 
 class ConvAttention(nn.Module):
-    """One DCAM block: [B, C, h, w] -> the same map re-weighted by its attention (CBAM form)."""
+    """One DCAM block: [B, C, h, w] -> the same map re-weighted by its attention (CBAM form).
 
-    def __init__(self, channels: int, mode: str = "channel", reduction: int = 4) -> None:
+    Laid out as the authors' released module (channel attention: one bias-free MLP C -> C/8 ->
+    C shared by the average- and max-pooled vectors; spatial attention: a bias-free 7x7
+    convolution of the channel mean and maximum), so only the weights are learned, no offsets."""
+
+    def __init__(self, channels: int, mode: str = "channel", reduction: int = 8) -> None:
         super().__init__()
         if mode not in MODES:
             raise ConfigError(f"DCAM mode must be one of {MODES}, got {mode!r}")
-        hidden = max(8, channels // reduction)
+        hidden = max(1, channels // reduction)
         self.mode = mode
         self.mlp = nn.Sequential(
-            nn.Conv2d(channels, hidden, 1), nn.ReLU(inplace=True), nn.Conv2d(hidden, channels, 1)
+            nn.Conv2d(channels, hidden, 1, bias=False),
+            nn.ReLU(inplace=True),
+            nn.Conv2d(hidden, channels, 1, bias=False),
         )
-        self.spatial = nn.Conv2d(2, 1, 7, padding=3) if mode == "cbam" else None
+        self.spatial = nn.Conv2d(2, 1, 7, padding=3, bias=False) if mode == "cbam" else None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         avg = self.mlp(x.mean(dim=(2, 3), keepdim=True))
