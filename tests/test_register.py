@@ -280,3 +280,21 @@ def test_train_eval_export_carry_the_registration_into_the_bundle(tmp_path, caps
         assert maps.shape == (1, 64, 64) and np.isfinite(scores).all()
         with pytest.raises(RegistrationError):
             engine.infer(np.zeros_like(s.images))
+
+
+def test_shift_registration_scores_a_part_alike_at_every_turn_and_refuses_another_product():
+    """``shift`` does not turn parts, so its match score must not depend on their turn (a
+    content score did: good buttons at free pose fell under the fitted gate), and a part of
+    another product must still score below every good one."""
+    reg = fit_registration(
+        _parts("button", range(16), pose="free"), DEFAULT_LIGHTS, size=SIZE, method="shift"
+    )
+    good = _parts("button", range(100, 104), "free")
+    for s in good:
+        turned = [reg.register(_moved(s.images, a, 0, 0)[0], s.lights).score for a in (0, 60, 135)]
+        assert max(turned) - min(turned) < 0.05, turned
+        assert min(turned) > reg.min_score
+    scores = [reg.register(s.images, s.lights).score for s in good]
+    gray = [s.images[DEFAULT_LIGHTS.index(reg.light)].mean(-1) for s in _parts("gummy", range(8))]
+    other = [reg.estimate(g.astype(np.float32))[1] for g in gray]
+    assert max(other) < min(scores), (max(other), min(scores))

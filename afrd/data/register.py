@@ -16,7 +16,8 @@ every image. Three steps, on a working canvas of ``size`` px:
    ``min_score`` (fitted on the training parts) is a :class:`RegistrationError`.
 
 ``method="shift"`` stops after the centroid (+ ECC on the shift): the part is not turned, so
-the lamps keep their directions relative to it (``register_fit``'s "auto" chooses between the
+the lamps keep their directions relative to it, and its match score compares the part's radial
+profile (the polar image's mean over angles), which a turn does not change (``register_fit``'s "auto" chooses between the
 two per product). ``method="moments"`` turns by the silhouette's principal axis (cheap; wrong
 for round or square outlines, kept for comparison). ``afrd.data.register_fit.fit_registration``
 builds the reference from good training sets; :meth:`Registration.to_dict` /
@@ -104,6 +105,7 @@ class Registration:
         c = (self.size - 1) / 2.0
         object.__setattr__(self, "_radius", self._polar_radius())
         object.__setattr__(self, "_ref_polar", polar(self._ref_content, c, c, self._radius))
+        object.__setattr__(self, "_ref_profile", self._profile(ref))
 
     def _polar_radius(self) -> float:
         ys, xs = np.nonzero(self._ref_mask)
@@ -123,7 +125,9 @@ class Registration:
             warped = cv2.warpAffine(gray, m, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
             return m, self._score(warped)
         if self.method == "shift":
-            return self._refine(gray, rotation_about(cx, cy, 0.0, c, c), cv2.MOTION_TRANSLATION)
+            m, _ = self._refine(gray, rotation_about(cx, cy, 0.0, c, c), cv2.MOTION_TRANSLATION)
+            warped = cv2.warpAffine(gray, m, gray.shape[::-1], borderMode=cv2.BORDER_REPLICATE)
+            return m, ncc(self._profile(warped), self._ref_profile)
         angle = self._search_angle(content_image(gray, mask), cx, cy)
         m = rotation_about(cx, cy, angle, c, c)
         return self._refine(gray, m, cv2.MOTION_EUCLIDEAN)
@@ -147,6 +151,14 @@ class Registration:
         # polar row k of the image matches row 0 of the reference: the part sits k bins further
         # round (counter-clockwise in image coordinates), so turn it back by as much
         return float(deg[k] + frac * 360.0 / N_ANGLES)
+
+    def _profile(self, canvas: np.ndarray) -> np.ndarray:
+        """The mean over angles of the polar image about the canvas centre: what a centred part
+        shows at every rotation. ``shift`` does not turn parts, so its match score compares
+        this, not the image: a round part lying at any turn is still this product (a content
+        score there failed good parts at free pose), a different product is not."""
+        c = (self.size - 1) / 2.0
+        return polar(canvas.astype(np.float32), c, c, self._radius).mean(axis=0)
 
     def _score(self, warped: np.ndarray) -> float:
         grown = cv2.dilate(self._ref_mask, np.ones((5, 5), np.uint8)).astype(bool)
