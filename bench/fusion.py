@@ -20,8 +20,12 @@ six-light fusion ~50 s (restore-max ~110 s), an export plus ORT timing ~35 s (on
 single lights share one). So the AFRD comparison rows are cut to ``BENCH_STEPS`` = 64 optimiser
 steps (the learning curve shows them ~0.06 I-AUROC short of the 512 steps the ``afrd-cpu`` preset
 trains; ``preset`` is the preset as a user gets it), with 64 training, 32 held-out normal and
-48 test sets per category. Even so a full run takes well over 40 minutes on a loaded box; the
-default order (memory, preset, fusions, then single lights) answers the decision first.
+48 test sets per category. Parts are rendered at 256 px (the ``cpu`` preset's input; the AFRD
+rows resize to 128 px as their preset does). Even so a full run takes about three hours of one
+thread on this box (the bank at 256 + 128 px costs ~4 minutes a category to build and evaluate);
+the default order (memory, preset, fusions, then single lights) answers the decision first, and
+two invocations with different ``--methods`` and ``--out`` can share the rendered data on two
+cores (``--merge`` then prints the tables of both).
 
     .venv/bin/python bench/fusion.py --threads 1                       # cpu, all poses
     .venv/bin/python bench/fusion.py --threads 1 --pose fixtured --methods single:5 memory
@@ -65,6 +69,7 @@ CONFIGS: dict[str, dict] = {
         "preset": "cpu",  # the memory bank: the `memory` and `preset` rows
         "afrd_preset": "afrd-cpu",  # the AFRD rows (fusions, single lights)
         "steps": BENCH_STEPS,
+        "render_size": 256,  # the preset's input; the AFRD rows resize to image_size
         "image_size": 128,
         "train": 64,
         "val": 32,
@@ -77,6 +82,7 @@ CONFIGS: dict[str, dict] = {
         "preset": "paper",
         "afrd_preset": "paper",
         "steps": None,  # the preset's 100 epochs
+        "render_size": 256,
         "image_size": 256,
         "train": 200,
         "val": 20,
@@ -88,7 +94,9 @@ CONFIGS: dict[str, dict] = {
         "preset": "cpu",
         "afrd_preset": "afrd-cpu",
         "steps": 1,
+        "render_size": 64,
         "image_size": 64,
+        "bank_image_size": 64,  # the bank rows' --image-size (default: the preset's)
         "train": 4,
         "val": 4,
         "test": 6,
@@ -111,7 +119,7 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
     """Render the synthetic set once per (config, seed, pose); reuse it if the stamp matches."""
     from afrd.data.synth_cli import synth
 
-    keys = ("image_size", "train", "val", "test", "categories", "defect_rate", "pose")
+    keys = ("render_size", "train", "val", "test", "categories", "defect_rate", "pose")
     stamp = {k: cfg[k] for k in keys}
     stamp["seed"] = seed
     stamp_file = root / "stamp.json"
@@ -123,7 +131,7 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
         cfg["train"],
         cfg["val"],
         cfg["test"],
-        cfg["image_size"],
+        cfg["render_size"],
         seed,
         cfg["defect_rate"],
         progress=False,
@@ -144,6 +152,8 @@ def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> li
         args += ["--teacher-weights", a.teacher_weights]
     if a.register:
         args += ["--register", a.register]
+    if bank and cfg.get("bank_image_size"):
+        args += ["--image-size", str(cfg["bank_image_size"])]
     if method == "memory":
         return [*args, "--model", "memory"]
     if method.startswith("memory-single:"):
@@ -288,6 +298,20 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
         )
 
 
+def merge(report: dict, files: list[str], cfg: dict, seed: int) -> None:
+    """Results and ORT timings of ``files`` into ``report``; SystemExit naming a file whose
+    settings or seed are not this run's (its numbers would not be comparable)."""
+    for f in files:
+        old = json.loads(Path(f).read_text())
+        if old.get("settings") != cfg or old.get("seed") != seed:
+            raise SystemExit(f"--merge {f}: its settings or seed are not this run's")
+        for pose, res in old.get("results", {}).items():
+            report["results"].setdefault(pose, {}).update(res)
+        report["ort"].update(old.get("ort", {}))
+        entry = {"file": f, "command": old.get("command"), "wall_s": old.get("wall_s")}
+        report.setdefault("merged", []).append(entry)
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=["cpu", "paper"], default="cpu")
@@ -307,6 +331,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "fusion.json"))
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")
+    ap.add_argument(
+        "--merge",
+        nargs="+",
+        metavar="JSON",
+        help="run nothing: join the results of earlier runs (same config and seed) into --out "
+        "and print their tables",
+    )
     a = ap.parse_args(argv)
 
     import torch
@@ -354,12 +385,19 @@ def main(argv: list[str] | None = None) -> int:
         out_json.parent.mkdir(parents=True, exist_ok=True)
         out_json.write_text(json.dumps(report, indent=1))
 
-    if not a.data:
+    todo = list(a.methods)
+    if a.merge:
+        merge(report, a.merge, cfg, a.seed)
+        present = {m for res in report["results"].values() for m in res}
+        a.methods = [m for m in (*DEFAULT_METHODS, *METHODS) if m in present]
+        a.methods = list(dict.fromkeys(a.methods))
+        todo = []
+    if not a.data and todo:
         for pose in a.pose:
             work = out_json.parent / f"fusion_{name}_{pose}"
             ensure_data(work / "data", {**cfg, "pose": pose}, a.seed)
     # method-major: a run cut short has every pose for the methods it finished
-    for method in a.methods:
+    for method in todo:
         for pose in a.pose:
             run_method(method, pose, cfg, a, report, write)
     for pose in a.pose:

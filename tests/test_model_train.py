@@ -14,6 +14,7 @@ from afrd.model.inference import InferenceModel
 from afrd.model.presets import get_preset
 from afrd.model.sets import resize_set
 from afrd.model.train import TrainConfig, build_parser, config_from_args, train
+from afrd.model.train import main as train_main
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
@@ -143,7 +144,10 @@ def test_preset_fills_defaults_and_explicit_flags_win(tmp_path) -> None:
     # what a user without a GPU gets: the memory bank, registered to the reference pose
     assert get_preset("cpu").model == "memory" and get_preset("afrd-cpu").model == "afrd"
     cpu = config_from_args(build_parser().parse_args([*args[:-1], "cpu"]))
-    assert (cpu.teacher, cpu.image_size, cpu.register) == ("efficientnet_lite0", 128, "auto")
+    assert (cpu.teacher, cpu.image_size, cpu.register) == ("efficientnet_lite0", 256, "auto")
+    assert cpu.memory_scales == (1, 2)  # the bank looks at 256 and 128 px
+    with pytest.raises(ConfigError, match="--memory-scales applies to --model memory only"):
+        train_main([*args, "--memory-scales", "1,2"])
     paper = config_from_args(build_parser().parse_args([*args[:-1], "paper"]))
     assert (paper.teacher, paper.image_size, paper.lr) == ("wide_resnet50_2", 256, 4e-4)
     assert (paper.batch_size, paper.epochs, paper.fusion) == (8, 100, "attention")
