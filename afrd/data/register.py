@@ -17,8 +17,8 @@ every image. Three steps, on a working canvas of ``size`` px:
 
 ``method="shift"`` stops after the centroid (+ ECC on the shift): the part is not turned, so
 the lamps keep their directions relative to it, and its match score compares the part's radial
-profile (the polar image's mean over angles), which a turn does not change (``register_fit``'s "auto" chooses between the
-two per product). ``method="moments"`` turns by the silhouette's principal axis (cheap; wrong
+profile (the polar image's mean over angles), which a turn does not change
+(``register_fit``'s "auto" chooses between the two per product). ``method="moments"`` turns by the silhouette's principal axis (cheap; wrong
 for round or square outlines, kept for comparison). ``afrd.data.register_fit.fit_registration``
 builds the reference from good training sets; :meth:`Registration.to_dict` /
 :meth:`Registration.from_dict` carry it through checkpoints and bundles; :func:`warp_back` maps

@@ -2,9 +2,8 @@
 
 Steps, per input scale: teacher patch features of every normal training set, per light; a
 greedy k-center coreset of each light's patches (afrd.model.coreset); the per-light
-normalisation from
-held-out normal sets (the ``val`` split, as for AFRD's map statistics: parts that are not in
-the bank, since a bank patch is its own nearest neighbour at distance 0). Writes
+normalisation from held-out normal sets (the ``val`` split, as for AFRD's map statistics:
+parts that are not in the bank, since a bank patch is its own nearest neighbour at distance 0). Writes
 ``<out>/model.pt`` in the checkpoint format ``afrd.model.checkpoint`` reads for either kind.
 """
 
