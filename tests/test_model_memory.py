@@ -181,3 +181,20 @@ def test_pytorch_engine_runs_the_memory_bank(fitted, tmp_path) -> None:
     maps, scores = engine.infer(x)
     np.testing.assert_allclose(scores, _scores(model, make_sets(2, SIZE, seed0=11)), rtol=1e-5)
     assert maps.shape == (2, SIZE, SIZE)
+
+
+def test_a_patch_in_the_bank_reads_the_precision_floor_not_rounding_noise() -> None:
+    """A query equal to a bank patch: the expanded |q|^2 - 2 q.b + |b|^2 leaves rounding noise
+    that a square root blows up (engines disagreed on it); the distance is the floor instead."""
+    from afrd.model.memory import PRECISION_FLOOR, ScaleBank
+
+    gen = torch.Generator().manual_seed(0)
+    head = ScaleBank(1, 32, 8, n_lights=2, dim=64)
+    bank = torch.rand(2, 300, 64, generator=gen) * 8 + 4  # large |b|^2, as teacher features
+    head.set_bank(bank)
+    q = bank[:, :16][None]  # [1, 2, 16 = grid^2, 64]: every query is a bank patch
+    floor = (bank**2).sum(-1).mean(1) * PRECISION_FLOOR
+    got = head.distances(q).flatten(2)[0]
+    torch.testing.assert_close(got, floor.sqrt()[:, None].expand(2, 16))
+    far = head.distances(q + 3.0).flatten(2)[0]  # real distances are not touched
+    assert bool((far > 2 * floor.sqrt()[:, None]).all())

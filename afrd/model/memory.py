@@ -36,6 +36,7 @@ from afrd.model.scoring import GaussianBlur
 KIND = "memory"
 FUSIONS = ("max", "mean")
 DISTANCE_CHUNK = 1024  # bank rows per matmul: bounds memory at B*N*Q*1024 floats
+PRECISION_FLOOR = 1e-3  # of the mean |b|^2: squared distances below it are rounding (distances)
 
 
 def parse_score(score: str) -> int:
@@ -86,7 +87,14 @@ class ScaleBank(nn.Module):
         self.coords = torch.stack([yy, xx], -1).reshape(-1, 2).to(self.coords) * float(scale)
 
     def distances(self, q: torch.Tensor) -> torch.Tensor:
-        """Patch features [B, N, Q, dim] -> nearest-neighbour distances [B, N, grid, grid]."""
+        """Patch features [B, N, Q, dim] -> nearest-neighbour distances [B, N, grid, grid].
+
+        |q|^2 - 2 q.b + |b|^2 (one matrix product) leaves a squared distance near zero to
+        rounding, which the square root magnifies: engines disagreed by 0.02 on patches that
+        match a bank patch almost exactly (export parity failed). Squared distances under
+        ``PRECISION_FLOOR`` x the bank's mean |b|^2 read as that floor, the same in every
+        engine; real parts' nearest distances lie far above it (a cookie bank at 256 px: floor
+        1.8, the smallest nearest distance of its held-out parts 6.2)."""
         q_sq = (q**2).sum(-1, keepdim=True)
         best = None
         for start in range(0, self.bank_size, DISTANCE_CHUNK):  # static: unrolled in ONNX
@@ -94,7 +102,8 @@ class ScaleBank(nn.Module):
             bank, bank_sq = self.bank[:, start:stop], self.bank_sq[:, None, start:stop]
             m = (q_sq - 2 * torch.matmul(q, bank.transpose(1, 2)) + bank_sq).amin(-1)
             best = m if best is None else torch.minimum(best, m)
-        return best.clamp_min(0).sqrt().unflatten(-1, (self.grid, self.grid))
+        floor = self.bank_sq.mean(1)[None, :, None] * PRECISION_FLOOR
+        return torch.maximum(best, floor).sqrt().unflatten(-1, (self.grid, self.grid))
 
     def normalised(self, raw: torch.Tensor) -> torch.Tensor:
         return (raw - self.light_mean[:, None, None]) / self.light_std[:, None, None]
