@@ -91,6 +91,14 @@ def add_dataset_args(
         )
 
 
+def int_list(text: str) -> tuple[int, ...]:
+    """argparse type: comma-separated integers, e.g. ``1,2``."""
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected integers like 1,2, got {text!r}") from None
+
+
 def categories(values: Sequence[str] | None) -> list[str] | None:
     """``--category a --category b,c`` -> ``["a", "b", "c"]``; None when not given."""
     if not values:

@@ -99,10 +99,10 @@ def test_multi_class_bundle_scores_two_products_with_their_own_thresholds_in_the
     bundle = Bundle.load(tmp_path / "multi")
     bundle.meta["products"] = new_products(["a", "b"])
     bundle.save()
-    bundle.set_product_threshold("a", 0.2, source="test")
-    bundle.set_product_threshold("b", 0.8, source="test")
+    bundle.set_threshold(0.2, source="test", product="a")
+    bundle.set_threshold(0.8, source="test", product="b")
     with pytest.raises(BundleError, match="no product 'c'"):
-        bundle.set_product_threshold("c", 0.1)
+        bundle.set_threshold(0.1, product="c")
     again = Bundle.load(tmp_path / "multi")
     assert [threshold_for(again, p) for p in ("a", "b", "z", None)] == [0.2, 0.8, 0.5, 0.5]
 

@@ -21,6 +21,7 @@ import numpy as np
 from afrd import cliargs
 from afrd.errors import ConfigError, DataError
 from afrd.runtime.bundle import Bundle, utc_now
+from afrd.runtime.bundle_products import check_product
 
 
 def threshold_at_frr(normal_scores: Sequence[float], frr: float) -> float:
@@ -96,7 +97,7 @@ def calibrate(
     if not 0.0 <= frr < 1.0:
         raise ConfigError(f"--frr must be in [0, 1), got {frr}")
     if product is not None:
-        bundle.check_product(product)
+        check_product(bundle.meta, f"bundle {bundle.path}", product)
     own = engine is None
     if own:
         from afrd.runtime.engines import create_engine
@@ -131,10 +132,8 @@ def calibrate(
             f"only {normal.size} normal sets: an FRR of {frr} cannot be resolved "
             f"(the smallest non-zero FRR measurable is {1 / normal.size:.3g}); threshold = max score"
         )
-    if write and product is not None:
-        bundle.set_product_threshold(product, thr, "afrd calibrate threshold", stats)
-    elif write:
-        bundle.set_threshold(thr, stats, source="afrd calibrate threshold")
+    if write:
+        bundle.set_threshold(thr, stats, "afrd calibrate threshold", product)
     return {"threshold": thr, **stats}
 
 
@@ -172,7 +171,7 @@ def main(argv: list[str]) -> int:
     category = cliargs.one_category(a.category)
     bundle = Bundle.load(a.bundle)
     if a.product is not None:
-        bundle.check_product(a.product)
+        check_product(bundle.meta, f"bundle {bundle.path}", a.product)
     from afrd.data.datasets import open_dataset
     from afrd.runtime.engines import create_engine
 

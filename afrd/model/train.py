@@ -238,13 +238,6 @@ _PRESET_KEYS = ("teacher", "fusion", "loss", "image_size", "lr", "batch_size", "
 _PRESET_KEYS += ("steps", "feature_cache", "register", "memory_scales")
 
 
-def _factors(text: str) -> tuple[int, ...]:
-    try:
-        return tuple(int(v) for v in text.split(","))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected factors like 1,2, got {text!r}") from None
-
-
 def build_parser() -> argparse.ArgumentParser:
     base = TrainConfig()
 
@@ -336,15 +329,12 @@ def build_parser() -> argparse.ArgumentParser:
             "silhouette axis",
         ),
     )
+    scales = "memory bank: input downsampling factors, a teacher pass and bank each (2 = half)"
     p.add_argument(
         "--memory-scales",
-        type=_factors,
+        type=cliargs.int_list,
         metavar="F,F",
-        help=preset_help(
-            "memory_scales",
-            "memory bank only: input downsampling factors, one teacher pass and bank each "
-            "(1 = --image-size, 2 = half of it)",
-        ),
+        help=preset_help("memory_scales", scales),
     )
     p.add_argument("--resume", action="store_true", help="continue from <out>/last.pt")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:i]")

@@ -36,7 +36,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from afrd.errors import AfrdError, BundleError
-from afrd.runtime.bundle_products import check_products, new_products
+from afrd.runtime.bundle_products import check_product, check_products, new_products
 
 if TYPE_CHECKING:
     from afrd.data.register import Registration
@@ -258,37 +258,24 @@ class Bundle:
         self.save()
 
     def set_threshold(
-        self, value: float, statistics: dict | None = None, source: str = "manual"
-    ) -> None:
-        """Store a new threshold (verdict = score > threshold) with where it came from."""
-        value = check_threshold(value, f"bundle {self.path}")
-        self.meta["threshold"] = {
-            "value": value,
-            "source": source,
-            "set": utc_now(),
-            "statistics": statistics or {},
-        }
-        self.save()
-
-    def check_product(self, product: str) -> None:
-        """BundleError unless this multi-class bundle lists ``product``."""
-        listed = list(self.meta.get("products") or {})
-        if product not in listed:
-            what = f"it lists {listed}" if listed else "it is not a multi-class bundle"
-            raise BundleError(f"bundle {self.path}: no product {product!r} ({what})")
-
-    def set_product_threshold(
         self,
-        product: str,
         value: float,
-        source: str = "manual",
         statistics: dict | None = None,
+        source: str = "manual",
+        product: str | None = None,
     ) -> None:
-        """``product``'s own threshold in a multi-class bundle (afrd.runtime.bundle_products)."""
-        self.check_product(product)
-        value = check_threshold(value, f"bundle {self.path}: product {product!r}")
+        """Store a new threshold (verdict = score > threshold) with where it came from: the
+        bundle's, or ``product``'s own in a multi-class bundle (afrd.runtime.bundle_products)."""
+        where = f"bundle {self.path}"
+        if product is not None:
+            check_product(self.meta, where, product)
+            where += f": product {product!r}"
+        value = check_threshold(value, where)
         rec = {"value": value, "source": source, "set": utc_now(), "statistics": statistics or {}}
-        self.meta["products"][product]["threshold"] = rec
+        if product is None:
+            self.meta["threshold"] = rec
+        else:
+            self.meta["products"][product]["threshold"] = rec
         self.save()
 
 

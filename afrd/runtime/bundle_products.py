@@ -44,6 +44,14 @@ def check_products(where: str, meta: dict, check_threshold: Any) -> None:
             check_threshold(value, f"{where}: field 'products.{name}.threshold.value'")
 
 
+def check_product(meta: dict, where: str, product: str) -> None:
+    """BundleError unless the multi-class bundle ``meta`` lists ``product``."""
+    listed = list(meta.get("products") or {})
+    if product not in listed:
+        what = f"it lists {listed}" if listed else "it is not a multi-class bundle"
+        raise BundleError(f"{where}: no product {product!r} ({what})")
+
+
 def new_products(names: Sequence[str]) -> dict:
     """The ``products`` field of a new bundle: every product, no threshold yet."""
     return {str(p): {"threshold": dict(NO_THRESHOLD)} for p in names}
