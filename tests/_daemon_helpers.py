@@ -2,6 +2,7 @@
 plus the one polling helper the process-level tests share."""
 
 import time
+from contextlib import contextmanager
 
 from afrd.sim.launch import (  # noqa: F401
     REPO,
@@ -23,3 +24,20 @@ def wait_for(fn, timeout: float = 20.0, what: str = "condition"):
             return got
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+@contextmanager
+def daemon_and_web(cfg, *web_args: str, heartbeat: bool = True):
+    """The daemon and `afrd web` on ``cfg`` (web options ``web_args``), both stopped after;
+    with ``heartbeat`` the page has seen the daemon's first heartbeat first."""
+    from afrd.web.launch import WebProcess
+
+    dm = Daemon(cfg).start()
+    web = WebProcess(cfg, *web_args).start()
+    try:
+        if heartbeat:
+            wait_for(lambda: web.get("/api/live")["liveness"]["up"], what="the first heartbeat")
+        yield dm, web
+    finally:
+        web.stop()
+        dm.stop()

@@ -9,14 +9,14 @@ import time
 import cv2
 import numpy as np
 import pytest
-from _daemon_helpers import wait_for
+from _daemon_helpers import daemon_and_web, wait_for
 
 from afrd.config.cell import load_config
 from afrd.daemon.verdict import parse_message
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import ConfigError
 from afrd.sim.launch import Daemon, make_brightness_bundle, wait_subscribed, write_config
-from afrd.web.launch import WebProcess, recorder_toml
+from afrd.web.launch import recorder_toml
 
 pytest.importorskip("starlette", reason="afrd web needs the web extra")
 
@@ -44,14 +44,8 @@ def cell(tmp_path_factory):
     # the recorder keeps every fail and no pass: a passing part has no capture on disk
     rec = recorder_toml(d / "captures", pass_sample_rate=0.0)
     cfg = write_config(d, d / "bundle", extra=PREVIEW + rec)
-    dm = Daemon(cfg).start()
-    web = WebProcess(cfg).start()
-    try:
-        wait_for(lambda: web.get("/api/live")["liveness"]["up"], what="the first heartbeat")
+    with daemon_and_web(cfg) as (dm, web):
         yield dm, web, d
-    finally:
-        web.stop()
-        dm.stop()
 
 
 def _part(dm: Daemon, sub, part_id: str, timeout: float = 15.0) -> dict[str, tuple]:

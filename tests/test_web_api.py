@@ -13,7 +13,7 @@ import urllib.error
 from pathlib import Path
 
 import pytest
-from _daemon_helpers import wait_for
+from _daemon_helpers import daemon_and_web, wait_for
 
 from afrd.config.cell import load_config
 from afrd.data.capture import CaptureDataset
@@ -30,14 +30,8 @@ def cell(tmp_path_factory):
     bundle = d / "bundle"
     make_brightness_bundle(bundle, size=64)
     cfg = write_config(d, bundle, extra=recorder_toml(d / "captures"))
-    dm = Daemon(cfg).start()
-    web = WebProcess(cfg, "--export-dir", str(d / "exports"), "--strip", "10").start()
-    try:
-        wait_for(lambda: web.get("/api/live")["liveness"]["up"], what="the first heartbeat")
+    with daemon_and_web(cfg, "--export-dir", str(d / "exports"), "--strip", "10") as (dm, web):
         yield dm, web, d
-    finally:
-        web.stop()
-        dm.stop()
 
 
 def trigger(dm: Daemon, web: WebProcess, part_ids: list[str]) -> list[dict]:

@@ -19,6 +19,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _daemon_helpers import daemon_and_web
 
 from afrd.config.cell import load_config
 from afrd.data.capture import CaptureDataset
@@ -53,13 +54,9 @@ def cell(tmp_path_factory):
     cfg = write_config(
         d, d / "bundle", size=64, extra=recorder_toml(d / "captures"), defect_rate=0.5
     )
-    dm = Daemon(cfg).start()
-    web = WebProcess(cfg, "--export-dir", str(d / "exports"), "--strip", "20").start()
-    try:
+    web_args = ("--export-dir", str(d / "exports"), "--strip", "20")
+    with daemon_and_web(cfg, *web_args, heartbeat=False) as (dm, web):
         yield dm, web, d
-    finally:
-        web.stop()
-        dm.stop()
 
 
 @pytest.fixture(scope="module")

@@ -285,12 +285,17 @@ def validate_result(msg: dict, cell: str | None = None) -> dict:
     return msg
 
 
-def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
-    where = "heatmap"
-    _header(msg, HEATMAP_SCHEMA, where, cell)
+def _part_header(msg: Any, schema: str, where: str, cell: str | None) -> None:
+    """The fields every per-part side message (heatmap, lights) starts with."""
+    _header(msg, schema, where, cell)
     _need(msg, "part_id", str, where)
     _need(msg, "seq", int, where)
     _timestamp(msg, where)
+
+
+def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
+    where = "heatmap"
+    _part_header(msg, HEATMAP_SCHEMA, where, cell)
     for key in ("width", "height"):
         if _need(msg, key, int, where) <= 0:
             raise SchemaError(f"{where}: {key} must be > 0")
@@ -302,10 +307,7 @@ def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
 
 def validate_lights(msg: dict, jpeg: bytes, cell: str | None = None) -> dict:
     where = "lights"
-    _header(msg, LIGHTS_SCHEMA, where, cell)
-    _need(msg, "part_id", str, where)
-    _need(msg, "seq", int, where)
-    _timestamp(msg, where)
+    _part_header(msg, LIGHTS_SCHEMA, where, cell)
     lights = _need(msg, "lights", list, where)
     if not lights or not all(isinstance(n, str) for n in lights):
         raise SchemaError(f"{where}: lights must be a non-empty list of names")

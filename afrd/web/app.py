@@ -165,19 +165,21 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
         )
 
+    def part_image(request: Request, found, what: str, media_type: str) -> Response:
+        """A kept per-part image (``found``: the feed's lookup by seq), or 404 naming it."""
+        seq = int(request.path_params["seq"])
+        got = found(seq)
+        if got is None:
+            raise NotFound(f"no {what} for part #{seq} (not kept any more)")
+        return Response(got[1], media_type=media_type, headers={"Cache-Control": "max-age=3600"})
+
     @view
     async def heatmap(request: Request) -> Response:
-        hm = feed.heatmap(int(request.path_params["seq"]))
-        if hm is None:
-            raise NotFound(f"no heatmap for part #{request.path_params['seq']} (not kept any more)")
-        return Response(hm[1], media_type="image/png", headers={"Cache-Control": "max-age=3600"})
+        return part_image(request, feed.heatmap, "heatmap", "image/png")
 
     @view
     async def lights(request: Request) -> Response:
-        lm = feed.lights_mosaic(int(request.path_params["seq"]))
-        if lm is None:
-            raise NotFound(f"no lights for part #{request.path_params['seq']} (not kept any more)")
-        return Response(lm[1], media_type="image/jpeg", headers={"Cache-Control": "max-age=3600"})
+        return part_image(request, feed.lights_mosaic, "lights", "image/jpeg")
 
     @view
     async def capture_list(request: Request) -> Response:
