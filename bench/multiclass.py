@@ -7,15 +7,21 @@ AdamW 2e-3, batch 8, cached teacher maps), trained three ways:
 - ``one-class``: one model per category, ``STEPS`` optimiser steps each;
 - ``naive``: one model on the union of the categories (``afrd train --multi-class``),
   ``MULTI_STEPS`` steps (half of what the one-class models take together);
-- ``dcam``: the same with DCAM's training-only attention blocks and losses (``--dcam``).
+- ``dcam``: the same with DCAM's training-only attention blocks and losses (``--dcam``);
+- ``dcam-no-blocks``: DCAM's losses without the blocks (the ablation that says whether the
+  attention or the loss pair does the work).
 
 Each is scored per category on the same good and structurally defective test sets (I-AUROC), and
 timed per part on one thread; both multi-class models are exported with ``afrd-export onnx``'s
 function and their graphs' node counts compared (DCAM's blocks must be gone). Reports the gap
 closed: (dcam - naive) / (one-class - naive) on the mean I-AUROC. Writes
-``bench/out/multiclass.json`` (with every epoch's loss) and prints a table.
+``bench/out/multiclass<tag>.json`` (with every epoch's loss) and prints a table. One seed's
+per-category figures swing by 0.1 or more, so read several: run one process per seed (``--seed
+N --tag _seedN``) and join them with ``--merge``, which prints each seed's means and the mean and
+standard error over seeds.
 
-    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/multiclass.py --threads 1
+    OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/multiclass.py --threads 1 --seed 0 --tag _seed0
+    .venv/bin/python bench/multiclass.py --merge bench/out/multiclass_seed*.json
     .venv/bin/python bench/multiclass.py --quick
 """
 
@@ -44,7 +50,8 @@ CONFIGS = {
     "cpu": {"size": 128, "steps": 256, "multi_steps": 512, "train": 64, "val": 32, "test": 24},
     "quick": {"size": 64, "steps": 4, "multi_steps": 8, "train": 8, "val": 4, "test": 4},
 }
-KINDS = ("one-class", "naive", "dcam")
+KINDS = ("one-class", "naive", "dcam", "dcam-no-blocks")
+MULTI = ("naive", "dcam", "dcam-no-blocks")  # trained on the union of the categories
 
 
 def sets_for(cat: str, cfg: dict, seed: int) -> dict:
@@ -98,6 +105,76 @@ def onnx_nodes(ckpt: Path, out: Path) -> int:
     return len(onnx.load(str(bundle.onnx_path)).graph.node)
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """Join per-seed runs (same config and categories): each seed's mean I-AUROC per kind and
+    gap closed, then their mean and standard error over seeds."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    for r in runs[1:]:
+        if r["config"] != runs[0]["config"] or set(r["results"]["naive"]) != set(
+            runs[0]["results"]["naive"]
+        ):
+            raise SystemExit(
+                f"--merge: seed {r['seed']} has other settings than seed {runs[0]['seed']}"
+            )
+    kinds = [k for k in KINDS if all(r["results"].get(k) for r in runs)]
+    table = {k: [r["mean_i_auroc"][k] for r in runs] for k in kinds}
+    gaps = {
+        k: [(r["mean_i_auroc"][k] - r["mean_i_auroc"]["naive"]) / r["gap"] for r in runs]
+        for k in kinds
+        if k.startswith("dcam")
+    }
+
+    def mse(v: list) -> tuple[float, float]:
+        v = np.asarray(v, float)
+        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+    seeds = [r["seed"] for r in runs]
+    rows = [
+        f"{'seed':<6}"
+        + "".join(f" {k:>15}" for k in kinds)
+        + "".join(f" {'gap ' + k:>20}" for k in gaps)
+    ]
+    for n, seed in enumerate(seeds):
+        rows.append(
+            f"{seed:<6}"
+            + "".join(f" {table[k][n]:>15.3f}" for k in kinds)
+            + "".join(f" {gaps[k][n]:>19.0%} " for k in gaps)
+        )
+    summary = {k: mse(v) for k, v in table.items()}
+    gap_summary = {k: mse(v) for k, v in gaps.items()}
+    rows.append(
+        f"{'mean':<6}"
+        + "".join(f" {summary[k][0]:>8.3f}+-{summary[k][1]:.3f}" for k in kinds)
+        + "".join(f" {gap_summary[k][0]:>12.0%} +-{gap_summary[k][1]:.0%}" for k in gaps)
+    )
+    pooled = {k: summary[k][0] for k in kinds}
+    closed = {
+        k: (pooled[k] - pooled["naive"]) / (pooled["one-class"] - pooled["naive"]) for k in gaps
+    }
+    rows.append(
+        "gap closed on the seed-mean I-AUROCs: "
+        + ", ".join(f"{k} {v:.0%}" for k, v in closed.items())
+    )
+    print("\n".join(rows))
+    res = {
+        "seeds": seeds,
+        "files": paths,
+        "config": runs[0]["config"],
+        "mean_i_auroc": table,
+        "gap_closed": gaps,
+        "mean_se": summary,
+        "gap_closed_mean_se": gap_summary,
+        "gap_closed_on_means": closed,
+        "per_category": {
+            k: {c: [r["results"][k][c]["i_auroc"] for r in runs] for c in runs[0]["results"][k]}
+            for k in kinds
+        },
+    }
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
@@ -106,47 +183,49 @@ def main() -> int:
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--no-export", action="store_true", help="skip the ONNX node count")
-    ap.add_argument("--kl-weight", type=float, default=1.0, help="DCAM's spatial KL weight")
+    ap.add_argument("--kinds", nargs="+", choices=KINDS, default=list(KINDS), help="rows to train")
+    ap.add_argument("--kl-weight", type=float, default=None, help="DCAM's (default: the model's)")
     ap.add_argument("--tau", type=float, default=1.0, help="DCAM's softmax temperature")
-    ap.add_argument("--only-dcam", action="store_true", help="a DCAM variant alone (--tag)")
-    ap.add_argument("--no-blocks", action="store_true", help="DCAM's losses, no attention")
     ap.add_argument("--tag", default="", help="multiclass<tag>.json")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="join per-seed runs, train nothing")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
+    if a.merge:
+        return merge(a.merge, Path(a.out) / f"multiclass_merged{a.tag}.json")
     torch.set_num_threads(a.threads)
     cfg = dict(CONFIGS["quick" if a.quick else a.config])
-    path = Path(a.out) / ("multiclass_quick.json" if a.quick else f"multiclass{a.tag}.json")
+    path = Path(a.out) / (f"multiclass_quick{a.tag}.json" if a.quick else f"multiclass{a.tag}.json")
     path.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     data = {c: sets_for(c, cfg, a.seed) for c in a.categories}
+    dcam_opts = {"tau": a.tau} | ({} if a.kl_weight is None else {"kl_weight": a.kl_weight})
     res: dict = {
         "config": cfg,
         "seed": a.seed,
         "threads": a.threads,
         "machine": platform.platform(),
         "render_s": round(time.perf_counter() - t0, 1),
-        "results": {k: {} for k in KINDS},
+        "dcam_options": dcam_opts,
+        "results": {k: {} for k in a.kinds},
         "train_s": {},
         "history": {},
     }
     union = [s for c in a.categories for s in data[c]["train"]]
     union_val = [s for c in a.categories for s in data[c]["val"]]
-    runs = [(k, union, union_val, cfg["multi_steps"]) for k in ("naive", "dcam")]
-    res["dcam_options"] = {"kl_weight": a.kl_weight, "tau": a.tau}
-    runs += [
-        (f"one-class/{c}", data[c]["train"], data[c]["val"], cfg["steps"]) for c in a.categories
-    ]
-    if a.only_dcam:
-        runs = runs[1:2]
+    runs = [(k, union, union_val, cfg["multi_steps"]) for k in MULTI if k in a.kinds]
+    if "one-class" in a.kinds:
+        runs += [
+            (f"one-class/{c}", data[c]["train"], data[c]["val"], cfg["steps"]) for c in a.categories
+        ]
     ckpts = {}
     for name, tr, va, steps in runs:
         t0 = time.perf_counter()
-        extra = {"categories": tuple(a.categories), "dcam": name == "dcam"}
-        if name == "dcam":
-            opts = {"kl_weight": a.kl_weight, "tau": a.tau, "blocks": not a.no_blocks}
-            extra["extra"] = {"dcam": opts}
         if name.startswith("one-class/"):
-            extra = {"category": name.split("/", 1)[1]}
+            extra: dict = {"category": name.split("/", 1)[1]}
+        else:
+            extra = {"categories": tuple(a.categories), "dcam": name != "naive"}
+        if name.startswith("dcam"):
+            extra["extra"] = {"dcam": dcam_opts | {"blocks": name == "dcam"}}
         ckpts[name] = fit(name + a.tag, tr, va, steps, cfg, a, **extra)
         res["train_s"][name] = round(time.perf_counter() - t0, 1)
         res["history"][name] = [round(h["loss"], 5) for h in model_history(ckpts[name])]
@@ -157,33 +236,37 @@ def main() -> int:
             res["results"][name] = evaluate(ckpts[name], data, cfg["size"])
         path.write_text(json.dumps(res, indent=2))
         print(name, res["train_s"][name], "s", flush=True)
-    if a.only_dcam:
-        res["mean_i_auroc"] = float(
-            np.mean([v["i_auroc"] for v in res["results"]["dcam"].values()])
-        )
-        path.write_text(json.dumps(res, indent=2))
-        print(json.dumps(res["results"]["dcam"]), res["mean_i_auroc"])
-        return 0
-    mean = {k: float(np.mean([v["i_auroc"] for v in res["results"][k].values()])) for k in KINDS}
-    ms = {k: float(np.mean([v["ms_per_part"] for v in res["results"][k].values()])) for k in KINDS}
-    gap = mean["one-class"] - mean["naive"]
-    res["mean_i_auroc"], res["ms_per_part"] = mean, ms
-    res["gap_closed"] = (mean["dcam"] - mean["naive"]) / gap if abs(gap) > 1e-9 else None
+    kinds = list(res["results"])
+    res["mean_i_auroc"] = {
+        k: float(np.mean([v["i_auroc"] for v in res["results"][k].values()])) for k in kinds
+    }
+    res["ms_per_part"] = {
+        k: float(np.mean([v["ms_per_part"] for v in res["results"][k].values()])) for k in kinds
+    }
+    mean = res["mean_i_auroc"]
+    if "one-class" in mean and "naive" in mean:
+        res["gap"] = gap = mean["one-class"] - mean["naive"]
+        res["gap_closed"] = {
+            k: (mean[k] - mean["naive"]) / gap if abs(gap) > 1e-9 else None
+            for k in kinds
+            if k.startswith("dcam")
+        }
     if not a.no_export:
         res["onnx_nodes"] = {
-            k: onnx_nodes(ckpts[k], Path(a.out) / "multiclass_runs" / f"bundle_{k}")
-            for k in ("naive", "dcam")
+            k: onnx_nodes(ckpts[k], Path(a.out) / "multiclass_runs" / f"bundle_{k}{a.tag}")
+            for k in MULTI
+            if k in ckpts
         }
     path.write_text(json.dumps(res, indent=2))
-    rows = [f"{'category':<10}" + "".join(f" {k:>10}" for k in KINDS)]
+    rows = [f"{'category':<10}" + "".join(f" {k:>15}" for k in kinds)]
     for c in a.categories:
         rows.append(
-            f"{c:<10}" + "".join(f" {res['results'][k][c]['i_auroc']:>10.3f}" for k in KINDS)
+            f"{c:<10}" + "".join(f" {res['results'][k][c]['i_auroc']:>15.3f}" for k in kinds)
         )
-    rows.append(f"{'mean':<10}" + "".join(f" {mean[k]:>10.3f}" for k in KINDS))
-    rows.append(f"{'ms/part':<10}" + "".join(f" {ms[k]:>10.1f}" for k in KINDS))
+    rows.append(f"{'mean':<10}" + "".join(f" {mean[k]:>15.3f}" for k in kinds))
+    rows.append(f"{'ms/part':<10}" + "".join(f" {res['ms_per_part'][k]:>15.1f}" for k in kinds))
     print("\n".join(rows))
-    print(f"gap closed by DCAM: {res['gap_closed']}; ONNX nodes: {res.get('onnx_nodes')}")
+    print(f"gap closed: {res.get('gap_closed')}; ONNX nodes: {res.get('onnx_nodes')}")
     print(f"wrote {path}")
     return 0
 

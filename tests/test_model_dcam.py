@@ -56,6 +56,13 @@ def test_spatial_kl_on_a_hand_computed_pair():
     s = torch.tensor([math.log(3.0), 0.0]).view(1, 1, 1, 2)
     torch.testing.assert_close(spatial_kl(t, s), torch.tensor(0.5 * math.log(4 / 3)))
     assert float(spatial_kl(s, s)) == pytest.approx(0.0, abs=1e-7)
+    # the authors' normalisation: summed over channels, averaged over the batch, no tau^2
+    t3, s3 = torch.cat([t, t, t], 1), torch.cat([s, t, s], 1)
+    torch.testing.assert_close(spatial_kl(t3, s3), 2 * spatial_kl(t, s))
+    torch.testing.assert_close(
+        spatial_kl(torch.cat([t3, t3]), torch.cat([s3, t3])), spatial_kl(t, s)
+    )
+    assert float(spatial_kl(t, s, tau=2.0)) < float(spatial_kl(t, s))  # softer, no tau^2 back
     # multi-scale matching: the channel cosine distance plus the KL at every scale
     t2, s2 = torch.randn(2, 3, 4, 4), torch.randn(2, 3, 4, 4)
     want = loss_pixel([t, t2], [s, s2]) + 0.5 * (spatial_kl(t, s) + spatial_kl(t2, s2))
