@@ -22,12 +22,13 @@ from tests._model_helpers import make_set, make_sets
 SIZE = 64
 
 
-def test_gccb_keeps_shape_reaches_far_positions_and_every_weight_learns():
+def test_gccb_condenses_channels_reaches_far_positions_and_every_weight_learns():
     torch.manual_seed(0)
-    block = GCCB(32).train()
-    x = torch.randn(2, 32, 5, 7, requires_grad=True)
+    block = GCCB(112).train()  # Lite0's stride-16 width: condensed to 112 // 4 = 28
+    x = torch.randn(2, 112, 5, 7, requires_grad=True)
     y = block(x)
-    assert y.shape == x.shape
+    assert y.shape == (2, 28, 5, 7) and block.width == 28
+    assert GCCB(32).width == 16  # never under 16 channels
     y.square().mean().backward()
     for name, p in block.named_parameters():
         assert p.grad is not None and p.grad.abs().sum() > 0, name
@@ -41,7 +42,7 @@ def test_gccb_keeps_shape_reaches_far_positions_and_every_weight_learns():
     assert far > 1e-4
 
 
-def test_global_student_restores_the_teachers_three_scales():
+def test_global_student_restores_the_teachers_three_scales_from_the_high_level_map_alone():
     channels = (24, 40, 112)  # EfficientNet-Lite0's
     student = GlobalStudent("efficientnet_lite0", channels)
     feats = [
@@ -50,7 +51,12 @@ def test_global_student_restores_the_teachers_three_scales():
     out = student(feats)
     assert [tuple(o.shape) for o in out] == [tuple(f.shape) for f in feats]
     sum(o.mean() for o in out).backward()
-    assert all(m.query.weight.grad is not None for m in student.gccb)
+    assert student.gccb.query.weight.grad.abs().sum() > 0
+    # the low-level maps are not read: changing them changes nothing
+    with torch.no_grad():
+        student.eval()
+        other = [torch.randn_like(feats[0]), torch.randn_like(feats[1]), feats[2]]
+        torch.testing.assert_close(student(other)[0], student(feats)[0])
 
 
 def test_affinity_loss_on_a_hand_computed_pair():
@@ -104,6 +110,16 @@ def test_local_student_trains_exactly_as_afrd_and_the_checkpoint_rebuilds_cad(tr
         if key in ref:  # every local-student weight and map statistic, bit for bit
             torch.testing.assert_close(value, ref[key], rtol=0, atol=0, msg=key)
     assert any(k.startswith("global_student.") for k in cad.state_dict())
+
+
+def test_a_checkpoint_of_the_earlier_global_student_layout_is_refused_by_name(trained):
+    from afrd.errors import ConfigError
+
+    _, cfg = load_checkpoint(trained[0])
+    assert cfg["cad"]["layout"] == "gccb-on-teacher-high-level"
+    old = {**cfg, "cad": {k: v for k, v in cfg["cad"].items() if k != "layout"}}
+    with pytest.raises(ConfigError, match="'gccb-per-stage'.*retrain"):
+        CAD.from_config(old)
 
 
 def test_combined_map_is_both_students_z_maps(trained):

@@ -1,43 +1,41 @@
 """CAD: Contextual Affinity Distillation (Zhang, Suganuma, Okatani, WACV 2024, arXiv 2307.03101).
 
-What the paper says, as far as its text was reachable to us (the abstract; the method section
-was not, and no official code is public, see the fidelity notes of issue 14): "two students
-(local and global) to better mimic the teacher's behavior"; the local student, "used in previous
-studies", "mainly focuses on structural anomaly detection while the global student pays
-attention to logical anomalies"; "to further encourage the global student's learning to capture
-long-range dependencies, we design the global context condensing block (GCCB) and propose a
-contextual affinity loss for the student training and anomaly scoring". Everything below that
-goes further is our reading, not the paper's text.
+What the sources reachable to us say (the arXiv and WACV abstracts, and the authors' lab's
+summary page, vision.is.tohoku.ac.jp/?lang=en&p=783; the method section was not reachable and
+no official code is public, see the fidelity notes of issue 14):
+- reverse distillation (an ImageNet teacher, e.g. WideResNet-50, trained on normal images only)
+  with "two students (local and global) to better mimic the teacher's local and global
+  behavior" (WACV abstract);
+- the local student is the one "used in previous studies", trained with the cosine similarity
+  loss on the feature maps of several teacher layers (lab page): here AFRD's (RD's one-class
+  bottleneck and reversed decoder, per-pixel cosine loss, AFRD eq. 5); its map catches
+  structural defects;
+- the global student "pays attention to learning global correlations"; its GCCB "compresses
+  the teacher network's high-level features along the channel dimension to extract crucial
+  contextual data" (lab page): here the GCCB condenses the channels of the teacher's stride-16
+  (highest) fused map and lets every position gather context from every other, and the global
+  student decodes from that alone (``GlobalStudent``);
+- a "contextual affinity loss for the student training and anomaly scoring" (abstract); the
+  lab page's summary breaks off at "the global student evaluates the cosine similarity between
+  the ...". Our reading: the cosine similarity of every position's feature with every other
+  position's (the affinity matrix A = F^T F of channel-normalised features, [hw, hw]) must match
+  the teacher's; a part whose components are right locally but wrong together (missing, extra,
+  moved, swapped, recoloured) changes those affinities, so the per-position discrepancy
+  mean_j |A^T_ij - A^S_ij| is the global anomaly map. The global student is trained with the
+  cosine loss plus this affinity loss.
 
-Two students restore the frozen multi-light teacher's fused maps (afrd.model.fusion):
-
-- the *local* student is AFRD's (RD's one-class bottleneck and reversed decoder, trained with
-  the per-pixel cosine loss, AFRD eq. 5 / RD); its map catches structural defects;
-- the *global* student is a second bottleneck + reversed decoder with a GCCB after every
-  decoder stage, so each restored position can draw on the whole part; it is trained with the
-  cosine loss plus the contextual affinity loss, our reading of it: for every position, the
-  cosine similarity of its feature with the feature at every other position (the affinity
-  matrix A = F^T F of channel-normalised features, [hw, hw]) must match the teacher's. A part
-  whose components are right locally but wrong together (missing, extra, moved, swapped,
-  recoloured) changes those affinities, so the per-position affinity discrepancy
-  mean_j |A^T_ij - A^S_ij| is the global anomaly map (the loss "also scores", as the abstract
-  says it is used "for the student training and anomaly scoring");
-- the combined map: each student's map is z-scored per pixel against held-out normal parts
+Where this is our reading, not the sources' text, and why:
+- GCCB's inner layout (1x1 condensing by ``reduction``, non-local attention, residual) and the
+  global student's layout after it (one strided bottleneck block to a stride-32 code, RD's
+  decoder) are not in the sources.
+- The affinity formula and its scales: taken at stride 8 and 16 by default, because at stride 4
+  the matrix is (H/4)^4 entries per part, which a CPU cell cannot afford at 256 px.
+- The global student reads the fused teacher maps *detached*, so the local student trains
+  exactly as AFRD's does (same seed, same weights) and adding the global student can only change
+  the result through the combined map. Whether the paper shares anything is unknown to us.
+- The combined map: each student's map is z-scored per pixel against held-out normal parts
   (afrd.model.mapnorm's statistics, one pair per student), then summed (``sum``) or maxed
-  (``max``); the image score is its maximum. How the paper combines the two students' maps is
-  not in the reachable text.
-
-Where this deviates, or may, and why:
-- The GCCB here is our reading of its name ("condensing", "global context"): channels condensed
-  by 1x1 convolutions (C -> C/r), non-local attention over all positions (the long-range
-  dependency), expanded back and added to the input. Its layout, and where the paper puts it,
-  are unknown to us.
-- The global student has its own bottleneck and reads the fused teacher maps *detached*, so the
-  local student trains exactly as AFRD's does (same seed, same weights): adding the global
-  student can only change the result through the combined map. Whether the paper trains the
-  students jointly or shares anything between them is unknown to us.
-- The affinity is taken at the two deeper scales (stride 8 and 16) by default: at stride 4 the
-  matrix is (H/4)^4 entries per part, which a CPU cell cannot afford at 256 px.
+  (``max``); the image score is its maximum. The sources do not say how the paper combines them.
 """
 
 from __future__ import annotations
@@ -52,7 +50,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from afrd.errors import ConfigError
-from afrd.model.decoder import DECODER_LAYOUT, OneClassBottleneck, ReverseDecoder
+from afrd.model.decoder import DECODER_LAYOUT, Bottleneck, ReverseDecoder
 from afrd.model.inference import IMAGENET_MEAN, IMAGENET_STD
 from afrd.model.network import AFRD
 from afrd.model.scoring import AnomalyScorer, distillation_loss
@@ -60,57 +58,56 @@ from afrd.model.scoring import AnomalyScorer, distillation_loss
 KIND = "cad"
 STUDENTS = ("local", "local+global")
 COMBINES = ("sum", "max")
+LAYOUT = "gccb-on-teacher-high-level"  # the global student's; checkpoints name theirs
 AFFINITY_SCALES = (1, 2)  # teacher scales (0, 1, 2 = stride 4, 8, 16) the affinity is taken at
 
 
 class GCCB(nn.Module):
-    """Global context condensing block: [B, C, h, w] -> [B, C, h, w].
+    """Global context condensing block: the teacher's high-level map [B, C, h, w] -> a
+    condensed map [B, width, h, w] that carries the whole part's context.
 
-    Channels condensed to ``width`` = max(16, C // reduction) by 1x1 query/key/value
-    convolutions; every position attends to every position (softmax over the h*w keys, scaled
-    by sqrt(width)); the condensed context is expanded back to C (1x1 conv + BN) and added to
-    the input (residual), so the block refines rather than replaces the local features."""
+    The channels are condensed (1x1 conv + BN + ReLU, C -> width = max(16, C // reduction));
+    every position then attends to every position (1x1 query/key/value, softmax over the h*w
+    keys scaled by sqrt(width)) and the gathered context is added back (1x1 conv + BN,
+    residual, ReLU)."""
 
     def __init__(self, channels: int, reduction: int = 4) -> None:
         super().__init__()
         width = max(16, channels // reduction)
         self.width = width
-        self.query = nn.Conv2d(channels, width, 1)
-        self.key = nn.Conv2d(channels, width, 1)
-        self.value = nn.Conv2d(channels, width, 1)
-        self.expand = nn.Sequential(
-            nn.Conv2d(width, channels, 1, bias=False), nn.BatchNorm2d(channels)
+        self.condense = nn.Sequential(
+            nn.Conv2d(channels, width, 1, bias=False), nn.BatchNorm2d(width), nn.ReLU(inplace=True)
         )
+        self.query = nn.Conv2d(width, width, 1)
+        self.key = nn.Conv2d(width, width, 1)
+        self.value = nn.Conv2d(width, width, 1)
+        self.expand = nn.Sequential(nn.Conv2d(width, width, 1, bias=False), nn.BatchNorm2d(width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        b, _, h, w = x.shape
-        q = self.query(x).flatten(2)  # [B, w', hw]
-        k = self.key(x).flatten(2)
-        v = self.value(x).flatten(2)
+        y = self.condense(x)
+        h, w = y.shape[2:]
+        q, k, v = (m(y).flatten(2) for m in (self.query, self.key, self.value))  # [B, w', hw]
         att = torch.softmax(q.transpose(1, 2) @ k / math.sqrt(self.width), dim=-1)  # [B, hw, hw]
-        ctx = (v @ att.transpose(1, 2)).unflatten(2, (h, w))  # [B, w', h, w]
-        return x + self.expand(ctx)
+        ctx = (v @ att.transpose(1, 2)).unflatten(2, (h, w))
+        return F.relu(y + self.expand(ctx))
 
 
 class GlobalStudent(nn.Module):
-    """Bottleneck + reversed decoder with a GCCB after every stage; outputs the teacher's three
-    scales (stride 4, 8, 16) like the local student."""
+    """The teacher's high-level (stride 16) map condensed by the GCCB, taken to a stride-32
+    code as wide as the local student's, then RD's reversed decoder back to the teacher's three
+    scales (stride 4, 8, 16). It never sees the low-level maps: it restores them from the
+    part's context, which is what a local student's skip of detail cannot do."""
 
     def __init__(self, teacher: str, channels: tuple[int, int, int], reduction: int = 4) -> None:
         super().__init__()
         lay = DECODER_LAYOUT[teacher]
-        self.bottleneck = OneClassBottleneck(channels, lay["bottleneck_width"])
-        dec = ReverseDecoder(self.bottleneck.out_channels, channels, lay["widths"], lay["blocks"])
-        self.stages = dec.stages
-        self.gccb = nn.ModuleList(GCCB(c, reduction) for c in reversed(channels))
+        self.gccb = GCCB(channels[2], reduction)
+        code = 2 * channels[2]  # the width of the local student's bottleneck code
+        self.code = Bottleneck(self.gccb.width, lay["bottleneck_width"], code, stride=2)
+        self.decoder = ReverseDecoder(code, channels, lay["widths"], lay["blocks"])
 
     def forward(self, fused: list[torch.Tensor]) -> list[torch.Tensor]:
-        x = self.bottleneck(fused)
-        outs = []
-        for stage, block in zip(self.stages, self.gccb, strict=True):
-            x = block(stage(x))
-            outs.append(x)
-        return outs[::-1]
+        return self.decoder(self.code(self.gccb(fused[2])))
 
 
 def affinity(f: torch.Tensor) -> torch.Tensor:
@@ -246,6 +243,7 @@ class CAD(AFRD):
                 "affinity_scales": list(self.affinity_scales),
                 "combine": self.combine,
                 "reduction": self.reduction,
+                "layout": LAYOUT,
             },
         }
 
@@ -254,6 +252,12 @@ class CAD(AFRD):
         c = config.get("cad")
         if not isinstance(c, dict):
             raise ConfigError("CAD checkpoint config misses its 'cad' section")
+        if c.get("layout") != LAYOUT:
+            raise ConfigError(
+                f"CAD checkpoint has global-student layout {c.get('layout', 'gccb-per-stage')!r}; "
+                f"this afrd builds {LAYOUT!r} (GCCB on the teacher's high-level map): retrain it "
+                "with afrd train --student local+global"
+            )
         return cls(
             teacher=config["teacher"],
             fusion=config["fusion"],
