@@ -18,6 +18,7 @@ Parts are ``fixtured`` (held in a nest), as an inline cell images them. Writes
 ``bench/out/cad.json`` (with every epoch's loss: the learning curve) and prints a table.
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/cad.py --threads 1
+    .venv/bin/python bench/cad.py --merge bench/out/cad_a.json bench/out/cad_b.json  # join halves
     .venv/bin/python bench/cad.py --quick          # smoke run (tiny, minutes)
 """
 
@@ -191,6 +192,26 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def merge(paths: list[str], out: Path) -> int:
+    """Join runs of disjoint categories made with the same settings and seed (one process per
+    core), and print the joined table."""
+    runs = [json.loads(Path(p).read_text()) for p in paths]
+    keys = ("config", "seed", "cad")
+    res = {**runs[0], "categories": {}, "files": paths}
+    for r in runs:
+        if any(r[k] != runs[0][k] for k in keys):
+            raise SystemExit(f"--merge: {paths[runs.index(r)]} differs from {paths[0]} in {keys}")
+        if set(r["categories"]) & set(res["categories"]):
+            raise SystemExit(
+                f"--merge: category twice: {set(r['categories']) & set(res['categories'])}"
+            )
+        res["categories"].update(r["categories"])
+    print(table(res))
+    out.write_text(json.dumps(res, indent=2))
+    print(f"wrote {out}")
+    return 0
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--config", choices=list(CONFIGS), default="cpu")
@@ -204,8 +225,11 @@ def main() -> int:
     ap.add_argument("--affinity-weight", type=float, default=1.0, help="CAD's (default 1)")
     ap.add_argument("--affinity-scales", type=int, nargs="+", default=[1, 2], help="of 0 1 2")
     ap.add_argument("--tag", default="", help="cad<tag>.json: variants beside the main run")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="join runs of other categories")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
+    if a.merge:
+        return merge(a.merge, Path(a.out) / f"cad_merged{a.tag}.json")
     torch.set_num_threads(a.threads)
     cfg = dict(CONFIGS["quick" if a.quick else a.config])
     if a.steps:
@@ -220,7 +244,7 @@ def main() -> int:
         "torch": torch.__version__,
         "categories": {},
     }
-    path = out / ("cad_quick.json" if a.quick else f"cad{a.tag}.json")
+    path = out / (f"cad_quick{a.tag}.json" if a.quick else f"cad{a.tag}.json")
     res["cad"] = {"affinity_weight": a.affinity_weight, "affinity_scales": a.affinity_scales}
     for cat in a.categories:
         res["categories"][cat] = run_category(cat, cfg, a, out / f"cad_runs{a.tag}")
