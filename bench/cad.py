@@ -193,21 +193,32 @@ def table(res: dict) -> str:
 
 
 def merge(paths: list[str], out: Path) -> int:
-    """Join runs of disjoint categories made with the same settings and seed (one process per
-    core), and print the joined table."""
+    """Join runs made with the same settings: runs of one seed (disjoint categories, one process
+    per core) into that seed's table; several seeds into each seed's table plus, per scoring,
+    the mean and standard error over seeds of its difference to the local student's mean."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
-    keys = ("config", "seed", "cad")
-    res = {**runs[0], "categories": {}, "files": paths}
-    for r in runs:
-        if any(r[k] != runs[0][k] for k in keys):
-            raise SystemExit(f"--merge: {paths[runs.index(r)]} differs from {paths[0]} in {keys}")
+    for p, r in zip(paths, runs, strict=True):
+        if r["config"] != runs[0]["config"] or r["cad"] != runs[0]["cad"]:
+            raise SystemExit(f"--merge: {p} has other settings than {paths[0]}")
+    seeds: dict[int, dict] = {}
+    for p, r in zip(paths, runs, strict=True):
+        res = seeds.setdefault(r["seed"], {**r, "categories": {}, "files": []})
         if set(r["categories"]) & set(res["categories"]):
-            raise SystemExit(
-                f"--merge: category twice: {set(r['categories']) & set(res['categories'])}"
-            )
+            raise SystemExit(f"--merge: {p} repeats seed {r['seed']}'s {set(r['categories'])}")
         res["categories"].update(r["categories"])
-    print(table(res))
-    out.write_text(json.dumps(res, indent=2))
+        res["files"].append(p)
+    for seed, res in sorted(seeds.items()):
+        print(f"seed {seed}\n{table(res)}")
+    cats = [set(r["categories"]) for r in seeds.values()]
+    summary: dict = {"seeds": sorted(seeds), "per_seed": seeds}
+    if len(seeds) > 1 and all(c == cats[0] for c in cats):
+        for how in SCORINGS[1:]:
+            for fam in ("structural", "logical"):
+                d = [r["mean"][how][fam] - r["mean"]["local"][fam] for r in seeds.values()]
+                m, se = float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))
+                summary.setdefault("delta_vs_local", {}).setdefault(how, {})[fam] = [m, se]
+                print(f"{how} - local, {fam}: {m:+.3f} +- {se:.3f} over {len(d)} seeds")
+    out.write_text(json.dumps(summary if len(seeds) > 1 else next(iter(seeds.values())), indent=2))
     print(f"wrote {out}")
     return 0
 
