@@ -14,7 +14,9 @@ teacher maps) trained with ``--student local+global`` (afrd.model.cad), then sco
 
 Test sets per category: the same good parts, plus structural defects (geometric, albedo, gloss
 in turn) and logical defects (every kind the category can show, afrd.data.logical, in turn).
-Parts are ``fixtured`` (held in a nest), as an inline cell images them. Writes
+Parts are ``fixtured`` (held in a nest), as an inline cell images them; ``--pose conveyor``
+renders them loose on a belt (about +-20 deg, +-4 % shift), where a component's place on the
+image says less and only its place relative to the others is wrong. Writes
 ``bench/out/cad.json`` (with every epoch's loss: the learning curve) and prints a table.
 
     OMP_NUM_THREADS=1 nice -n 19 .venv/bin/python bench/cad.py --threads 1
@@ -38,7 +40,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from afrd.data.logical import LOGICAL_FOR  # noqa: E402
-from afrd.data.render import CATEGORIES, render_set, sample_part  # noqa: E402
+from afrd.data.render import CATEGORIES, POSES, render_set, sample_part  # noqa: E402
 from afrd.data.synth_cli import sample_seed  # noqa: E402
 from afrd.model.cad import CADInference  # noqa: E402
 from afrd.model.checkpoint import load_checkpoint  # noqa: E402
@@ -55,27 +57,30 @@ CONFIGS = {
 }
 
 
-def render(cat: str, split: str, i: int, defect: str | None, size: int, seed: int):
+def render(
+    cat: str, split: str, i: int, defect: str | None, size: int, seed: int, pose: str = "fixtured"
+):
     s = sample_seed(seed, cat, split, i)
-    part = sample_part(cat, s, defect, min(512, 2 * size), "fixtured")
+    part = sample_part(cat, s, defect, min(512, 2 * size), pose)
     return render_set(part, rng=np.random.default_rng(s ^ 0x5EED), size=size)
 
 
-def category_sets(cat: str, cfg: dict, seed: int) -> dict:
+def category_sets(cat: str, cfg: dict, seed: int, pose: str = "fixtured") -> dict:
     size = cfg["size"]
     logical = LOGICAL_FOR[cat]
+
+    def sets(split: str, n: int, first: int = 0, defects: tuple = (None,)) -> list:
+        return [
+            render(cat, split, first + i, defects[i % len(defects)], size, seed, pose)
+            for i in range(n)
+        ]
+
     return {
-        "train": [render(cat, "train", i, None, size, seed) for i in range(cfg["train"])],
-        "val": [render(cat, "val", i, None, size, seed) for i in range(cfg["val"])],
-        "good": [render(cat, "test_public", i, None, size, seed) for i in range(cfg["good"])],
-        "structural": [
-            render(cat, "test_public", 1000 + i, STRUCTURAL[i % 3], size, seed)
-            for i in range(cfg["bad"])
-        ],
-        "logical": [
-            render(cat, "test_public", 2000 + i, logical[i % len(logical)], size, seed)
-            for i in range(cfg["bad"])
-        ],
+        "train": sets("train", cfg["train"]),
+        "val": sets("val", cfg["val"]),
+        "good": sets("test_public", cfg["good"]),
+        "structural": sets("test_public", cfg["bad"], 1000, STRUCTURAL),
+        "logical": sets("test_public", cfg["bad"], 2000, logical),
     }
 
 
@@ -93,7 +98,7 @@ def scores(module: torch.nn.Module, sets: list, size: int) -> tuple[np.ndarray, 
 
 def run_category(cat: str, cfg: dict, a, out: Path) -> dict:
     t0 = time.perf_counter()
-    data = category_sets(cat, cfg, a.seed)
+    data = category_sets(cat, cfg, a.seed, a.pose)
     render_s = time.perf_counter() - t0
     base = {
         "teacher": "efficientnet_lite0",
@@ -198,7 +203,8 @@ def merge(paths: list[str], out: Path) -> int:
     the mean and standard error over seeds of its difference to the local student's mean."""
     runs = [json.loads(Path(p).read_text()) for p in paths]
     for p, r in zip(paths, runs, strict=True):
-        if r["config"] != runs[0]["config"] or r["cad"] != runs[0]["cad"]:
+        same = ("config", "cad")
+        if any(r[k] != runs[0][k] for k in same) or r.get("pose") != runs[0].get("pose"):
             raise SystemExit(f"--merge: {p} has other settings than {paths[0]}")
     seeds: dict[int, dict] = {}
     for p, r in zip(paths, runs, strict=True):
@@ -230,6 +236,7 @@ def main() -> int:
     ap.add_argument("--categories", nargs="+", default=list(CATEGORIES))
     ap.add_argument("--steps", type=int, default=None, help="optimiser steps (default: config's)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--pose", choices=list(POSES), default="fixtured", help="how parts lie")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--teacher-weights", default=None, help="default: the Lite0 package's")
     ap.add_argument("--separate-local", action="store_true", help="also train --student local")
@@ -257,6 +264,7 @@ def main() -> int:
     }
     path = out / (f"cad_quick{a.tag}.json" if a.quick else f"cad{a.tag}.json")
     res["cad"] = {"affinity_weight": a.affinity_weight, "affinity_scales": a.affinity_scales}
+    res["pose"] = a.pose
     for cat in a.categories:
         res["categories"][cat] = run_category(cat, cfg, a, out / f"cad_runs{a.tag}")
         path.write_text(json.dumps(res, indent=2))
