@@ -263,8 +263,8 @@ def build_parser() -> argparse.ArgumentParser:
         "--student",
         choices=STUDENTS,
         default="local",
-        help="local: AFRD's student; local+global: CAD, a global student with GCCB and the "
-        "contextual affinity loss beside it (logical defects; afrd.model.cad)",
+        help="local: AFRD's student; local+global: CAD, a global student (GCCB on the teacher's "
+        "high-level map, contextual affinity loss) beside it (logical defects; afrd.model.cad)",
     )
     p.add_argument("--multi-class", action="store_true", help="one student for every --category")
     p.add_argument(
