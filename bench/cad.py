@@ -204,7 +204,9 @@ def merge(paths: list[str], out: Path) -> int:
     runs = [json.loads(Path(p).read_text()) for p in paths]
     for p, r in zip(paths, runs, strict=True):
         same = ("config", "cad")
-        if any(r[k] != runs[0][k] for k in same) or r.get("pose") != runs[0].get("pose"):
+        if any(r[k] != runs[0][k] for k in same) or r.get("pose", "fixtured") != runs[0].get(
+            "pose", "fixtured"
+        ):
             raise SystemExit(f"--merge: {p} has other settings than {paths[0]}")
     seeds: dict[int, dict] = {}
     for p, r in zip(paths, runs, strict=True):
