@@ -2,7 +2,7 @@
 
 Same run, same seed, same rendered sets (every renderer category, ``fixtured`` parts): AFRD at
 the ``afrd-cpu`` preset's settings (EfficientNet-Lite0 ImageNet teacher, attention fusion, 128 px,
-AdamW 2e-3, batch 8, cached teacher maps), trained three ways:
+AdamW 2e-3, batch 8, cached teacher maps), trained four ways:
 
 - ``one-class``: one model per category, ``STEPS`` optimiser steps each;
 - ``naive``: one model on the union of the categories (``afrd train --multi-class``),
@@ -12,7 +12,7 @@ AdamW 2e-3, batch 8, cached teacher maps), trained three ways:
   attention or the loss pair does the work).
 
 Each is scored per category on the same good and structurally defective test sets (I-AUROC), and
-timed per part on one thread; both multi-class models are exported with ``afrd-export onnx``'s
+timed per part on one thread; the multi-class models are exported with ``afrd-export onnx``'s
 function and their graphs' node counts compared (DCAM's blocks must be gone). Reports the gap
 closed: (dcam - naive) / (one-class - naive) on the mean I-AUROC. Writes
 ``bench/out/multiclass<tag>.json`` (with every epoch's loss) and prints a table. One seed's
