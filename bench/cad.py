@@ -245,7 +245,7 @@ def main() -> int:
     ap.add_argument("--affinity-weight", type=float, default=1.0, help="CAD's (default 1)")
     ap.add_argument("--affinity-scales", type=int, nargs="+", default=[1, 2], help="of 0 1 2")
     ap.add_argument("--tag", default="", help="cad<tag>.json: variants beside the main run")
-    ap.add_argument("--merge", nargs="+", metavar="JSON", help="join runs of other categories")
+    ap.add_argument("--merge", nargs="+", metavar="JSON", help="join runs: halves, seeds")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out"))
     a = ap.parse_args()
     if a.merge:
