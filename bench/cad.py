@@ -197,6 +197,12 @@ def table(res: dict) -> str:
     return "\n".join(rows)
 
 
+def mean_se(values) -> tuple[float, float]:
+    """Mean and its standard error over seeds (0 for a single value)."""
+    v = np.asarray(values, float)
+    return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
+
+
 def merge(paths: list[str], out: Path) -> int:
     """Join runs made with the same settings: runs of one seed (disjoint categories, one process
     per core) into that seed's table; several seeds into each seed's table plus, per scoring,
@@ -223,7 +229,7 @@ def merge(paths: list[str], out: Path) -> int:
         for how in SCORINGS[1:]:
             for fam in ("structural", "logical"):
                 d = [r["mean"][how][fam] - r["mean"]["local"][fam] for r in seeds.values()]
-                m, se = float(np.mean(d)), float(np.std(d, ddof=1) / np.sqrt(len(d)))
+                m, se = mean_se(d)
                 summary.setdefault("delta_vs_local", {}).setdefault(how, {})[fam] = [m, se]
                 print(f"{how} - local, {fam}: {m:+.3f} +- {se:.3f} over {len(d)} seeds")
     out.write_text(json.dumps(summary if len(seeds) > 1 else next(iter(seeds.values())), indent=2))

@@ -39,7 +39,7 @@ sys.path.insert(0, str(ROOT))
 
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
-from cad import STRUCTURAL, model_history, render, scores  # noqa: E402
+from cad import STRUCTURAL, mean_se, model_history, render, scores  # noqa: E402
 
 from afrd.data.render import CATEGORIES  # noqa: E402
 from afrd.model.checkpoint import inference_module, load_checkpoint  # noqa: E402
@@ -127,10 +127,6 @@ def merge(paths: list[str], out: Path) -> int:
         if k.startswith("dcam")
     }
 
-    def mse(v: list) -> tuple[float, float]:
-        v = np.asarray(v, float)
-        return float(v.mean()), float(v.std(ddof=1) / np.sqrt(len(v))) if len(v) > 1 else 0.0
-
     seeds = [r["seed"] for r in runs]
     rows = [
         f"{'seed':<6}"
@@ -143,8 +139,8 @@ def merge(paths: list[str], out: Path) -> int:
             + "".join(f" {table[k][n]:>15.3f}" for k in kinds)
             + "".join(f" {gaps[k][n]:>19.0%} " for k in gaps)
         )
-    summary = {k: mse(v) for k, v in table.items()}
-    gap_summary = {k: mse(v) for k, v in gaps.items()}
+    summary = {k: mean_se(v) for k, v in table.items()}
+    gap_summary = {k: mean_se(v) for k, v in gaps.items()}
     rows.append(
         f"{'mean':<6}"
         + "".join(f" {summary[k][0]:>8.3f}+-{summary[k][1]:.3f}" for k in kinds)
@@ -157,7 +153,7 @@ def merge(paths: list[str], out: Path) -> int:
     # paired differences to the naive model: robust where one seed's gap is near zero and its
     # ratio blows up, so the gap closed to read is the one on the seed means
     paired = {
-        k: mse([a - b for a, b in zip(table[k], table["naive"], strict=True)])
+        k: mean_se([a - b for a, b in zip(table[k], table["naive"], strict=True)])
         for k in kinds
         if k != "naive"
     }
