@@ -351,6 +351,8 @@ def test_heartbeat_loss_and_a_daemon_restart(cell) -> None:
         (["--config", "{cfg}", "--token-file", "{d}/none"], "none: cannot read it"),
         (["--config", "{cfg}", "--shifts", "6am"], "'6am' is not HH:MM"),
         (["--config", "{cfg}", "--port", "0"], "--port 0: expected 1-65535"),
+        (["--config", "{cfg}", "--max-body-kib", "0"], "--max-body-kib 0: expected 1-65536"),
+        (["--config", "{cfg}", "--allowed-host", "a b:x"], "--allowed-host 'a b:x': expected"),
     ],
 )
 def test_bad_command_lines_name_the_problem(tmp_path: Path, capsys, args, message) -> None:

@@ -2,32 +2,39 @@
 
 Reads go to the :class:`~afrd.web.live.LiveFeed` (in memory) and the recorder's captures (disk);
 the daemon is reached only through its control socket, for the actions a person asks for. Every
-error is a JSON ``{"ok": false, "error": "..."}`` naming the problem.
+error is a JSON ``{"ok": false, "error": "..."}`` naming the problem. Before any route, a request
+must name an allowed ``Host`` (421 otherwise, :class:`HostGuard`); an action's body is read with a
+cap (:mod:`afrd.web.body`).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from starlette.applications import Starlette
-from starlette.requests import Request
+from starlette.middleware import Middleware
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import FileResponse, JSONResponse, Response, StreamingResponse
 from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from afrd import __version__
 from afrd.daemon.ctl import request as ctl_request
 from afrd.errors import AfrdError, DataError
 from afrd.web.auth import REALM, Access, same_origin
+from afrd.web.body import DEFAULT_MAX_BODY, BodyRefused, read_object
 from afrd.web.captures import Captures, NotFound, export_folder, tar_stream
 from afrd.web.live import LiveFeed, sse
 
 STATIC = Path(__file__).parent / "static"
+log = logging.getLogger("afrd.web")
 
 
 @dataclass
@@ -47,6 +54,7 @@ class Settings:
     stale_after_s: float = 3.0
     shifts: tuple[tuple[int, int], ...] = ((6, 0), (14, 0), (22, 0))
     products: list[str] = field(default_factory=list)
+    max_body: int = DEFAULT_MAX_BODY  # bytes an action's body may have (413 beyond)
 
 
 def _err(status: int, message: str, **headers: str) -> JSONResponse:
@@ -54,6 +62,28 @@ def _err(status: int, message: str, **headers: str) -> JSONResponse:
 
 
 Handler = Callable[[Request], Awaitable[Response]]
+CLOSE = {"Connection": "close"}
+
+
+class HostGuard:
+    """Answers 421 to a request whose ``Host`` the page was not told to answer to (every
+    route, reads too: a DNS-rebinding page could read as well as act)."""
+
+    def __init__(self, app: ASGIApp, access: Access) -> None:
+        self.app, self.access = app, access
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            host = dict(scope["headers"]).get(b"host", b"").decode("latin-1")
+            if not self.access.host_allowed(host):
+                shown = host[:100] or "none"
+                msg = (
+                    f"Host {shown!r} is not a name this page answers to; "
+                    "start afrd web with --allowed-host NAME to add it"
+                )
+                await _err(421, msg, **CLOSE)(scope, receive, send)
+                return
+        await self.app(scope, receive, send)
 
 
 def create_app(settings: Settings, access: Access) -> Starlette:
@@ -82,20 +112,24 @@ def create_app(settings: Settings, access: Access) -> Starlette:
 
     def act(fn: Handler) -> Handler:
         async def wrapped(request: Request) -> Response:
+            # a refused action's body is not read: close the connection rather than drain it
             if not same_origin(request.headers.get("origin"), request.headers.get("host")):
-                return _err(403, "actions are accepted only from this page's own origin")
+                return _err(403, "actions are accepted only from this page's own origin", **CLOSE)
             ctype = request.headers.get("content-type", "").split(";")[0].strip()
             if ctype != "application/json":
-                return _err(415, f"expected an application/json body, got {ctype or 'none'!r}")
+                got = ctype or "none"
+                return _err(415, f"expected an application/json body, got {got!r}", **CLOSE)
             if not access.may_act(request.headers.get("authorization")):
-                return _err(401, "this action needs the page's token (unlock it at the top)")
+                return _err(
+                    401, "this action needs the page's token (unlock it at the top)", **CLOSE
+                )
             try:
-                body = await request.json()
-            except ValueError as exc:
-                return _err(400, f"request body is not JSON: {exc}")
-            if not isinstance(body, dict):
-                return _err(400, "request body must be a JSON object")
-            request.state.body = body
+                request.state.body = await read_object(request, settings.max_body)
+            except BodyRefused as exc:
+                return _err(exc.status, str(exc), **CLOSE)
+            except ClientDisconnect:
+                log.info("%s %s: the client left mid-body", request.method, request.url.path)
+                return Response(status_code=400)  # nobody is there to read it
             return await view(fn)(request)
 
         return wrapped
@@ -300,7 +334,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         Route("/api/export/download", export_download),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan)
+    app = Starlette(routes=routes, lifespan=lifespan, middleware=[Middleware(HostGuard, access)])
     app.state.feed = feed
     app.state.stopping = lambda: False  # afrd web's server replaces it
     return app

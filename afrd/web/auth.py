@@ -12,6 +12,11 @@ Actions must be JSON POSTs from this page's own origin: a cross-site form cannot
 ``application/json`` without a CORS preflight this server never grants, and a request whose
 ``Origin`` names another host is refused, so a browser holding basic-auth credentials cannot be
 made to act by another site.
+
+Every request, GET included, must name an allowed ``Host`` (:meth:`Access.host_allowed`):
+loopback names, IP addresses, this machine's name, the bound name and ``--allowed-host``
+names. Otherwise a DNS-rebinding page (a site whose name is made to resolve to 127.0.0.1) would
+be this page's "own origin" in the line PC's browser and could read it and, tokenless, act.
 """
 
 from __future__ import annotations
@@ -19,6 +24,9 @@ from __future__ import annotations
 import base64
 import hmac
 import ipaddress
+import re
+import socket
+from collections.abc import Iterable
 from pathlib import Path
 
 from afrd.errors import ConfigError
@@ -33,6 +41,25 @@ def is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host.strip("[]")).is_loopback
     except ValueError:
         return False
+
+
+def _ip(name: str) -> bool:
+    try:
+        ipaddress.ip_address(name.strip("[]"))
+    except ValueError:
+        return False
+    return True
+
+
+_HOST = re.compile(r"^(\[[0-9a-f:.]+\]|[^\s:/@\[\]]+)(:\d{1,5})?$")
+WILDCARDS = ("", "0.0.0.0", "::", "[::]", "*")
+
+
+def host_name(header: str | None) -> str | None:
+    """The name in a ``Host`` header, lower case, port and trailing dot dropped; None when
+    there is none or it is malformed."""
+    m = _HOST.match((header or "").strip().lower())
+    return (m.group(1).rstrip(".") or None) if m else None
 
 
 def read_token(path: Path | None) -> str | None:
@@ -62,10 +89,29 @@ def check_bind(host: str, token: str | None) -> None:
 
 
 class Access:
-    def __init__(self, token: str | None, host: str, open_view: bool = False) -> None:
+    def __init__(
+        self,
+        token: str | None,
+        host: str,
+        open_view: bool = False,
+        allowed_hosts: Iterable[str] = (),
+    ) -> None:
         check_bind(host, token)
         self.token = token
         self.view_needs_token = token is not None and not is_loopback(host) and not open_view
+        for name in allowed_hosts:
+            if host_name(name) is None:
+                raise ConfigError(f"--allowed-host {name!r}: expected a host name (e.g. line-pc)")
+        names = [*allowed_hosts, socket.gethostname()]
+        if host not in WILDCARDS:
+            names.append(host)
+        self.hosts = {h for n in names if (h := host_name(n))}
+
+    def host_allowed(self, header: str | None) -> bool:
+        """A ``Host`` a rebinding page cannot produce: an IP address (the browser resolved
+        nothing), ``localhost`` (browsers resolve it themselves) or a name this page was told."""
+        name = host_name(header)
+        return name is not None and (name == "localhost" or _ip(name) or name in self.hosts)
 
     def authorized(self, header: str | None) -> bool:
         if self.token is None:

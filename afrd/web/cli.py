@@ -60,6 +60,20 @@ def main(argv: list[str]) -> int:
         action="store_true",
         help="with a token on a wide bind, let anyone view (actions still need the token)",
     )
+    ap.add_argument(
+        "--allowed-host",
+        action="append",
+        default=[],
+        metavar="NAME",
+        help="a name browsers reach the page by, besides loopback, IP addresses, this machine's "
+        "name and --host (repeatable); any other Host header is refused (DNS rebinding)",
+    )
+    ap.add_argument(
+        "--max-body-kib",
+        type=int,
+        default=256,
+        help="largest request body an action accepts, in KiB (413 beyond)",
+    )
     ap.add_argument("--pub", help="the daemon's PUB endpoint (default: from the config)")
     ap.add_argument("--control", help="the daemon's control endpoint (default: from the config)")
     ap.add_argument("--server-key", type=Path, help="the daemon's CURVE public key file")
@@ -83,6 +97,8 @@ def main(argv: list[str]) -> int:
         raise ConfigError(f"--port {args.port}: expected 1-65535")
     if not 1 <= args.history <= 100_000 or not 1 <= args.strip <= args.history:
         raise ConfigError("--history: expected 1-100000, --strip: 1 to --history")
+    if not 1 <= args.max_body_kib <= 65536:
+        raise ConfigError(f"--max-body-kib {args.max_body_kib}: expected 1-65536")
 
     from afrd.web.app import Settings, create_app
     from afrd.web.auth import Access, read_token
@@ -103,8 +119,9 @@ def main(argv: list[str]) -> int:
         stale_after_s=max(3.0, 3 * cfg.sockets.heartbeat_s),
         shifts=parse_shifts(args.shifts),
         products=[p for p in products if p],
+        max_body=args.max_body_kib * 1024,
     )
-    access = Access(read_token(args.token_file), args.host, args.open_view)
+    access = Access(read_token(args.token_file), args.host, args.open_view, args.allowed_host)
     app = create_app(settings, access)
 
     import uvicorn
