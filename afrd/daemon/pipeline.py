@@ -6,10 +6,15 @@ and publishing never waits on either::
     trigger() --[triggers]--> acquire thread --[acquired]--> infer thread --[results]--> output
 
 No part is dropped silently: a trigger that finds the trigger queue full (overrun), an
-acquisition fault, an engine exception or a non-finite score each become a result with verdict
-``error`` and a reason, published like any other; the threads keep running. ``stop()`` refuses
-new triggers, publishes queued-but-not-started triggers as ``error``/``shutdown``, and lets the
-part in flight finish and be published.
+acquisition fault, an engine exception, a malformed engine output or a non-finite score each
+become a result with verdict ``error`` and a reason, published like any other; anything else a
+stage raises (a bug) becomes that part's ``error``/``internal`` result, and every thread goes on
+with the next part. ``stop()`` refuses new triggers, publishes queued-but-not-started triggers
+as ``error``/``shutdown``, and lets the part in flight finish and be published.
+
+``trigger()`` never blocks its caller (the control socket's and the PLC servers' threads): a
+part it refuses goes to the output thread outside the ``results`` bound, which only holds back
+the infer thread (image sets are what the bound is for; a refused part carries none).
 
 Hardware-trigger mode (``hardware_product``): whenever no trigger is queued, the acquire thread
 arms one acquisition itself and the camera's grab waits for its line. A ``FrameTimeout`` on an
@@ -34,7 +39,7 @@ from functools import partial
 from typing import Any
 
 from afrd.daemon.recipes import Recipe, RecipeBook
-from afrd.daemon.verdict import Job, judge, result_message
+from afrd.daemon.verdict import Job, describe, judge, result_message
 from afrd.errors import FrameTimeout
 from afrd.runtime.loader import Runtime
 
@@ -64,12 +69,14 @@ class Pipeline:
         if isinstance(recipes, Runtime):
             recipes = RecipeBook.single(recipes)
         self._book = recipes
-        self._rt_lock = threading.Lock()  # guards _book and every book's pin count
+        self._rt_lock = threading.Lock()  # guards _book (a book guards its own pin count)
         self._sink = sink
         self._hardware_product = hardware_product
         self._q_trig: queue.Queue = queue.Queue(maxsize=triggers)
         self._q_acq: queue.Queue = queue.Queue(maxsize=acquired)
-        self._q_out: queue.Queue = queue.Queue(maxsize=results)
+        self._q_out: queue.Queue = queue.Queue()  # bounded by _slots for inferred parts
+        self._slots = threading.BoundedSemaphore(results)
+        self.results_bound = results
         self._seq = 0
         self._seq_lock = threading.Lock()
         self._closing = False
@@ -109,10 +116,7 @@ class Pipeline:
         in flight uses them (now, when none does)."""
         with self._rt_lock:
             old, self._book = self._book, book
-            old.retired = True
-            done = old.users == 0
-        if done:
-            old.close()
+        old.retire()
 
     def set_threshold(self, value: float, product: str | None = None) -> Recipe:
         """The threshold of ``product``'s recipe (None: the default one) for the next parts;
@@ -124,18 +128,12 @@ class Pipeline:
 
     def _pin(self, job: Job) -> None:
         with self._rt_lock:
-            job.book = self._book
-            job.book.users += 1
+            job.book = self._book.pin()
 
     def _unpin(self, job: Job) -> None:
         book, job.book = job.book, None
-        if book is None:
-            return
-        with self._rt_lock:
-            book.users -= 1
-            done = book.retired and book.users == 0
-        if done:
-            book.close()
+        if book is not None:
+            book.unpin()
 
     @property
     def paused(self) -> bool:
@@ -198,21 +196,26 @@ class Pipeline:
                         f"trigger queue full ({self._q_trig.maxsize} parts waiting): triggers "
                         f"come faster than the cell inspects",
                     )
-        self._emit(job)
+        self._emit(job, slot=False)
         return job
 
-    def _emit(self, job: Job) -> None:
-        """Hand a finished (or failed) job to the output thread; backpressure, never a drop."""
-        while True:
-            try:
-                self._q_out.put(job, timeout=5.0)
-                return
-            except queue.Full:
-                log.error("output queue full for 5 s (publisher stuck?); still waiting")
+    def _emit(self, job: Job, slot: bool = True) -> None:
+        """Hand a finished (or failed) job to the output thread. With ``slot`` (parts that went
+        through the pipeline) wait for one of the ``results`` slots: backpressure on the infer
+        thread, never a drop; without (refused parts, no images) never wait."""
+        if slot and not job.slot:
+            while not self._slots.acquire(timeout=5.0):
+                log.error("results queue full for 5 s (publisher stuck?); still waiting")
+            job.slot = True
+        job.handed = True
+        self._q_out.put(job)
 
-    def stop(self, timeout_s: float = 30.0) -> None:
+    def stop(self, timeout_s: float = 20.0) -> None:
         """Finish the part in flight, publish queued triggers as errors, join the threads, and
-        close the engine."""
+        close the engines. ``timeout_s`` stays under systemd's TimeoutStopSec (30 s) so the
+        rest of the shutdown still runs; a thread still busy after it (an engine that hangs)
+        keeps its engine open: closing it under a running inference could crash the process
+        before the results already published are flushed."""
         with self._gate:
             self._closing = True
         while True:
@@ -221,11 +224,19 @@ class Pipeline:
             except queue.Empty:
                 break
             job.error = ("shutdown", "daemon stopped before this part was imaged")
-            self._emit(job)
+            self._emit(job, slot=False)
         self._q_trig.put(_STOP)
         deadline = time.monotonic() + timeout_s
         for t in self._threads:
             t.join(timeout=max(0.1, deadline - time.monotonic()))
+        busy = [t.name for t in self._threads if t.is_alive()]
+        if busy:
+            log.error(
+                "stopping: %s still busy after %.0f s; its engine is left open, the process exits",
+                busy,
+                timeout_s,
+            )
+            return
         self._book.close()
 
     # ------------------------------------------------------------------ stages
@@ -258,7 +269,29 @@ class Pipeline:
                 if downstream is not None:
                     downstream.put(_STOP)
                 return
-            handle(job)
+            try:
+                handle(job)
+            except Exception as exc:  # a bug: this part's error result, then the next part
+                self._rescue(name, job, exc)
+
+    def _rescue(self, stage: str, job: Job, exc: Exception) -> None:
+        """Publish ``job`` as ``error``/``internal`` after ``stage`` raised outside its own
+        handling, whatever state the part was left in."""
+        log.error("part %s (seq %d): %s failed: %s", job.part_id, job.seq, stage, describe(exc))
+        log.debug("%s failure", stage, exc_info=True)
+        try:
+            self._unpin(job)
+            if job.verdict != "error" or job.error is None:
+                job.verdict, job.score, job.amap = "error", None, None
+                job.error = ("internal", f"{stage}: {describe(exc)}")
+            if stage == "afrd-output" or job.handed:
+                if not job.published:
+                    self._sink_as_error(job, exc)
+                self._finish(job)
+            else:
+                self._emit(job)
+        except Exception:  # never let the rescue end the thread either
+            log.exception("part %s (seq %d) could not be rescued", job.part_id, job.seq)
 
     def _acquire_one(self, job: Job) -> None:
         job.started = True
@@ -281,6 +314,7 @@ class Pipeline:
             job.fail("acquire", exc)
             log.warning("part %s: acquisition failed: %s", job.part_id, job.error[1])
         job.t_acquire = time.perf_counter() - t0
+        job.handed = True
         self._q_acq.put(job)  # blocks when inference is behind: that is the backpressure
 
     def _idle(self, job: Job) -> None:
@@ -292,6 +326,7 @@ class Pipeline:
                 self._seq = job.seq
 
     def _infer_one(self, job: Job) -> None:
+        job.handed = False  # from here on the infer stage answers for the part
         try:
             if job.error is None:
                 self._infer(job)
@@ -307,13 +342,13 @@ class Pipeline:
         t0 = time.perf_counter()
         try:
             maps, scores = rt.engine.infer(job.imageset.images)
+            job.t_infer = time.perf_counter() - t0
+            judge(job, maps, scores, rt.engine.name)  # EngineOutputError: malformed output
         except Exception as exc:
+            job.t_infer = time.perf_counter() - t0
+            job.verdict, job.score, job.amap = "error", None, None
             job.fail("infer", exc)
             log.warning("part %s: inference failed: %s", job.part_id, job.error[1])
-            return
-        finally:
-            job.t_infer = time.perf_counter() - t0
-        judge(job, maps, scores, rt.engine.name)
 
     def _sink_as_error(self, job: Job, exc: Exception) -> None:
         """Publish ``job`` as ``error``/``internal`` with only values any encoder carries."""
@@ -323,6 +358,7 @@ class Pipeline:
             job.threshold = None
         job.part_id = job.part_id.encode("utf-8", "replace").decode("utf-8")
         job.product = job.product.encode("utf-8", "replace").decode("utf-8")
+        job.published = True
         try:
             self._sink(job, result_message(self.cell, job))
         except Exception:
@@ -337,10 +373,22 @@ class Pipeline:
                 job.model = r.model
         job.t_published = time.perf_counter()
         try:
-            self._sink(job, result_message(self.cell, job))
+            msg = result_message(self.cell, job)
+            job.published = True
+            self._sink(job, msg)
         except Exception as exc:  # e.g. a value JSON cannot carry: publish the part as an error
             log.exception("publishing part %s failed; publishing it as an error", job.seq)
             self._sink_as_error(job, exc)
+        self._finish(job)
+
+    def _finish(self, job: Job) -> None:
+        """The part is out: free its result slot, count it out of in_flight (once)."""
+        if job.finished:
+            return
+        job.finished = True
+        if job.slot:
+            job.slot = False
+            self._slots.release()
         if job.started:
             with self._seq_lock:
                 self._in_flight -= 1

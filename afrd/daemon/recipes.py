@@ -50,7 +50,7 @@ class RecipeBook:
     recipes: dict[str | None, Recipe]
     default: str | None  # the recipe of triggers without a product and of set_threshold
     specs: list[RecipeSpec] = field(default_factory=list)  # what the config resolved
-    users: int = 0  # parts pinned to this book (guarded by the pipeline's lock)
+    users: int = 0  # parts pinned to this book (guarded by _lock)
     retired: bool = False
     _closed: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -85,6 +85,27 @@ class RecipeBook:
 
     def runtimes(self) -> list[Runtime]:
         return list({id(r.runtime): r.runtime for r in self.recipes.values()}.values())
+
+    def pin(self) -> RecipeBook:
+        """A part starts with this book: its engines stay open until the part ``unpin``s."""
+        with self._lock:
+            self.users += 1
+        return self
+
+    def unpin(self) -> None:
+        with self._lock:
+            self.users -= 1
+            done = self.retired and self.users == 0
+        if done:
+            self.close()
+
+    def retire(self) -> None:
+        """A reload swapped this book out: close it now, or when its last pinned part is out."""
+        with self._lock:
+            self.retired = True
+            done = self.users == 0
+        if done:
+            self.close()
 
     def close(self) -> None:
         with self._lock:

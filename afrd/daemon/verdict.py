@@ -81,6 +81,10 @@ class Job:
     armed: bool = False  # hardware trigger: imaged only if the camera's line fires
     recipe: Any = None  # afrd.daemon.recipes.Recipe the part is imaged and judged with
     book: Any = None  # the RecipeBook pinned while the part is imaged and inferred
+    handed: bool = False  # passed on to the next stage (a stage that fails after needs no rescue)
+    slot: bool = False  # holds one of the pipeline's result slots until it is published
+    published: bool = False  # the result went to the sink (once, whatever fails after)
+    finished: bool = False  # counted out of in_flight
 
     def fail(self, stage: str, exc: BaseException) -> None:
         """Record ``exc`` as this part's error, coded by its type (else by ``stage``)."""
@@ -100,14 +104,27 @@ def describe(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
+class EngineOutputError(AfrdError):
+    """The engine answered, but not with one score and one [H, W] map (verdict ``error``/
+    ``infer``): a broken graph or backend must not end the infer thread."""
+
+
 def judge(job: Job, maps: Any, scores: Any, engine: str) -> None:
     """The verdict from the engine's output for one part: fail when score > threshold."""
-    score = float(np.asarray(scores).reshape(-1)[0])
+    s, m = np.asarray(scores), np.asarray(maps)
+    if s.size != 1 or m.ndim != 3 or m.shape[0] != 1 or 0 in m.shape:
+        raise EngineOutputError(
+            f"engine {engine} returned {s.size} score(s) and a map of shape {list(m.shape)}; "
+            f"expected one score and one [1, H, W] map"
+        )
+    if not np.issubdtype(s.dtype, np.number) or not np.issubdtype(m.dtype, np.number):
+        raise EngineOutputError(f"engine {engine} returned {s.dtype} scores, {m.dtype} maps")
+    score = float(s.reshape(-1)[0])
     if not math.isfinite(score):
         job.error = ("nan_score", f"engine {engine} returned score {score}")
         return
     job.score = score
-    job.amap = np.asarray(maps)[0]
+    job.amap = m[0]
     job.verdict = "fail" if score > job.threshold else "pass"
 
 
