@@ -6,6 +6,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +26,20 @@ from afrd.runtime.bundle import check_threshold
 
 log = logging.getLogger("afrd.daemon")
 
+# what a reload refuses to change (the sockets, devices and servers opened once at start)
+RESTART_SECTIONS = (
+    "cell",
+    "camera",
+    "controller",
+    "sockets",
+    "trigger",
+    "queues",
+    "opcua",
+    "modbus",
+    "recorder",
+    "metrics",
+)
+
 
 class ControlCommands:
     """What the control socket (and SIGHUP, for reload) can ask of a running Service."""
@@ -43,7 +58,9 @@ class ControlCommands:
     pipeline: Pipeline | None
     interfaces: Interfaces
     devices: Any  # afrd.acquire.devices.Devices once started
+    stop_event: threading.Event
     _reload_lock: threading.Lock
+    _reloads: ThreadPoolExecutor  # one worker: reloads run one after another, off the main thread
 
     def status(self) -> dict:
         p = self.pipeline
@@ -146,25 +163,31 @@ class ControlCommands:
         self.notifier.status("inspecting")
         return {"paused": False}
 
+    def request_reload(self) -> Future:
+        """Run :meth:`reload` on the reload thread: the main thread keeps pinging the watchdog,
+        the control socket keeps answering (its reply to ``reload`` waits for the future) and
+        parts are judged with the running recipes until the swap."""
+        return self._reloads.submit(self.reload)
+
     def reload(self) -> dict:
-        """Re-read the config; apply heatmaps and the recipes (bundles, engine, thresholds,
-        lighting, calibration files) as one swap. Devices and sockets need a restart. On any
-        error the running config stays."""
+        """Re-read the config; apply heatmaps, the lights preview and the recipes (bundles,
+        engine, thresholds, lighting, calibration files) as one swap. Devices, sockets, the PLC
+        servers, the recorder and metrics need a restart: a reload that changes them is refused.
+        On any error the running config stays."""
         with self._reload_lock:
             self.notifier.reloading()
             self.state = "reloading"
             try:
                 new = load_config(self.config_path)
-                changes = []
-                fixed = ("cell", "camera", "controller", "sockets", "trigger", "queues")
-                for section in (*fixed, "opcua", "modbus"):  # the PLC servers: restart too
-                    if getattr(new, section) != getattr(self.cfg, section):
-                        changes.append(section)
+                changes = [s for s in RESTART_SECTIONS if getattr(new, s) != getattr(self.cfg, s)]
                 if changes:
                     raise ConfigError(
                         f"{self.config_path}: reload cannot change {changes}; restart the service"
                     )
                 book = load_book(new)  # every recipe opened before any is swapped in
+                if self.stop_event.is_set():  # stopping meanwhile: the old book finishes the job
+                    book.close()
+                    raise AfrdError("reload abandoned: the daemon is stopping")
                 try:  # calibration files of this camera (the config may not name its serial)
                     cam = self.devices.camera if self.devices is not None else None
                     check_opened_camera(book.specs, camera_identity(new.camera, cam))
@@ -187,5 +210,6 @@ class ControlCommands:
                     "recipes": {n: r.threshold for n, r in book.recipes.items() if n is not None},
                 }
             finally:
-                self.state = "running"
-                self.notifier.ready("inspecting (reloaded)")
+                if self.state == "reloading":
+                    self.state = "running"
+                    self.notifier.ready("inspecting (reloaded)")

@@ -6,13 +6,22 @@ names an unknown command gets an error reply, never a crash. The server dispatch
 command table (name -> handler(request)); the daemon's is status, trigger {part_id, product},
 reload, set_threshold {threshold}, pause, resume.
 
+The socket is a ROUTER (clients use REQ, or DEALER with an empty delimiter frame, as for a REP
+server), so a handler may answer later: one that returns a ``concurrent.futures.Future`` (the
+daemon's ``reload``, which opens engines for seconds to minutes) gets its reply sent when the
+future is done, and meanwhile every other request (``trigger`` included) is served.
+
 Bound to loopback (or ipc://) by default. Binding anything wider needs CURVE: the keys
 directory holds ``server.key_secret`` (``zmq.auth.create_certificates``) and
 ``authorized_clients/*.key`` (client public keys; without that directory the daemon refuses to
 start unless ``sockets.allow_any_client = true``). Requests over ``max_request_bytes`` are cut
-by libzmq (``ZMQ_MAXMSGSIZE``, the peer is disconnected), a request of several frames gets an
-error reply, and what is logged or echoed of a request is clipped: no input ends the thread,
-and ``healthy()`` tells the watchdog when it has.
+by libzmq (``ZMQ_MAXMSGSIZE``) while they arrive: the peer is disconnected and gets no reply
+(its REQ socket times out), because answering would mean buffering the whole request first,
+and memory per peer is what the bound is for. A request of several frames gets an error reply,
+and what is logged or echoed of a request is clipped: no input ends the thread, and
+``healthy()`` tells the watchdog when it has. Peers that connect and never complete the ZeroMQ
+handshake are dropped after ``HANDSHAKE_S`` (libzmq's default is 30 s), so a flood of idle
+connections holds descriptors only briefly.
 """
 
 from __future__ import annotations
@@ -22,19 +31,21 @@ import logging
 import threading
 import time
 from collections.abc import Callable, Mapping
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
 import zmq
 import zmq.auth
 
-from afrd.config.endpoints import check_ipc_free, curve_server_keys, is_ipv6
+from afrd.config.endpoints import bind, check_ipc_free, curve_server_keys, is_ipv6
 from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.control")
 
 CLIP = 200  # characters of a request echoed in a reply or a log line
 MAX_ID_CHARS = 256  # part ids and product names longer than this are refused
+HANDSHAKE_S = 5.0  # a peer that has not completed the ZMTP handshake by then is dropped
 
 
 class CommandError(AfrdError):
@@ -66,8 +77,8 @@ Handler = Callable[[dict], Any]
 
 
 class ControlServer:
-    """Serves requests on its own thread; ``commands[cmd](request)`` returns the result or
-    raises (AfrdError -> its message; anything else -> 'internal error')."""
+    """Serves requests on its own thread; ``commands[cmd](request)`` returns the result (or a
+    Future of it) or raises (AfrdError -> its message; anything else -> 'internal error')."""
 
     def __init__(
         self,
@@ -94,22 +105,32 @@ class ControlServer:
             clients = Path(keys_dir) / "authorized_clients"
             location = str(clients) if clients.is_dir() else zmq.auth.CURVE_ALLOW_ANY
             self._auth.configure_curve(domain="*", location=location)
-        self._sock = self._open()
+        try:
+            self._sock = self._open()
+        except BaseException:
+            if self._auth is not None:
+                self._auth.stop()
+            raise
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._stop = threading.Event()
         self._beat = time.monotonic()
+        self._pending: list[tuple[list[bytes], str, Future]] = []  # (envelope, cmd, future)
         self._thread = threading.Thread(target=self._loop, name="afrd-control", daemon=True)
 
     def _open(self, endpoint: str | None = None) -> zmq.Socket:
-        sock = self._ctx.socket(zmq.REP)
+        sock = self._ctx.socket(zmq.ROUTER)
         sock.setsockopt(zmq.LINGER, 0)
         sock.setsockopt(zmq.MAXMSGSIZE, self._max_bytes)
+        sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))
         if is_ipv6(self._endpoint):
             sock.setsockopt(zmq.IPV6, 1)
         if self._keys is not None:
             sock.curve_publickey, sock.curve_secretkey = self._keys
             sock.curve_server = True
-        sock.bind(endpoint or self._endpoint)
+        if endpoint is None:
+            bind(sock, self._endpoint, "sockets.control")
+        else:  # re-opening on the port it had: a failure there is for _reopen to handle
+            sock.bind(endpoint)
         return sock
 
     def start(self) -> None:
@@ -129,25 +150,49 @@ class ControlServer:
                 self._reopen()
 
     def _serve_one(self) -> None:
-        if not self._sock.poll(100):
+        self._send_finished()
+        if not self._sock.poll(20 if self._pending else 100):
             return
         try:
             frames = self._sock.recv_multipart(zmq.NOBLOCK)
         except zmq.Again:
             return
-        if len(frames) != 1:
-            reply = {"ok": False, "error": f"request has {len(frames)} frames, expected 1"}
+        # ROUTER: [peer identity, b"" (REQ's delimiter), request frames...]
+        n = 2 if len(frames) > 1 and frames[1] == b"" else 1
+        envelope, body = frames[:n], frames[n:]
+        if len(body) != 1:
+            reply = {"ok": False, "error": f"request has {len(body)} frames, expected 1"}
         else:
-            reply = self.dispatch(frames[0])
+            reply = self.dispatch(body[0])
+            if isinstance(reply, tuple):  # (cmd, future): answered when the future is done
+                self._pending.append((envelope, *reply))
+                return
+        self._reply(envelope, reply)
+
+    def _send_finished(self) -> None:
+        """Reply to the deferred requests whose futures are done."""
+        if not self._pending:
+            return
+        waiting = []
+        for envelope, cmd, fut in self._pending:
+            if fut.done():
+                exc = fut.exception()
+                self._reply(envelope, self._outcome(cmd, None if exc else fut.result(), exc))
+            else:
+                waiting.append((envelope, cmd, fut))
+        self._pending = waiting
+
+    def _reply(self, envelope: list[bytes], reply: dict) -> None:
         try:
             data = json.dumps(reply, allow_nan=False, default=str).encode()
         except (ValueError, TypeError, UnicodeEncodeError) as exc:
             log.error("control reply not serializable: %s", clip(str(exc)))
             data = b'{"ok":false,"error":"internal error: reply not serializable"}'
-        self._sock.send(data)
+        self._sock.send_multipart([*envelope, data])  # a peer gone meanwhile: dropped
 
     def _reopen(self) -> None:
-        """A REP socket left between recv and send refuses both: replace it on its endpoint."""
+        """Replace a socket that failed on its endpoint (deferred replies are lost with it)."""
+        self._pending = []
         bound = self.bound
         self._sock.close(linger=0)
         try:
@@ -157,7 +202,8 @@ class ControlServer:
             self._stop.wait(1.0)
             self._sock = self._open(bound)  # a second failure ends the thread: unhealthy
 
-    def dispatch(self, raw: bytes) -> dict:
+    def dispatch(self, raw: bytes) -> dict | tuple[str, Future]:
+        """The reply to one request, or ``(cmd, future)`` when its handler answers later."""
         try:
             req = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -176,15 +222,26 @@ class ControlServer:
                 f"expected one of {list(self._commands)}",
             }
         try:
-            return {"ok": True, "result": handler(req)}
-        except AfrdError as exc:
+            out = handler(req)
+        except Exception as exc:
+            return self._outcome(cmd, None, exc)
+        if isinstance(out, Future):
+            return cmd, out
+        return {"ok": True, "result": out}
+
+    @staticmethod
+    def _outcome(cmd: str, result: Any, exc: BaseException | None) -> dict:
+        """The reply for a handler's result, or for the exception it raised."""
+        if exc is None:
+            return {"ok": True, "result": result}
+        if isinstance(exc, AfrdError):
             return {"ok": False, "error": clip(str(exc), 1000)}
-        except Exception as exc:  # a bug in a handler must not take the socket down
-            log.exception("control command %s failed", cmd)
-            return {
-                "ok": False,
-                "error": f"internal error in {cmd}: {type(exc).__name__}: {clip(str(exc))}",
-            }
+        # a bug in a handler must not take the socket down
+        log.error("control command %s failed", cmd, exc_info=exc)
+        return {
+            "ok": False,
+            "error": f"internal error in {cmd}: {type(exc).__name__}: {clip(str(exc))}",
+        }
 
     def close(self) -> None:
         self._stop.set()

@@ -61,7 +61,12 @@ def request(
 def main(argv: list[str]) -> int:
     ap = cliargs.parser("afrd ctl", __doc__.split("\n\n")[0])
     ap.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the control endpoint")
-    ap.add_argument("--timeout", type=float, default=5.0, help="seconds to wait for the reply")
+    ap.add_argument(
+        "--timeout",
+        type=float,
+        help="seconds to wait for the reply (default 5; reload: 300, it answers once the new "
+        "recipes are open)",
+    )
     ap.add_argument("--server-key", type=Path, help="the daemon's CURVE public key file")
     ap.add_argument("--client-key", type=Path, help="this client's CURVE secret key file")
     sub = cliargs.subparsers(ap)
@@ -83,9 +88,15 @@ def main(argv: list[str]) -> int:
             req["product"] = args.product
     elif args.cmd == "set-threshold":
         req["threshold"] = args.threshold
-    reply = request(args.connect, req, args.timeout, args.server_key, args.client_key)
+    timeout = args.timeout if args.timeout is not None else 300.0 if args.cmd == "reload" else 5.0
+    reply = request(args.connect, req, timeout, args.server_key, args.client_key)
     if reply is None:
-        print(f"afrd ctl: no reply from {args.connect} within {args.timeout} s", file=sys.stderr)
+        print(
+            f"afrd ctl: no reply from {args.connect} within {timeout} s (no daemon there, or "
+            "it is busy; a request over the daemon's sockets.max_request_bytes is dropped "
+            "without a reply)",
+            file=sys.stderr,
+        )
         return 2
     print(json.dumps(reply, indent=2))
     return 0 if reply.get("ok") else 1
