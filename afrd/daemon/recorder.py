@@ -2,7 +2,11 @@
 
 Every fail and error-free part's image set goes to ``afrd.data.capture.write_capture``: all fails,
 a deterministic share ``pass_sample_rate`` of passes. Retention deletes the oldest captures until
-the total is under ``max_bytes`` and nothing is older than ``max_age_days``. Writing runs on its
+the total is under ``max_bytes`` and nothing is older than ``max_age_days``, always a whole
+capture folder at a time: the index holds capture folders, from this run's writes and, after a
+restart, from the scan of what earlier runs left, so training never meets half a set. A folder
+is removed by renaming it hidden first (readers stop seeing it at once) and then deleting it;
+hidden leftovers of a write or a deletion cut short by a crash go at the next start. Writing runs on its
 own thread behind a bounded queue, so a slow disk never stalls inspection; a full queue skips the
 record (counted), a full disk (ENOSPC, or free space under ``min_free_bytes``) stops recording
 with a warning while inspection goes on.
@@ -13,6 +17,7 @@ from __future__ import annotations
 import errno
 import logging
 import math
+import os
 import queue
 import shutil
 import threading
@@ -28,6 +33,23 @@ def _size(p: Path) -> int:
     if p.is_file():
         return p.stat().st_size
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())
+
+
+def _age(folder: Path) -> float:
+    """When a capture was written: its oldest file's mtime (the images, never rewritten; a
+    review rewrites set.json, which must not make an old capture look new)."""
+    times = [f.stat().st_mtime for f in folder.iterdir() if f.is_file()]
+    return min(times) if times else folder.stat().st_mtime
+
+
+def _remove(folder: Path) -> None:
+    """Delete a capture folder so that no reader ever sees part of it: hide it, then delete."""
+    hidden = folder.with_name(f".del-{folder.name}")
+    try:
+        os.rename(folder, hidden)
+    except FileNotFoundError:
+        return
+    shutil.rmtree(hidden, ignore_errors=True)
 
 
 class Recorder:
@@ -54,13 +76,16 @@ class Recorder:
         self._thread.start()
 
     def _scan(self) -> None:
-        """Index what earlier runs left (top-level entries under root except hidden ones)."""
+        """Index the capture folders earlier runs left (``<product>/<day>/<part>/``, whole),
+        oldest first; remove hidden leftovers of writes or deletions a crash cut short."""
         entries = []
-        for p in self.root.rglob("*"):
-            if p.is_file() and not any(
-                part.startswith(".") for part in p.relative_to(self.root).parts
-            ):
-                entries.append((p.stat().st_mtime, p, p.stat().st_size))
+        for folder in self.root.glob("*/*/*"):
+            if not folder.is_dir():
+                continue
+            if folder.name.startswith("."):
+                shutil.rmtree(folder, ignore_errors=True)
+            elif not any(part.startswith(".") for part in folder.relative_to(self.root).parts):
+                entries.append((_age(folder), folder, _size(folder)))
         entries.sort(key=lambda e: e[0])
         self._index = entries
         self._total = sum(e[2] for e in entries)
@@ -130,10 +155,7 @@ class Recorder:
         cutoff = time.time() - self.cfg.max_age_days * 86400
         while self._index and (self._total > self.cfg.max_bytes or self._index[0][0] < cutoff):
             _, p, size = self._index.pop(0)
-            try:
-                shutil.rmtree(p) if p.is_dir() else p.unlink()
-            except FileNotFoundError:
-                pass
+            _remove(p)
             self._total -= size
             parent = p.parent
             while parent != self.root and parent.is_dir() and not any(parent.iterdir()):

@@ -31,6 +31,7 @@ every reviewed set.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import re
 import shutil
@@ -46,6 +47,8 @@ from afrd.data.eyecandies import read_mask, read_rgb, resize_set
 from afrd.data.imageset import ImageSet
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import DataError
+
+log = logging.getLogger("afrd.data.capture")
 
 SCHEMA = "afrd.capture/1"
 _SAFE = re.compile(r"[^\w.-]+")  # \w: letters and digits of any script (product names)
@@ -181,7 +184,9 @@ class CaptureDataset:
 
     ``split``: "train" = normal sets (label 0; with ``trust_verdicts`` also unreviewed passes),
     "test"/"val"/"test_public" = reviewed sets (label 0 or 1), "all" = every set.
-    ``lights`` picks images by name; a set lacking one is a DataError naming it.
+    ``lights`` picks images by name; a set lacking one is a DataError naming it. A set that
+    cannot be read whole (set.json unreadable, an image file it lists missing: a copy or a
+    deletion cut short) is skipped with a warning naming it, counted in ``skipped``.
     """
 
     def __init__(
@@ -208,7 +213,8 @@ class CaptureDataset:
         self.counts = dict.fromkeys(
             ("sets", "good", "defective", "unreviewed", "unreviewed_pass", "holdout"), 0
         )
-        docs = [(path.parent, load_set_json(path)) for path in find_sets(self.root, product)]
+        self.skipped: list[str] = []  # "<set folder>: why", one per set left out
+        docs = [d for d in map(self._read, find_sets(self.root, product)) if d is not None]
         self._holdouts = any(doc.get("holdout") for _, doc in docs)
         for set_dir, doc in docs:
             self._count(doc)
@@ -217,6 +223,22 @@ class CaptureDataset:
                 self._docs.append(doc)
         if split == "train" and not self.sets:
             raise DataError(self._nothing_to_train())
+
+    def _read(self, path: Path) -> tuple[Path, dict] | None:
+        """(set folder, set.json) when the set is whole, else None (warned and counted)."""
+        try:
+            doc = load_set_json(path)
+            files = doc.get("files") or {}
+            if not isinstance(files, dict):
+                raise DataError(f"{path}: 'files' is not an object")
+            gone = sorted(str(f) for f in files.values() if not (path.parent / str(f)).is_file())
+            if gone:
+                raise DataError(f"capture {path.parent}: incomplete set, missing {gone}")
+        except DataError as exc:
+            log.warning("skipped: %s", exc)
+            self.skipped.append(str(exc))
+            return None
+        return path.parent, doc
 
     def _count(self, doc: dict) -> None:
         c = self.counts
@@ -239,6 +261,7 @@ class CaptureDataset:
             f"capture root {where}: {c['sets']} sets, {c['good']} labelled good, "
             f"{c['defective']} defective, {c['unreviewed']} unreviewed, {c['holdout']} held out "
             f"for validation; split {self.split!r} uses {len(self.sets)}"
+            + (f"; {len(self.skipped)} incomplete or unreadable skipped" if self.skipped else "")
         )
 
     def _nothing_to_train(self) -> str:
