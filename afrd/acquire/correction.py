@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import time
+import zipfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -145,8 +146,12 @@ class FlatField:
                 meta = json.loads(bytes(z["meta"]).decode())
                 darks = {k[5:]: z[k] for k in z.files if k.startswith("dark/")}
                 gains = {k[5:]: z[k] for k in z.files if k.startswith("gain/")}
-        except (OSError, KeyError, ValueError) as e:
-            raise ConfigError(f"flat-field file {path}: cannot read ({e})") from e
+        except (OSError, KeyError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            # a truncated or foreign file: np.load raises BadZipFile/EOFError from deep inside
+            raise ConfigError(
+                f"flat-field file {path}: cannot read ({type(e).__name__}: {e}); expected an "
+                "`afrd calibrate flatfield` .npz"
+            ) from None
         if meta.get("schema") != SCHEMA:
             raise ConfigError(
                 f"flat-field file {path}: schema {meta.get('schema')!r}, expected {SCHEMA!r}"

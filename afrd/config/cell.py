@@ -214,6 +214,9 @@ class CellConfig(_Strict):
     lighting: list[LightingCondition] = Field(..., min_length=1)
     bundle: BundleConfig
     engine: EngineConfig = Field(default_factory=OnnxRuntimeEngineConfig)
+    allow_null_engine: bool = Field(
+        False, description="let engine.kind = 'null' (every part passes) judge a real camera"
+    )
     threshold: float | None = Field(None, description="override the bundle's threshold")
     trigger: TriggerConfig = Field(default_factory=TriggerConfig)
     sockets: SocketsConfig = Field(default_factory=SocketsConfig)
@@ -259,6 +262,15 @@ class CellConfig(_Strict):
             raise ValueError(
                 f"trigger.product: {self.trigger.product!r} names no [[product]] (have {names});"
                 f" {self.trigger.mode} parts are inspected with that recipe"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _null_engine(self) -> CellConfig:
+        if self.engine.kind == "null" and self.camera.kind != "sim" and not self.allow_null_engine:
+            raise ValueError(
+                "engine.kind: 'null' judges no image (every part passes); it is for the "
+                "simulated camera, or set allow_null_engine = true to commission a real one"
             )
         return self
 

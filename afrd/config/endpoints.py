@@ -4,7 +4,9 @@
 ``*``, ipc:///PATH); ``is_local`` tells whether an endpoint is reachable only from this machine;
 ``curve_server_keys`` loads the control socket's CURVE keys, refusing a wide bind without them;
 ``check_ipc_free`` refuses to bind an ipc:// path another live socket is listening on (libzmq
-would unlink it and leave that process unreachable).
+would unlink it and leave that process unreachable); ``bind`` turns libzmq's bind failures
+(port in use, no such directory) into a ConfigError naming the key, as a listener's
+``listen_error`` does for the daemon's other servers.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import re
 import socket
 import stat
 from pathlib import Path
+from typing import Any
 
 from afrd.errors import ConfigError
 
@@ -112,3 +115,31 @@ def check_ipc_free(endpoint: str, key: str) -> None:
         f"{key}: {endpoint!r} is in use by another live process (another afrd on this cell, "
         f"or pub and control on one path?); refusing to take it over"
     )
+
+
+def listen_error(key: str, where: str, exc: OSError) -> ConfigError:
+    """The one-line error for a server that cannot listen on ``where`` (``host:port`` or an
+    ipc:// endpoint): what the OS said and the key to change. Exit 2: an edit fixes it."""
+    reason = {
+        errno.EADDRINUSE: "in use by another process",
+        errno.EADDRNOTAVAIL: "not an address of this host",
+        errno.EACCES: "permission denied (ports under 1024 need CAP_NET_BIND_SERVICE)",
+        errno.ENOENT: "its directory does not exist",
+    }.get(exc.errno or 0, exc.strerror or str(exc))
+    if exc.errno == errno.ENOENT and where.startswith("ipc://"):
+        folder = Path(where[len("ipc://") :]).parent
+        reason = f"no directory {folder} (create it; in the unit, RuntimeDirectory= does)"
+    return ConfigError(
+        f"{key}: cannot listen on {where}: {reason}; change {key} in the cell config"
+    )
+
+
+def bind(sock: Any, endpoint: str, key: str) -> None:
+    """``sock.bind(endpoint)`` (a zmq socket) with a ConfigError naming ``key`` on failure."""
+    import zmq
+
+    try:
+        sock.bind(endpoint)
+    except zmq.ZMQError as exc:
+        sock.close(linger=0)
+        raise listen_error(key, endpoint, OSError(exc.errno, exc.strerror)) from None

@@ -24,6 +24,8 @@ import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 
+from afrd.config.endpoints import listen_error
+
 prometheus_client.disable_created_metrics()  # no afrd_*_created series beside the counters
 
 BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -189,7 +191,10 @@ class MetricsServer:
             def log_message(self, *args: object) -> None:
                 pass
 
-        self.httpd = _CappedServer((host, port), Handler, max_connections)
+        try:
+            self.httpd = _CappedServer((host, port), Handler, max_connections)
+        except OSError as exc:
+            raise listen_error("metrics.port", f"{host}:{port}", exc) from None
         metrics.refused_fn = lambda: self.httpd.refused
         self.port = self.httpd.server_address[1]
         self._t = threading.Thread(

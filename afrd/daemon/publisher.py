@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
-from afrd.config.endpoints import check_ipc_free, is_ipv6
+from afrd.config.endpoints import bind, check_ipc_free, is_ipv6
 from afrd.daemon.verdict import STATUS_SCHEMA, utc_iso
 
 log = logging.getLogger("afrd.daemon.publisher")
@@ -39,7 +39,7 @@ class Publisher:
         if is_ipv6(endpoint):
             self._sock.setsockopt(zmq.IPV6, 1)
         check_ipc_free(endpoint, "sockets.pub")
-        self._sock.bind(endpoint)
+        bind(self._sock, endpoint, "sockets.pub")
         self.bound = self._sock.getsockopt_string(zmq.LAST_ENDPOINT)
         self._lock = threading.Lock()
         self._hb_stop = threading.Event()

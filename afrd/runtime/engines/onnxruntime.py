@@ -36,7 +36,9 @@ def open_session(
     so = ort.SessionOptions()
     so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    so.log_severity_level = 3
+    # fatal only: every error also raises, and the daemon logs it once, with the part it hit
+    # (ONNX Runtime's own copy is a multi-line, colour-coded stderr dump per failing part)
+    so.log_severity_level = 4
     if threads:
         so.intra_op_num_threads = int(threads)
         so.inter_op_num_threads = 1
