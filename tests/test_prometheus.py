@@ -16,6 +16,7 @@ from _daemon_helpers import (  # noqa: E402
     Daemon,
     collect,
     make_brightness_bundle,
+    wait_for,
     wait_subscribed,
     write_config,
 )
@@ -51,13 +52,21 @@ def test_metrics_agree_with_the_published_verdicts_and_feed_the_dashboard(tmp_pa
             dm.ctl({"cmd": "trigger", "part_id": f"m{i}", "product": product})
         results = [json.loads(f[1]) for f in collect(sub, 5) if f[0][:7] == b"result."]
         port = dm.ctl({"cmd": "status"})["result"]["endpoints"]["metrics_port"]
-        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
-            ctype, text = r.headers["Content-Type"], r.read().decode()
+
+        def scrape() -> tuple[str, str] | None:
+            """/metrics once the fifth part is counted: the daemon publishes a result first
+            and counts it after (a result never waits for the metrics)"""
+            with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+                got = r.headers["Content-Type"], r.read().decode()
+            done = _value(_samples(got[1]), "afrd_stage_seconds_count", stage="total", **cell)
+            return got if done == 5 else None
+
+        cell = {"cell": "t1"}
+        ctype, text = wait_for(scrape, what="the fifth part in /metrics")
     finally:
         assert dm.stop() == 0
     assert ctype.startswith("text/plain; version=0.0.4")
     s = _samples(text)
-    cell = {"cell": "t1"}
     for verdict in ("pass", "fail", "error"):
         n = sum(r["verdict"] == verdict for r in results)
         assert _value(s, "afrd_parts_total", verdict=verdict, **cell) == n

@@ -8,6 +8,7 @@ import json
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 from pathlib import Path
@@ -70,7 +71,11 @@ def test_live_feed_heatmaps_and_linked_captures(cell) -> None:
     assert live["status"]["state"] == "running"
 
 
-def _sse_events(port: int, until: str, timeout: float = 15.0) -> list[tuple[str, dict]]:
+def _sse_events(
+    port: int, until: str, timeout: float = 15.0, hello: threading.Event | None = None
+) -> list[tuple[str, dict]]:
+    """The page's server-sent events up to one mentioning ``until``; ``hello`` is set once the
+    stream's first event (its hello) came, so the caller knows the stream is live."""
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout)
     s.sendall(b"GET /api/events HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: text/event-stream\r\n\r\n")
     buf, events = b"", []
@@ -83,6 +88,8 @@ def _sse_events(port: int, until: str, timeout: float = 15.0) -> list[tuple[str,
                 lines = dict(ln.split(": ", 1) for ln in block.decode().splitlines() if ": " in ln)
                 if "event" in lines:
                     events.append((lines["event"], json.loads(lines["data"])))
+                    if hello is not None:
+                        hello.set()
                     if until in json.dumps(events[-1][1]):
                         return events
     finally:
@@ -92,12 +99,11 @@ def _sse_events(port: int, until: str, timeout: float = 15.0) -> list[tuple[str,
 
 def test_server_sent_events_carry_results(cell) -> None:
     dm, web, _ = cell
-    import threading
-
     got: list = []
-    t = threading.Thread(target=lambda: got.extend(_sse_events(web.port, "sse-part")))
+    hello = threading.Event()
+    t = threading.Thread(target=lambda: got.extend(_sse_events(web.port, "sse-part", hello=hello)))
     t.start()
-    time.sleep(1.0)  # the stream's hello has gone out
+    assert hello.wait(15), "no hello on the event stream"
     assert dm.ctl({"cmd": "trigger", "part_id": "sse-part"})["ok"]
     t.join(20)
     kinds = [e for e, _ in got]

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import time
 from pathlib import Path
 
 import pytest
@@ -87,10 +86,18 @@ def js(drv, script: str, *args):
     return drv.execute_script(script, *args)
 
 
+_PAINTED = (
+    "return document.readyState === 'complete' && "
+    "[...document.images].every(i => i.complete && (!i.src || i.naturalWidth > 0))"
+)
+
+
 def shot(drv, name: str, tmp: Path) -> Path:
     out = (SHOTS if os.environ.get("AFRD_UPDATE_SCREENSHOTS") == "1" else tmp) / f"{name}.png"
     out.parent.mkdir(parents=True, exist_ok=True)
-    time.sleep(0.3)  # images decoded, last paint done
+    until(drv, lambda d: js(d, _PAINTED), what="images decoded")
+    # two animation frames: whatever the page changed last has been painted
+    drv.execute_async_script("requestAnimationFrame(() => requestAnimationFrame(arguments[0]))")
     drv.save_screenshot(str(out))
     from PIL import Image
 

@@ -4,6 +4,10 @@ clear errors for a missing, unwritable or wrong file, and never a half-written c
 from __future__ import annotations
 
 import os
+import shlex
+import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -11,7 +15,7 @@ import pytest
 from afrd.config.cell import load_config
 from afrd.config.persist import persist_threshold
 from afrd.errors import ConfigError
-from afrd.sim.launch import write_config
+from afrd.sim.launch import REPO, write_config
 
 pytest.importorskip("tomlkit", reason="persisting needs tomlkit (the web extra)")
 
@@ -72,25 +76,58 @@ def test_clear_errors_and_the_file_is_left_alone(cfg: Path, tmp_path: Path) -> N
         persist_threshold(bad, 0.5)
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes read-only files anyway")
+def _persist_read_only(cfg: Path, value: float, file_writable: bool) -> None:
+    """``persist_threshold(cfg, value)`` with the config's folder read-only (and the file
+    too unless ``file_writable``), as a unit's ProtectSystem=strict leaves it. Root (CI) writes
+    through permission bits, so there the folder is a read-only bind mount in a private mount
+    namespace, the file a writable bind mount on top (ReadWritePaths= for that file alone);
+    a ConfigError raised there is raised here."""
+    if os.geteuid() != 0:
+        cfg.chmod(0o644 if file_writable else 0o444)
+        cfg.parent.chmod(0o555)
+        try:
+            persist_threshold(cfg, value)
+        finally:
+            cfg.parent.chmod(0o755)
+            cfg.chmod(0o644)
+        return
+    if shutil.which("unshare") is None:
+        pytest.skip("running as root without unshare(1): no way to make a folder read-only")
+    outside = cfg.parent.parent / f"{cfg.name}.rw"
+    shutil.copy(cfg, outside)
+    d, q = cfg.parent, shlex.quote
+    mounts = f"mount --bind {q(str(d))} {q(str(d))} && mount -o remount,bind,ro {q(str(d))}"
+    if file_writable:
+        mounts += f" && mount --bind {q(str(outside))} {q(str(cfg))}"
+    code = (
+        "import sys; from afrd.config.persist import persist_threshold\n"
+        "from afrd.errors import ConfigError\n"
+        f"try: persist_threshold({str(cfg)!r}, {value!r})\n"
+        "except ConfigError as e: sys.exit('ConfigError: ' + str(e))"
+    )
+    p = subprocess.run(
+        ["unshare", "-m", "sh", "-c", f"{mounts} && exec {q(sys.executable)} -c {q(code)}"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=dict(os.environ, PYTHONPATH=str(REPO)),
+    )
+    if file_writable:
+        shutil.copy(outside, cfg)  # what the writable file now holds
+    if p.stderr.startswith("ConfigError: "):
+        raise ConfigError(p.stderr.removeprefix("ConfigError: ").strip())
+    assert p.returncode == 0, p.stderr
+
+
 def test_unwritable_file_names_the_fix(cfg: Path) -> None:
-    cfg.chmod(0o444)
-    cfg.parent.chmod(0o555)
-    try:
-        with pytest.raises(ConfigError, match="cannot write the threshold.*write access"):
-            persist_threshold(cfg, 0.5)
-    finally:
-        cfg.parent.chmod(0o755)
-        cfg.chmod(0o644)
+    before = cfg.read_text()
+    with pytest.raises(ConfigError, match="cannot write the threshold.*write access"):
+        _persist_read_only(cfg, 0.5, file_writable=False)
+    assert cfg.read_text() == before
 
 
 def test_only_the_file_writable_is_rewritten_in_place(cfg: Path) -> None:
     """A unit that grants ReadWritePaths= to the config file alone: no temporary file beside it."""
-    if os.geteuid() == 0:
-        pytest.skip("root can write any directory, so the in-place path is not reachable here")
-    cfg.parent.chmod(0o555)
-    try:
-        persist_threshold(cfg, 0.3)
-    finally:
-        cfg.parent.chmod(0o755)
+    _persist_read_only(cfg, 0.3, file_writable=True)
     assert load_config(cfg).threshold == 0.3
+    assert sorted(p.name for p in cfg.parent.iterdir()) == ["cell.toml"]
