@@ -16,9 +16,16 @@ BLACK_TARGET = "calib:black-target"
 
 
 class Camera(ABC):
-    """A camera that delivers RGB uint8 frames. ``grab`` always has a timeout."""
+    """A camera that delivers RGB uint8 frames. ``grab`` always has a timeout.
+
+    ``flushed`` counts the frames ``flush`` dropped (late or unrequested frames found queued at
+    the start of a part), for status reports; ``last_frame_id`` is the device's id of the frame
+    ``grab`` last returned (None when the device gives none), to tell a fresh frame from a
+    stale one without looking at its content."""
 
     name: str = "camera"
+    flushed: int = 0
+    last_frame_id: int | None = None
 
     @abstractmethod
     def open(self) -> None: ...
@@ -34,6 +41,18 @@ class Camera(ABC):
     def has_trigger(self) -> bool:
         """True when ``trigger()`` starts an exposure (else the camera free-runs)."""
         return True
+
+    @property
+    def line_triggered(self) -> bool:
+        """True in hardware-trigger mode: a part's first exposure is started by the part sensor
+        through the camera's trigger line, not by afrd (docs/architecture.md, Hardware trigger)."""
+        return False
+
+    def flush(self) -> int:
+        """Drop every frame already queued (a late frame of a part whose grab timed out, an
+        unrequested exposure) so the next grab returns a frame exposed from now on; returns
+        how many were dropped and adds them to ``flushed``. Cameras that queue nothing: 0."""
+        return 0
 
     def set_exposure(self, exposure_us: float) -> None:
         """Set the exposure time (per-lighting exposure calibration). Cameras without one raise."""

@@ -148,7 +148,9 @@ class Devices:
         else:  # a real controller (or an emulator elsewhere): what the driver was told to light
             self.controller = AppliedLights(self.controller)
             lit = self.controller.lit
-        return SimCamera(cam, lit, hardware_trigger=self.trigger == "hardware")
+        return SimCamera(
+            cam, lit, hardware_trigger=self.trigger == "hardware", controller=self.emulator
+        )
 
     def sequencer(self, conditions: Sequence[LightingCondition], **kw: Any) -> Sequencer:
         """A sequencer over these devices (settle and grab timeout from their configs)."""

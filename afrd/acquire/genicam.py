@@ -37,6 +37,7 @@ log = logging.getLogger(__name__)
 
 TriggerMode = Literal["software", "hardware", "free-run"]
 TRIGGER_MODES = ("software", "hardware", "free-run")
+WIRING = "is the light controller's camera-trigger output wired to it and firing?"
 
 
 class GenICamConfig(BaseModel):
@@ -96,6 +97,10 @@ class GenICamCamera(Camera):
         return self.trigger_mode == "software"
 
     @property
+    def line_triggered(self) -> bool:
+        return self.trigger_mode == "hardware"
+
+    @property
     def is_open(self) -> bool:
         return self._ia is not None
 
@@ -136,6 +141,22 @@ class GenICamCamera(Camera):
                     f"{self.name}: TriggerSoftware failed ({exc}); "
                     "device marked lost, reopening on next grab"
                 ) from exc
+
+    def flush(self) -> int:
+        """Drop the frames in the producer's output queue: fetch each with a ~1 ms timeout and
+        re-queue it (harvesters 1.4 has no public flush that keeps acquisition running)."""
+        with self._lock:
+            if self._ia is None:
+                return 0  # closed, or lost: a reopen starts with an empty queue
+            try:
+                n = self._drain(self._ia)
+            except Exception as exc:  # any GenTL failure means the link is gone
+                self._mark_lost(f"flush failed: {exc}")
+                raise DeviceError(f"{self.name}: flush failed ({exc}); device marked lost") from exc
+        if n:
+            self.flushed += n
+            log.warning("%s: dropped %d frame(s) queued before this part", self.name, n)
+        return n
 
     def set_exposure(self, exposure_us: float) -> None:
         """Set ExposureTime (µs) on the open device, e.g. per lighting from calibration."""
@@ -197,14 +218,9 @@ class GenICamCamera(Camera):
         ia, h = self._ia, self._harvester
         self._ia = self._harvester = None
         with keep_signal_handlers():
-            for what, fn in (
-                ("stop", getattr(ia, "stop", None)),
-                ("destroy", getattr(ia, "destroy", None)),
-            ):
-                if fn is None:
-                    continue
+            for what in ("stop", "destroy") if ia is not None else ():
                 try:
-                    fn()
+                    getattr(ia, what)()
                 except Exception as exc:  # closing a dead device must not raise
                     log.debug("%s: %s failed while closing: %s", self.name, what, exc)
             if h is not None:
@@ -333,12 +349,13 @@ class GenICamCamera(Camera):
                 self._set(nm, "LineSelector", self.config.trigger_source)
                 self._set(nm, "LineMode", "Input")
 
-    def _drain(self, ia: Any) -> None:
-        for _ in range(64):
+    def _drain(self, ia: Any) -> int:
+        for n in range(64):
             buffer = ia.try_fetch(timeout=0.001)
             if buffer is None:
-                return
+                return n
             buffer.queue()
+        return 64
 
     def _fetch(self, ia: Any, deadline: float) -> tuple[np.ndarray, str]:
         from genicam.gentl import TimeoutException
@@ -356,16 +373,14 @@ class GenICamCamera(Camera):
                         f"samples does not fit {w}x{h}"
                     )
                 raw = data.reshape(h, w, data.size // (h * w)).copy()  # before re-queueing
+                try:
+                    frame_id: int | None = int(buffer.module.frame_id)
+                except Exception:  # BUFFER_INFO_FRAMEID is optional for a GenTL producer
+                    frame_id = None
         except TimeoutException:
+            hint = f", source {self.config.trigger_source}: {WIRING}" if self.line_triggered else ""
             raise FrameTimeout(
-                f"{self.name}: no frame within {timeout:.3f} s (trigger={self.trigger_mode}"
-                + (
-                    f", source {self.config.trigger_source}: is the light controller's strobe wired "
-                    "and firing?"
-                    if self.trigger_mode == "hardware"
-                    else ""
-                )
-                + ")"
+                f"{self.name}: no frame within {timeout:.3f} s (trigger={self.trigger_mode}{hint})"
             ) from None
         except DeviceError:
             raise
@@ -374,16 +389,10 @@ class GenICamCamera(Camera):
             raise DeviceError(
                 f"{self.name}: fetch failed ({exc}); device marked lost, reopening on next grab"
             ) from exc
-        if (
-            self.config.pixel_format is not None
-            and fmt != self.config.pixel_format
-            and self.last_pixel_format != fmt
-        ):
+        want = self.config.pixel_format
+        if want is not None and fmt != want and self.last_pixel_format != fmt:
             log.warning(
-                "%s: PixelFormat set to %s but the device delivers %s",
-                self.name,
-                self.config.pixel_format,
-                fmt,
+                "%s: PixelFormat set to %s but the device delivers %s", self.name, want, fmt
             )
-        self.last_pixel_format = fmt
+        self.last_pixel_format, self.last_frame_id = fmt, frame_id
         return raw, fmt

@@ -8,6 +8,13 @@ part, the light and the step, so the daemon can publish an ``error`` verdict and
 A product recipe passes its own :class:`Setup` (conditions, flat-field, exposures) to
 ``acquire``: it is read once at the start of the part, so a changeover between two parts never
 mixes settings within a part.
+
+Stale frames: before a part's first light the camera's queue is flushed, so a frame that arrived
+late for an earlier part (its grab timed out, the part became an ``error``) cannot become this
+part's first image (``meta["flushed"]``, ``camera.flushed``). In hardware-trigger mode the part
+sensor starts the first exposure (the first light is not strobed by afrd) and a frame queued
+between two parts may be a part that reached the sensor while the cell was busy: there the
+flush runs only after a part that left an exposure it asked for without its frame.
 """
 
 from __future__ import annotations
@@ -70,6 +77,9 @@ class Sequencer:
         # when it differs from the camera's current one.
         self.exposures = dict(exposures or {})
         self._exposure: float | None = None
+        # An exposure was asked for (trigger or strobe) and its frame not grabbed: it may still
+        # arrive, so the next part starts with a flush even in hardware-trigger mode.
+        self._owed = False
 
     @property
     def lights(self) -> tuple[str, ...]:
@@ -99,10 +109,20 @@ class Sequencer:
         per_light: dict[str, dict[str, float]] = {}
         images: list[np.ndarray] = []
         stamps: list[float] = []
+        frame_ids: list[int | None] = []
+        flushed = 0
+        by_line = self.camera.line_triggered  # the part sensor fires the first light
         try:
             self.camera.start_part(part_id)
-            for cond in setup.conditions:
+            step = "flush"
+            # software trigger: nothing queued can be this part's; hardware: only after a part
+            # that owes a frame; free-run: every grab drops what is queued anyway
+            if self.camera.has_trigger or (by_line and self._owed):
+                flushed = self.camera.flush()
+            self._owed = False
+            for k, cond in enumerate(setup.conditions):
                 light = cond.name
+                sensor = by_line and k == 0  # exposed when the part reaches the sensor
                 t = per_light[light] = dict.fromkeys(STEPS, 0.0)
                 step = "apply"
                 t0 = time.perf_counter()
@@ -120,15 +140,18 @@ class Sequencer:
                     self._exposure = None
                     self.camera.set_exposure(exp)
                     self._exposure = exp
+                self._owed = not sensor
                 if self.camera.has_trigger:
                     self.camera.trigger()
-                if cond.pulsed:
+                if cond.pulsed and not sensor:
                     self.controller.strobe(cond)
                 t2 = time.perf_counter()
                 t["trigger"] = t2 - t1
                 step = "grab"
                 img = self.camera.grab(self.grab_timeout_s)
+                self._owed = False
                 stamps.append(time.time())
+                frame_ids.append(self.camera.last_frame_id)
                 t3 = time.perf_counter()
                 t["grab"] = t3 - t2
                 step = "correct"
@@ -174,5 +197,8 @@ class Sequencer:
                 },
                 "exposure_us": {n: setup.exposures[n] for n in lights if n in setup.exposures},
                 "flatfield": setup.corrections is not None,
+                # the camera's id of each image's frame, and stale frames dropped before them
+                "frame_ids": frame_ids,
+                "flushed": flushed,
             },
         )

@@ -59,8 +59,9 @@ class SimCameraConfig(BaseModel):
     )
     line: Path | None = Field(
         None,
-        description="hardware trigger input: a UNIX datagram socket the camera binds; each "
-        "datagram is one edge on the line (a part at the sensor)",
+        description="the part sensor (trigger.mode hardware): a UNIX datagram socket, one "
+        "datagram per part; it drives the emulated controller's trigger input 1, which strobes "
+        "and fires the camera (with a real controller: the camera's line)",
     )
 
 

@@ -4,10 +4,19 @@ It never looks at which lighting condition the sequencer *meant*: it asks the co
 emulator which channels are on and at what level, maps channels to lamps (``SIM_CHANNELS``)
 and renders that. A sequencing or wiring mistake therefore yields a wrong image, as on a cell.
 
-Hardware-trigger mode models the camera's trigger line as a UNIX datagram socket
-(``config.line``): each datagram is one edge, i.e. a part reaching the sensor. The first frame
-of a part waits for an edge (``FrameTimeout`` when none comes: no part, the line is idle); the
-part's other frames follow at once, as when the light controller's sequence fires the camera.
+Frames queue as on a GenTL device: each exposure (a software trigger, an edge on the trigger
+line) joins a queue with the next frame id and the lamps lit at that moment; ``grab`` takes the
+oldest (rendering it then), ``flush`` drops them all. A frame nobody grabbed is therefore still
+there for the next grab, as a real camera's late or extra frame is.
+
+Hardware-trigger mode (docs/architecture.md, "Hardware trigger"): ``config.line`` is the part
+sensor (a UNIX datagram socket, one datagram per edge). With the emulated controller
+(``controller=``) the sensor drives the controller's trigger input 1 and the camera listens to
+the controller's camera-trigger output: an edge pulses the channels bound to input 1 and the
+camera exposes the part's first frame under the light inside its exposure window
+(``Strobe.light``). With a real controller the sensor drives the camera's line directly. The
+part's other frames follow as the sequencer switches the lights (a frame burst: exposed at each
+grab). No edge, no first frame: the grab times out (FrameTimeout, no part came).
 
 ``vignetting`` and ``dark_offset`` (camera config) model the sensor side a flat-field corrects:
 each frame is ``render * fall_off + dark_offset``, where ``fall_off`` is radial (corners
@@ -17,12 +26,13 @@ camera gives back the renderer's image.
 
 from __future__ import annotations
 
-import socket
 import threading
 import time
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Callable, Mapping
-from functools import lru_cache
+from dataclasses import dataclass
+from functools import lru_cache, partial
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -30,16 +40,28 @@ from afrd.acquire.camera import Camera
 from afrd.acquire.simulated import SIM_CHANNELS, SimCameraConfig
 from afrd.errors import DeviceError, FrameTimeout
 from afrd.sim.parts import SimParts
+from afrd.sim.trigger import PartSensor, Strobe
+
+if TYPE_CHECKING:
+    from afrd.sim.emulator import ControllerEmulator
 
 LitFn = Callable[[], Mapping[int, float]]
 REF_EXPOSURE_US = 1000.0
+
+
+@dataclass(frozen=True)
+class _Exposure:
+    frame_id: int
+    part_id: str | None  # None: an edge on the line, of the part being acquired when grabbed
+    lamps: dict[str, float]
 
 
 class SimCamera(Camera):
     """``lit``: a function returning {channel: level %} (a ControllerEmulator's ``lit``, or the
     channels the driver was last told to light). ``config.noise_seed``: None renders without
     sensor noise (frames are exactly ``render(part, lamps)``); an int adds the renderer's noise
-    from a generator seeded by (noise_seed, part, frame count)."""
+    from a generator seeded by (noise_seed, part, frame number in the part). ``controller``:
+    the emulator whose camera-trigger output fires this camera in hardware-trigger mode."""
 
     name = "sim-camera"
 
@@ -50,6 +72,7 @@ class SimCamera(Camera):
         hardware_trigger: bool = False,
         cache_parts: int = 8,
         exposure_us: float = REF_EXPOSURE_US,
+        controller: ControllerEmulator | None = None,
     ) -> None:
         if not callable(lit):
             raise TypeError("SimCamera lit must be a function returning {channel: level %}")
@@ -58,14 +81,16 @@ class SimCamera(Camera):
         self.parts = SimParts(config)
         self.size = config.size
         self.hardware_trigger = hardware_trigger
-        self._line: socket.socket | None = None
+        self._controller = controller
+        self._sensor: PartSensor | None = None
         self._cache: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self._cache_parts = cache_parts
+        self._queue: deque[_Exposure] = deque()
+        self._ready = threading.Condition()
+        self._next_id = 0
         self._part_id: str | None = None
-        self._frame: np.ndarray | None = None
-        self._frames = 0
+        self._grabbed = 0  # frames of the current part grabbed so far
         self._open = False
-        self._lock = threading.Lock()
         self.render_s = 0.0  # time in the renderer (part sampling + render): the simulated exposure
         self.last_lamps: dict[str, float] = {}
         # Brightness scales with exposure / REF_EXPOSURE_US (1 at the default: frames equal
@@ -73,46 +98,51 @@ class SimCamera(Camera):
         self.exposure_us = float(exposure_us)
 
     def open(self) -> None:
-        if self.hardware_trigger and self.config.line is not None and self._line is None:
-            path = self.config.line
-            path.unlink(missing_ok=True)
-            line = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-            try:
-                line.bind(str(path))
-            except OSError as exc:
-                line.close()
-                raise DeviceError(f"{self.name}: cannot bind trigger line {path}: {exc}") from exc
-            self._line = line
+        if self._open:
+            return
+        if self.hardware_trigger:
+            ctl = self._controller
+            if ctl is not None:
+                ctl.connect_camera(self._on_strobe)
+            if self.config.line is not None:
+                edge = partial(ctl.input_edge, 1) if ctl is not None else self._on_line
+                self._sensor = PartSensor(self.config.line, edge)
         self._open = True
 
     def close(self) -> None:
         self._open = False
-        self._frame = None
-        if self._line is not None:
-            self._line.close()
-            self._line = None
-            self.config.line.unlink(missing_ok=True)
+        if self._sensor is not None:
+            self._sensor.close()
+            self._sensor = None
+        if self._controller is not None:
+            self._controller.disconnect_camera(self._on_strobe)
+        with self._ready:
+            self._queue.clear()
 
     def start_part(self, part_id: str) -> None:
         self._part_id = str(part_id)
-        self._frame = None
-        self._frames = 0
+        self._grabbed = 0
 
     @property
     def has_trigger(self) -> bool:
         """Software trigger; in hardware-trigger mode the line starts the exposure."""
         return not self.hardware_trigger
 
+    @property
+    def line_triggered(self) -> bool:
+        return self.hardware_trigger
+
     def set_exposure(self, exposure_us: float) -> None:
         if not exposure_us > 0:
             raise DeviceError(f"{self.name}: exposure must be > 0 us, got {exposure_us}")
         self.exposure_us = float(exposure_us)
 
-    def lamps(self) -> dict[str, float]:
-        """Lamp intensities now: each lit channel's level / 100 on its lamp (x exposure gain)."""
+    def lamps(self, levels: Mapping[int, float] | None = None) -> dict[str, float]:
+        """Lamp intensities for {channel: level %} (default: lit now): each channel's level /
+        100 on its lamp, times the exposure gain."""
         gain = self.exposure_us / REF_EXPOSURE_US
         out: dict[str, float] = {}
-        for ch, level in self._lit().items():
+        for ch, level in (self._lit() if levels is None else levels).items():
             lamp = SIM_CHANNELS.get(ch)
             if lamp is not None and level > 0:
                 out[lamp] = out.get(lamp, 0.0) + level / 100.0
@@ -120,7 +150,7 @@ class SimCamera(Camera):
             out = {k: v * gain for k, v in out.items()}
         return out
 
-    def _render(self, part_id: str, lamps: dict[str, float]) -> np.ndarray:
+    def _render(self, part_id: str, lamps: dict[str, float], index: int) -> np.ndarray:
         from afrd.data import render as R
 
         key = (part_id, tuple(sorted(lamps.items())))
@@ -131,7 +161,7 @@ class SimCamera(Camera):
         part = self.parts.part(part_id)
         rng = None
         if self.config.noise_seed is not None:
-            rng = np.random.default_rng([self.config.noise_seed, _stable(part_id), self._frames])
+            rng = np.random.default_rng([self.config.noise_seed, _stable(part_id), index])
         img = R.render(part, lamps, self.size, rng=rng)
         self.render_s += time.perf_counter() - t0
         if self.config.noise_seed is None:
@@ -141,7 +171,7 @@ class SimCamera(Camera):
                 self._cache.popitem(last=False)
         return img
 
-    def _sensor(self, img: np.ndarray) -> np.ndarray:
+    def _sensor_response(self, img: np.ndarray) -> np.ndarray:
         """The lens and sensor on the rendered image: vignetting, then the black level."""
         k, dark = self.config.vignetting, self.config.dark_offset
         if k == 0 and dark == 0:
@@ -151,48 +181,70 @@ class SimCamera(Camera):
             out *= fall_off(img.shape[0], img.shape[1], k)[..., None]
         return np.clip(out + (dark + 0.5), 0, 255).astype(np.uint8)
 
+    # -- exposures ---------------------------------------------------------------------------
+    def _exposure(self, part_id: str | None, lamps: dict[str, float]) -> _Exposure:
+        with self._ready:
+            self._next_id += 1
+            return _Exposure(self._next_id, part_id, lamps)
+
+    def _queue_exposure(self, exposure: _Exposure) -> None:
+        with self._ready:
+            self._queue.append(exposure)
+            self._ready.notify_all()
+
+    def _on_strobe(self, strobe: Strobe) -> None:
+        """The controller's camera-trigger output rose: expose for ``exposure_us`` from now."""
+        if self._open:
+            self._queue_exposure(self._exposure(None, self.lamps(strobe.light(self.exposure_us))))
+
+    def _on_line(self) -> None:
+        """An edge straight on the camera's line (no emulated controller): expose now."""
+        if self._open:
+            self._queue_exposure(self._exposure(None, self.lamps()))
+
     def trigger(self) -> None:
         if not self._open:
             raise DeviceError(f"{self.name}: trigger on a closed camera")
         if self.hardware_trigger:
             return  # the line starts the exposure
-        self._expose()
-
-    def _expose(self) -> None:
         if self._part_id is None:
             raise DeviceError(f"{self.name}: exposure before start_part(): no part in the cell")
-        with self._lock:
-            self.last_lamps = self.lamps()
-            self._frame = self._sensor(self._render(self._part_id, self.last_lamps))
-            self._frames += 1
+        self._queue_exposure(self._exposure(self._part_id, self.lamps()))
+
+    def flush(self) -> int:
+        with self._ready:
+            n = len(self._queue)
+            self._queue.clear()
+        self.flushed += n
+        return n
 
     def grab(self, timeout_s: float | None = None) -> np.ndarray:
         timeout = self.config.timeout_s if timeout_s is None else timeout_s
         if not self._open:
             raise DeviceError(f"{self.name}: grab on a closed camera")
-        if self.hardware_trigger:
-            if self._frames == 0:
-                self._wait_for_line(timeout)
-            self._expose()
-        with self._lock:
-            frame, self._frame = self._frame, None
-        if frame is None:
-            time.sleep(timeout)  # what a real camera does with no trigger: nothing, then timeout
-            raise FrameTimeout(f"{self.name}: no frame within {timeout} s (not triggered)")
-        return frame.copy()
+        if self.hardware_trigger and self._grabbed > 0:
+            exp = self._exposure(None, self.lamps())  # the burst's next frame, not queued
+        else:
+            exp = self._take(timeout)
+        part_id = exp.part_id or self._part_id
+        if part_id is None:
+            raise DeviceError(f"{self.name}: exposure before start_part(): no part in the cell")
+        self.last_lamps = exp.lamps
+        img = self._sensor_response(self._render(part_id, exp.lamps, self._grabbed))
+        self._grabbed += 1
+        self.last_frame_id = exp.frame_id
+        return img.copy()
 
-    def _wait_for_line(self, timeout: float) -> None:
-        """Block until an edge arrives on the trigger line; FrameTimeout after ``timeout``."""
-        if self._line is None:
-            time.sleep(timeout)  # nothing wired to the line: it never fires
-            raise FrameTimeout(f"{self.name}: no frame within {timeout} s (no trigger line wired)")
-        self._line.settimeout(timeout)
-        try:
-            self._line.recv(64)
-        except TimeoutError:
-            raise FrameTimeout(
-                f"{self.name}: no frame within {timeout} s (no edge on the trigger line)"
-            ) from None
+    def _take(self, timeout: float) -> _Exposure:
+        """The oldest queued exposure; FrameTimeout when none comes within ``timeout``."""
+        with self._ready:
+            if not self._ready.wait_for(lambda: self._queue, timeout):
+                why = "not triggered"
+                if self.hardware_trigger:
+                    wired = self._sensor is not None or self._controller is not None
+                    why = "no edge from the part sensor" if wired else "no trigger line wired"
+                raise FrameTimeout(f"{self.name}: no frame within {timeout} s ({why})")
+            return self._queue.popleft()
 
     def ground_truth(self, part_id: str) -> tuple[int, np.ndarray | None]:
         """(label, mask) of a simulated part; the sequencer puts them on the ImageSet."""

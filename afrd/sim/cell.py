@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from afrd.acquire.devices import Devices
+from afrd.acquire.devices import Devices, TriggerMode
 from afrd.acquire.lighting import LightingCondition
 from afrd.acquire.sequencer import Sequencer
 from afrd.acquire.simulated import SimCameraConfig, SimControllerConfig, sim_lighting_conditions
@@ -24,16 +24,19 @@ from afrd.sim.parts import SimParts
 
 class SimCell(Devices):
     """``camera``: SimCameraConfig fields (category, seed, defect_rate, size, noise_seed, pose,
-    timeout_s); ``controller``: the emulated controller's config; ``lights``: the conditions
-    ``conditions()`` and ``sequencer()`` use by default."""
+    timeout_s, line); ``controller``: the emulated controller's config; ``lights``: the
+    conditions ``conditions()`` and ``sequencer()`` use by default; ``trigger``: the cell's
+    trigger mode (``hardware``: the part sensor on ``line`` fires the controller, which fires
+    the camera)."""
 
     def __init__(
         self,
         lights: Sequence[str] = DEFAULT_LIGHTS,
         controller: SimControllerConfig | None = None,
+        trigger: TriggerMode = "control",
         **camera: Any,
     ) -> None:
-        super().__init__(SimCameraConfig(**camera), controller or SimControllerConfig())
+        super().__init__(SimCameraConfig(**camera), controller or SimControllerConfig(), trigger)
         self.lights = tuple(lights)
 
     @property

@@ -3,6 +3,12 @@
 The emulator owns the master side of a pty; ``.port`` is a stable symlink to the slave (like a
 udev ``/dev/serial/by-id`` link), so a closed-and-reopened port comes back under the same name.
 The driver talks to it through pyserial exactly as to a USB-serial adapter.
+
+Hardware trigger: ``input_edge(i)`` is an edge on trigger input ``i`` (the part sensor, see
+``afrd.sim.trigger``). It pulses every channel in pulse mode bound to that input (``RPc,i``)
+and raises the camera-trigger output: each function given to ``connect_camera`` receives the
+edge as a :class:`~afrd.sim.trigger.Strobe`. ``TRc`` stays a software pulse of one channel and
+does not trigger the camera.
 """
 
 from __future__ import annotations
@@ -14,12 +20,15 @@ import select
 import shutil
 import tempfile
 import threading
+import time
 import tty
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from afrd.acquire.gardasoft_protocol import PROMPT, TERMINATOR
+from afrd.sim.trigger import Strobe
 
 FAULTS = ("no_reply", "garbled", "err")
 _CMD = re.compile(r"^([A-Z]{2})(.*)$")
@@ -45,7 +54,7 @@ class ControllerEmulator:
 
     Fault injection (``inject``): ``no_reply`` (answer nothing), ``garbled`` (answer noise ending
     in ``>``), ``err`` (answer ``Err code`` and leave the state unchanged), each for the next
-    ``count`` commands (``None``: until ``clear_faults``). ``close_port()`` hangs up the pty as
+    ``count`` commands (``None``: until ``clear_faults``) starting with ``command`` (None: any). ``close_port()`` hangs up the pty as
     an unplugged adapter does; ``reopen_port()`` plugs a new one in under the same ``.port``.
     """
 
@@ -68,8 +77,11 @@ class ControllerEmulator:
         self._lock = threading.Lock()
         self._channels = {c: ChannelState() for c in range(1, n_channels + 1)}
         self._triggers = {c: 0 for c in range(1, n_channels + 1)}
+        self._edges = {i: 0 for i in range(1, n_inputs + 1)}
+        self._camera: list[Callable[[Strobe], object]] = []  # the camera-trigger output
         self._last_error = 0
-        self._fault: tuple[str, int | None, int] | None = None  # kind, remaining, code
+        # kind, remaining, code, the command prefix it applies to (None: every command)
+        self._fault: tuple[str, int | None, int, str | None] | None = None
         self.commands: deque[str] = deque(maxlen=10_000)
         self._master: int | None = None
         self._slave: int | None = None
@@ -120,17 +132,57 @@ class ControllerEmulator:
         with self._lock:
             return dict(self._triggers)
 
+    def edges(self) -> dict[int, int]:
+        """Edges seen per trigger input."""
+        with self._lock:
+            return dict(self._edges)
+
     @property
     def last_error(self) -> int:
         with self._lock:
             return self._last_error
 
+    # -- hardware trigger --------------------------------------------------------------------
+    def connect_camera(self, fn: Callable[[Strobe], object]) -> None:
+        """Wire a camera's trigger line to the camera-trigger output."""
+        with self._lock:
+            self._camera.append(fn)
+
+    def disconnect_camera(self, fn: Callable[[Strobe], object]) -> None:
+        with self._lock:
+            if fn in self._camera:
+                self._camera.remove(fn)
+
+    def input_edge(self, trigger_input: int = 1) -> Strobe:
+        """An edge on ``trigger_input``: the channels in pulse mode bound to it each fire one
+        pulse (after their delay, for their width), and the camera-trigger output rises at the
+        edge carrying what is lit. Returns that :class:`Strobe`."""
+        if not 1 <= trigger_input <= self.n_inputs:
+            raise ValueError(f"trigger input {trigger_input} not in 1..{self.n_inputs}")
+        with self._lock:
+            t = time.monotonic()
+            pulses = {}
+            for c, s in self._channels.items():
+                if s.mode == "pulse" and s.trigger_input == trigger_input:
+                    self._triggers[c] += 1
+                    pulses[c] = (s.level, s.delay_us, s.pulse_us)
+            cont = {c: s.level for c, s in self._channels.items() if s.mode == "continuous"}
+            strobe = Strobe(trigger_input, t, cont, pulses)
+            cameras = list(self._camera)
+        for fn in cameras:  # outside the lock: a camera may ask what is lit
+            fn(strobe)
+        with self._lock:
+            self._edges[trigger_input] += 1  # counted once handled: the camera has its frame
+        return strobe
+
     # -- faults ------------------------------------------------------------------------------
-    def inject(self, fault: str, count: int | None = 1, code: int = 3) -> None:
+    def inject(
+        self, fault: str, count: int | None = 1, code: int = 3, command: str | None = None
+    ) -> None:
         if fault not in FAULTS:
             raise ValueError(f"fault must be one of {FAULTS}, got {fault!r}")
         with self._lock:
-            self._fault = (fault, count, code)
+            self._fault = (fault, count, code, command)
 
     def clear_faults(self) -> None:
         with self._lock:
@@ -231,10 +283,10 @@ class ControllerEmulator:
         with self._lock:
             self.commands.append(text)
             fault = self._fault
-            if fault is not None:
-                kind, remaining, code = fault
+            if fault is not None and (fault[3] is None or text.startswith(fault[3])):
+                kind, remaining, code, prefix = fault
                 if remaining is not None:
-                    self._fault = (kind, remaining - 1, code) if remaining > 1 else None
+                    self._fault = (kind, remaining - 1, code, prefix) if remaining > 1 else None
                 if kind == "no_reply":
                     return None
                 if kind == "garbled":
