@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from _export_helpers import make_checkpoint
@@ -155,3 +157,39 @@ def test_fp16_and_int8_variants_run_in_onnxruntime(exported, tmp_path):
     ).infer(x)
     assert np.isfinite(m8).all() and m8.shape == ref_m.shape
     np.testing.assert_allclose(s8, ref_s, rtol=0.25)
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(300)
+def test_variants_of_a_real_graph_are_checked_on_held_out_sets(exported, tmp_path):
+    """fp16 of the exported AFRD stays within the default parity limits and gets its own
+    threshold; INT8 (MinMax ranges) either does too or is refused and removed, never kept
+    unchecked."""
+    import json
+    import shutil
+
+    from _model_helpers import make_sets
+
+    from afrd.data.capture import write_capture
+    from afrd.export.precision import FP16_FILE, INT8_FILE
+
+    _, src = exported
+    bundle = Path(shutil.copytree(src.path, tmp_path / "b"))
+    data = tmp_path / "captures"
+    for s in make_sets(24, SIZE, seed0=40):
+        write_capture(data, s, {"verdict": "pass", "label": 0})
+    args = ["--data", str(data), "--frr", "0.05", "--threads", "2"]
+    assert export_main(["fp16", str(bundle), *args]) == 0
+    meta = json.loads((bundle / "bundle.json").read_text())
+    rec = meta["variants"][FP16_FILE]
+    assert rec["parity"]["normal"] == 24 and rec["parity"]["score"]["max_abs_in_std"] <= 0.25
+    assert rec["threshold"]["value"] is not None
+    try:
+        rc = export_main(["int8", str(bundle), *args])
+    except BundleError as exc:
+        assert "model.int8.onnx fails its parity check" in str(exc)
+        assert not (bundle / INT8_FILE).exists()
+    else:
+        assert rc == 0
+        meta = json.loads((bundle / "bundle.json").read_text())
+        assert meta["variants"][INT8_FILE]["parity"]["verdicts"]["agreement"] >= 0.95

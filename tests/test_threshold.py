@@ -4,16 +4,25 @@ real ONNX graph of a toy bundle (score = brightest pixel's mean over lights and 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 
 import numpy as np
 import pytest
 from _export_helpers import make_toy_bundle
 
-from afrd.calibration.threshold import calibrate, threshold_at_frr
+from afrd.calibration.threshold import calibrate
 from afrd.data.imageset import ImageSet
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import ConfigError, DataError
 from afrd.runtime.bundle import Bundle
+from afrd.runtime.threshold_stats import (
+    expected_frr,
+    frr_upper_bound,
+    threshold_at_frr,
+    threshold_statistics,
+)
 
 SIZE = 32
 
@@ -83,9 +92,51 @@ def test_calibration_without_normal_sets_is_refused(toy):
         calibrate(toy, make_sets(rng, 5, (200, 255), label=1), frr=0.01)
 
 
-def test_too_few_sets_warns(toy):
+def test_small_sets_warn_naming_n_frr_and_the_normals_needed(toy):
+    """n x FRR < 5: the threshold rests on the highest normal scores; the warning says so once,
+    with n, the FRR and how many normals would do. 1000 normals at 1 %: no warning."""
     r = calibrate(toy, make_sets(np.random.default_rng(1), 20, (120, 230), None), frr=0.01)
-    assert "cannot be resolved" in r["warning"] and r["achieved_frr"] == 0.0
+    warning = r["warning"]
+    assert "\n" not in warning and "only 20 normal sets" in warning
+    assert "FRR of 0.01" in warning and "500 normal sets" in warning
+    assert r["achieved_frr"] == 0.0 and r["rejected_normals"] == 0
+    stored = Bundle.load(toy.path).meta["threshold"]["statistics"]
+    assert stored["warning"] == warning
+    scores = np.random.default_rng(2).normal(size=1000)
+    _, stats = threshold_statistics(scores, np.zeros(1000), 0.01)
+    assert "warning" not in stats and stats["rejected_normals"] == 10
+    _, stats = threshold_statistics(scores[:499], np.zeros(499), 0.01)
+    assert "500 normal sets" in stats["warning"]  # 4.99 < 5: still one short
+
+
+def test_expected_frr_and_its_upper_bound_for_known_k_and_n(toy):
+    """(k+1)/(n+1) and the one-sided 95 % Clopper-Pearson bound, against closed forms: k = 0
+    gives 1 - 0.05^(1/n), k = n - 1 gives 0.95^(1/n)."""
+    assert expected_frr(0, 20) == pytest.approx(1 / 21)
+    assert expected_frr(10, 1000) == pytest.approx(11 / 1001)
+    for n in (1, 20, 1000):
+        assert frr_upper_bound(0, n) == pytest.approx(1 - 0.05 ** (1 / n), rel=1e-9)
+        assert frr_upper_bound(n - 1, n) == pytest.approx(0.95 ** (1 / n), rel=1e-9)
+    assert frr_upper_bound(20, 20) == 1.0
+    assert frr_upper_bound(0, 20) == pytest.approx(0.13911, abs=1e-5)
+    # stored with the threshold: k = 2 normals above it out of n = 40
+    r = calibrate(toy, make_sets(np.random.default_rng(4), 40, (120, 230), 0), frr=0.05)
+    stats = Bundle.load(toy.path).meta["threshold"]["statistics"]
+    assert r["rejected_normals"] == stats["rejected_normals"] == 2
+    assert stats["expected_frr"] == pytest.approx(3 / 41)
+    assert stats["frr_upper_95"] == pytest.approx(frr_upper_bound(2, 40))
+    assert 3 / 41 < stats["frr_upper_95"] < 0.2
+
+
+def test_upper_bound_matches_scipy():
+    stats = pytest.importorskip(
+        "scipy.stats",
+        reason="scipy is not installed (only a test-time cross-check: afrd "
+        "computes the bound itself and does not depend on scipy)",
+    )
+    for k, n in [(0, 1), (0, 20), (3, 100), (10, 1000), (50, 5000), (0, 100000), (19, 20)]:
+        want = stats.beta.ppf(0.95, k + 1, n - k)  # Clopper-Pearson upper limit
+        assert frr_upper_bound(k, n) == pytest.approx(want, rel=1e-7), (k, n)
 
 
 def test_cli_on_a_dataset_on_disk(toy, tmp_path, capsys):
@@ -150,3 +201,34 @@ def test_product_threshold_of_a_multi_class_bundle(toy):
         load_runtime(toy.path, "onnxruntime", products=["a", "c"])
     with pytest.raises(ConfigError, match="no calibrated threshold"):
         load_runtime(toy.path, "onnxruntime")
+
+
+def test_cli_process_prints_expected_frr_and_the_small_set_warning(toy, tmp_path):
+    """`afrd calibrate threshold` as its own process on 20 normal sets at FRR 0.01: it prints
+    the expected FRR with its bound and the one-line warning, and stores both."""
+    from _daemon_helpers import REPO
+
+    from afrd.data.capture import write_capture
+
+    root = tmp_path / "captures"
+    for s in make_sets(np.random.default_rng(3), 20, (120, 230), label=0):
+        write_capture(root, s, {"verdict": "pass", "label": 0})
+    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
+    cmd = [sys.executable, "-m", "afrd", "calibrate", "threshold", str(toy.path)]
+    p = subprocess.run(
+        [*cmd, "--data", str(root), "--frr", "0.01"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=env,
+    )
+    assert p.returncode == 0, p.stderr
+    lines = p.stdout.splitlines()
+    warn = [ln for ln in lines if ln.startswith("WARNING: ")]
+    assert len(warn) == 1 and "only 20 normal sets" in warn[0] and "500 normal sets" in warn[0]
+    assert any(
+        "expected FRR on new parts 0.04762" in ln and "k = 0 of n = 20" in ln and "0.1391" in ln
+        for ln in lines
+    ), p.stdout
+    stats = Bundle.load(toy.path).meta["threshold"]["statistics"]
+    assert stats["expected_frr"] == pytest.approx(1 / 21) and "warning" in stats

@@ -4,82 +4,33 @@ Scores held-out normal image sets with the bundle's own graph (ONNX Runtime), pi
 threshold so that at most the target fraction of normal parts would be rejected
 (verdict = score > threshold), reports the false-accept rate on defective sets where the data
 has labelled ones, and stores threshold + the score statistics in bundle.json (atomic rewrite;
-the ONNX file and its sha256 are untouched). Torch-free.
+the ONNX file and its sha256 are untouched). Each checked precision variant (model.int8.onnx,
+..) gets its own threshold the same way from its own scores (afrd.runtime.bundle_variants).
+
+The numbers (threshold at the FRR, expected FRR and its 95% upper bound, the warning when
+n x FRR < 5) are afrd.runtime.threshold_stats's, shared with the precision variants' check.
+Torch-free.
 """
 
 from __future__ import annotations
 
 import argparse
-import math
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from afrd import cliargs
-from afrd.errors import ConfigError, DataError
-from afrd.runtime.bundle import Bundle, utc_now
+from afrd.errors import ConfigError
+from afrd.runtime.bundle import ONNX_FILE, Bundle
 from afrd.runtime.bundle_products import check_product
-
-
-def threshold_at_frr(normal_scores: Sequence[float], frr: float) -> float:
-    """Largest-margin threshold with at most ``floor(frr * n)`` normal scores above it.
-
-    With k = floor(frr * n) allowed rejects the threshold is the (n-k)-th smallest score, so the
-    k highest normal scores (and only those, barring ties) are strictly above it.
-    """
-    s = np.sort(np.asarray(normal_scores, dtype=np.float64))
-    n = s.size
-    if n == 0:
-        raise DataError("threshold calibration: no normal image sets scored")
-    if not 0.0 <= frr < 1.0:
-        raise ConfigError(f"--frr must be in [0, 1), got {frr}")
-    k = int(math.floor(frr * n + 1e-9))
-    return float(s[n - 1 - k])
-
-
-def score_statistics(scores: np.ndarray) -> dict[str, float]:
-    s = np.asarray(scores, dtype=np.float64)
-    if s.size == 0:
-        return {"n": 0}
-    q = np.quantile(s, [0.5, 0.9, 0.95, 0.99])
-    return {
-        "n": int(s.size),
-        "mean": float(s.mean()),
-        "std": float(s.std()),
-        "min": float(s.min()),
-        "p50": float(q[0]),
-        "p90": float(q[1]),
-        "p95": float(q[2]),
-        "p99": float(q[3]),
-        "max": float(s.max()),
-    }
-
-
-def score_sets(engine: Any, sets: Iterable[Any], batch: int = 4) -> tuple[np.ndarray, np.ndarray]:
-    """Score ImageSets; returns (scores, labels) with label -1 where the set has none."""
-    scores: list[float] = []
-    labels: list[int] = []
-    pending: list[np.ndarray] = []
-
-    def flush() -> None:
-        if pending:
-            _, s = engine.infer(np.stack(pending))
-            scores.extend(float(v) for v in s)
-            pending.clear()
-
-    for item in sets:
-        images = item.images
-        if pending and images.shape != pending[0].shape:
-            flush()
-        pending.append(images)
-        labels.append(-1 if item.label is None else int(item.label))
-        if len(pending) >= batch:
-            flush()
-    flush()
-    return np.asarray(scores, np.float64), np.asarray(labels, np.int64)
+from afrd.runtime.bundle_variants import (
+    check_command,
+    checked_record,
+    threshold_slot,
+    variant_files,
+)
+from afrd.runtime.threshold_stats import calibration_statistics, print_report, score_sets
 
 
 def calibrate(
@@ -90,57 +41,37 @@ def calibrate(
     source: dict | None = None,
     write: bool = True,
     product: str | None = None,
+    variant: str | None = None,
 ) -> dict[str, Any]:
     """Score ``sets`` (ImageSets; label 0/None = normal, 1 = defective), set the threshold at the
     target false-reject rate, store it in ``bundle`` (unless ``write=False``): the bundle's
-    threshold, or ``product``'s own in a multi-class bundle. Returns the stats."""
+    threshold, ``product``'s own in a multi-class bundle, and/or the checked precision
+    ``variant``'s own (scored with that graph). Returns the stats."""
     if not 0.0 <= frr < 1.0:
         raise ConfigError(f"--frr must be in [0, 1), got {frr}")
-    if product is not None:
-        check_product(bundle.meta, f"bundle {bundle.path}", product)
+    threshold_slot(bundle, product, variant)  # refuse an unknown product or variant up front
+    graph = variant or ONNX_FILE
     own = engine is None
     if own:
         from afrd.runtime.engines import create_engine
 
-        engine = create_engine("onnxruntime", bundle, device="cpu")
+        engine = create_engine("onnxruntime", bundle, device="cpu", onnx_file=graph)
     try:
         scores, labels = score_sets(engine, sets)
     finally:
         if own:
             engine.close()
-    normal = scores[labels != 1]
-    defective = scores[labels == 1]
-    if normal.size == 0:
-        raise DataError(
-            "threshold calibration: the data has no normal image sets (label 0 or unlabelled)"
-        )
-    thr = threshold_at_frr(normal, frr)
-    stats: dict[str, Any] = {
-        "target_frr": frr,
-        "achieved_frr": float((normal > thr).mean()),
-        "normal": score_statistics(normal),
-        "defective": score_statistics(defective),
-        "far": float((defective <= thr).mean()) if defective.size else None,
-        "resolution_frr": 1.0 / normal.size,
-        "engine": getattr(engine, "name", "?"),
-        "bundle_sha256": bundle.sha256,
-        "computed": utc_now(),
-        **({"data": source} if source else {}),
-    }
-    if frr > 0 and normal.size * frr < 1:
-        stats["warning"] = (
-            f"only {normal.size} normal sets: an FRR of {frr} cannot be resolved "
-            f"(the smallest non-zero FRR measurable is {1 / normal.size:.3g}); threshold = max score"
-        )
+    thr, stats = calibration_statistics(bundle, engine, graph, scores, labels, frr, source)
     if write:
-        bundle.set_threshold(thr, stats, "afrd calibrate threshold", product)
+        bundle.set_threshold(thr, stats, "afrd calibrate threshold", product, variant)
     return {"threshold": thr, **stats}
 
 
 def _parser() -> argparse.ArgumentParser:
     p = cliargs.parser(
         "afrd calibrate threshold",
-        "Set a bundle's threshold from held-out normal image sets at a target FRR.",
+        "Set a bundle's threshold from held-out normal image sets at a target FRR: model.onnx's "
+        "and each checked precision variant's own, each from its own scores.",
     )
     p.add_argument("bundle", type=Path)
     cliargs.add_dataset_args(p, category_help="category of --data (one)")
@@ -156,9 +87,32 @@ def _parser() -> argparse.ArgumentParser:
         help="multi-class bundle: store the threshold as this product's own (default: the "
         "bundle's threshold, for every product without its own)",
     )
+    p.add_argument(
+        "--variant",
+        action="append",
+        metavar="FILE",
+        help="calibrate only this graph (repeatable: model.onnx, model.int8.onnx, ..; default: "
+        "model.onnx and every checked precision variant)",
+    )
     p.add_argument("--threads", type=int, default=None, help="ONNX Runtime CPU threads")
     p.add_argument("--dry-run", action="store_true", help="print, do not write bundle.json")
     return p
+
+
+def _graphs(bundle: Bundle, chosen: list[str] | None) -> list[str]:
+    """The ONNX files to calibrate; a note for each variant left out because it is unchecked."""
+    if chosen:
+        for f in chosen:
+            if f != ONNX_FILE:
+                threshold_slot(bundle, None, f)  # BundleError: not a checked variant
+        return list(dict.fromkeys(chosen))
+    graphs = [ONNX_FILE]
+    for f in variant_files(bundle.meta):
+        if checked_record(bundle, f) is not None:
+            graphs.append(f)
+        else:
+            print(f"note: {f} is not checked, so not calibrated: run `{check_command(bundle, f)}`")
+    return graphs
 
 
 def main(argv: list[str]) -> int:
@@ -172,6 +126,7 @@ def main(argv: list[str]) -> int:
     bundle = Bundle.load(a.bundle)
     if a.product is not None:
         check_product(bundle.meta, f"bundle {bundle.path}", a.product)
+    graphs = _graphs(bundle, a.variant)
     from afrd.data.datasets import open_dataset
     from afrd.runtime.engines import create_engine
 
@@ -183,25 +138,19 @@ def main(argv: list[str]) -> int:
             for i in range(len(ds)):
                 yield ds[i]
 
-    sets = cliargs.progress(iterate(), "scoring", total=sum(len(ds) for ds in datasets))
-    engine = create_engine("onnxruntime", bundle, device="cpu", threads=a.threads)
     source = {"path": str(os.path.abspath(data)), "splits": splits, "category": category}
-    try:
-        r = calibrate(bundle, sets, a.frr, engine, source, write=not a.dry_run, product=a.product)
-    finally:
-        engine.close()
-    n, d = r["normal"], r["defective"]
-    print(f"normal sets {n['n']}: score mean {n['mean']:.4g} p99 {n['p99']:.4g} max {n['max']:.4g}")
-    print(
-        f"threshold {r['threshold']:.6g} at target FRR {a.frr:g}: achieved FRR "
-        f"{r['achieved_frr']:.4g} (resolution {r['resolution_frr']:.3g})"
-    )
-    if r["far"] is not None:
-        print(f"defective sets {d['n']}: false-accept rate {r['far']:.4g}")
-    else:
-        print("no labelled defective sets: false-accept rate not measured")
-    if "warning" in r:
-        print(f"WARNING: {r['warning']}")
+    total = sum(len(ds) for ds in datasets)
+    for graph in graphs:
+        sets = cliargs.progress(iterate(), f"scoring ({graph})", total=total)
+        engine = create_engine(
+            "onnxruntime", bundle, device="cpu", threads=a.threads, onnx_file=graph
+        )
+        variant = None if graph == ONNX_FILE else graph
+        try:
+            r = calibrate(bundle, sets, a.frr, engine, source, not a.dry_run, a.product, variant)
+        finally:
+            engine.close()
+        print_report(r, graph)
     where = f"product {a.product!r} of " if a.product else ""
     print(
         "dry run: bundle.json unchanged"

@@ -31,11 +31,37 @@ def make_fp16(bundle: Bundle, out_name: str = FP16_FILE) -> Path:
     # keep_io_types: the float32 outputs stay float32 (a Cast is added at the end); the uint8
     # input is untouched. The blur and the final max run in fp16 like everything else.
     model16 = convert_float_to_float16(model, keep_io_types=True, disable_shape_infer=False)
+    _topological_order(model16.graph)
     out = bundle.path / out_name
     onnx.save(model16, str(out))
     onnx.checker.check_model(str(out))
     bundle.add_file(out_name, role="onnx-variant", precision="fp16")
     return out
+
+
+def _topological_order(graph) -> None:  # noqa: ANN001 - an onnx GraphProto
+    """Put ``graph``'s nodes in an order where each comes after its inputs' producers.
+
+    The fp16 converter appends the Casts it adds around ops it keeps in fp32 at the end of the
+    graph (the memory bank's distance floor: Max, Sqrt), which the ONNX checker and ONNX
+    Runtime refuse. Stable: nodes keep their order where it is already valid."""
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending, ordered = list(graph.node), []
+    while pending:
+        ready = [n for n in pending if all(i in known for i in n.input)]
+        if not ready:  # an outer-scope name (subgraphs) or a real cycle: leave it to the checker
+            ordered += pending
+            break
+        ids = {id(n) for n in ready}
+        pending = [n for n in pending if id(n) not in ids]
+        for n in ready:
+            ordered.append(n)
+            known.update(n.output)
+    nodes = [type(n)() for n in ordered]
+    for new, n in zip(nodes, ordered, strict=True):
+        new.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
 
 
 class _SetReader:

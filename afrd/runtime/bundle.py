@@ -6,7 +6,8 @@ Layout::
       bundle.json                 schema "afrd.bundle/1": lights, input, threshold, sha256 of files
       model.onnx                  uint8 [B,N,H,W,3] -> anomaly_map [B,H,W] f32, score [B] f32
       model.<gpu-slug>.engine     optional TensorRT engine (+ .engine.json: TensorRT version, GPU)
-      model.<variant>.onnx        optional precision variants (fp16 for TensorRT, int8 QDQ)
+      model.<variant>.onnx        optional precision variants (fp16, int8 QDQ), each checked
+                                  against model.onnx with its own threshold (bundle_variants)
 
 A product registered to a reference pose declares it in ``preprocessing`` (a list of steps;
 today one kind, ``{"step": "register", ...parameters, "reference": "registration.png"}``), with
@@ -36,7 +37,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from afrd.errors import AfrdError, BundleError
-from afrd.runtime.bundle_products import check_product, check_products, new_products
+from afrd.runtime.bundle_products import check_products, new_products
+from afrd.runtime.bundle_variants import check_variants, threshold_slot
 
 if TYPE_CHECKING:
     from afrd.data.register import Registration
@@ -263,19 +265,15 @@ class Bundle:
         statistics: dict | None = None,
         source: str = "manual",
         product: str | None = None,
+        variant: str | None = None,
     ) -> None:
         """Store a new threshold (verdict = score > threshold) with where it came from: the
-        bundle's, or ``product``'s own in a multi-class bundle (afrd.runtime.bundle_products)."""
-        where = f"bundle {self.path}"
-        if product is not None:
-            check_product(self.meta, where, product)
-            where += f": product {product!r}"
+        bundle's, ``product``'s own in a multi-class bundle (afrd.runtime.bundle_products), or
+        a checked precision ``variant``'s own (afrd.runtime.bundle_variants)."""
+        slot, where = threshold_slot(self, product, variant)
         value = check_threshold(value, where)
-        rec = {"value": value, "source": source, "set": utc_now(), "statistics": statistics or {}}
-        if product is None:
-            self.meta["threshold"] = rec
-        else:
-            self.meta["products"][product]["threshold"] = rec
+        rec = {"value": value, "source": source, "set": utc_now()}
+        slot["threshold"] = {**rec, "statistics": statistics or {}}
         self.save()
 
 
@@ -323,6 +321,7 @@ def _check_fields(js: Path, meta: dict) -> None:
     if thr and thr.get("value") is not None:
         check_threshold(thr["value"], f"bundle {js}: field 'threshold.value'")
     check_products(f"bundle {js}", meta, check_threshold)
+    check_variants(f"bundle {js}", meta, check_threshold)
     steps = meta.get("preprocessing")
     if steps is not None and not isinstance(steps, list):
         raise bad("preprocessing", "a list of steps")

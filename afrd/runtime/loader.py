@@ -12,8 +12,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from afrd.errors import AfrdError, BundleError, ConfigError
-from afrd.runtime.bundle import Bundle
+from afrd.runtime.bundle import ONNX_FILE, Bundle
 from afrd.runtime.bundle_products import product_thresholds
+from afrd.runtime.bundle_variants import variant_thresholds
 from afrd.runtime.engines import Engine, create_engine
 
 
@@ -36,6 +37,16 @@ class Runtime:
         self.engine.close()
 
 
+def source_graph(engine: Engine) -> str:
+    """The bundle's ONNX file whose function ``engine`` computes: a TensorRT engine's is the
+    file it was built from (its sidecar), ONNX Runtime's its ``onnx_file`` option; engines that
+    run no bundle graph (pytorch, null) stand for model.onnx."""
+    sidecar = getattr(engine, "sidecar", None)
+    if isinstance(sidecar, dict) and sidecar.get("onnx_file"):
+        return str(sidecar["onnx_file"])
+    return str(getattr(engine, "onnx_file", ONNX_FILE))
+
+
 def load_runtime(
     bundle_path: str | os.PathLike,
     engine: str,
@@ -47,24 +58,15 @@ def load_runtime(
 ) -> Runtime:
     """Verify the bundle, open its engine and warm it up. ``threshold`` overrides the bundle's
     calibrated one; ConfigError when neither exists, unless every one of ``products`` (the
-    products this bundle is to judge) has its own threshold in a multi-class bundle.
+    products this bundle is to judge) has its own threshold in a multi-class bundle. An engine
+    running a precision variant (model.int8.onnx, or a TensorRT engine built from one) is
+    judged by that variant's own thresholds, and refused (BundleError) when it has none.
     ``on_status`` hears what is being done (the daemon forwards it to systemd);
     ``check_lights`` sees the bundle's lights before the engine is opened (the daemon checks
     its config lights them all)."""
     bundle = Bundle.load(bundle_path)
     if check_lights is not None:
         check_lights(tuple(bundle.lights))
-    own = product_thresholds(bundle.meta)
-    if threshold is None:
-        threshold = bundle.threshold
-    missing = [p for p in products if p not in own]
-    if threshold is None and (missing or not products):
-        who = f" (products without their own: {missing})" if products else ""
-        raise ConfigError(
-            f"threshold: bundle {bundle_path} has no calibrated threshold{who} and the config "
-            f"sets none (run `afrd calibrate threshold` [--product NAME] or set threshold = "
-            f"<score>)"
-        )
     if on_status is not None:
         on_status(f"loading engine {engine} for {bundle.name}")
     try:
@@ -76,6 +78,11 @@ def load_runtime(
             f"bundle {bundle_path}: engine {engine} cannot open it: {type(exc).__name__}: "
             f"{str(exc)[:300]}"
         ) from None
+    try:
+        threshold, own = _thresholds(bundle, engine, eng, threshold, products)
+    except AfrdError:
+        eng.close()
+        raise
     try:
         eng.warmup()
     except Exception as exc:  # e.g. the graph's input size is not bundle.json's input.size
@@ -93,3 +100,40 @@ def load_runtime(
         lights=tuple(bundle.lights),
         product_thresholds=own,
     )
+
+
+def _thresholds(
+    bundle: Bundle,
+    engine: str,
+    eng: Engine,
+    threshold: float | None,
+    products: Sequence[str],
+) -> tuple[float | None, dict[str, float]]:
+    """(threshold, own threshold per product) the opened engine's scores are judged by: the
+    graph's (model.onnx's or the variant's own), ``threshold`` overriding the bundle-wide one."""
+    graph = source_graph(eng)
+    if graph == ONNX_FILE:
+        calibrated, own = bundle.threshold, product_thresholds(bundle.meta)
+        what, flag = f"bundle {bundle.path}", ""
+    else:
+        calibrated, own = variant_thresholds(bundle, graph, f" (run by engine {engine})")
+        what, flag = f"bundle {bundle.path} variant {graph}", f" --variant {graph}"
+        # a product with its own threshold for model.onnx must not fall back to the variant's
+        # bundle-wide one: it was calibrated apart for a reason
+        fp32_own = product_thresholds(bundle.meta)
+        lacking = [p for p in products if p in fp32_own and p not in own]
+        if lacking:
+            raise BundleError(
+                f"{what} has no threshold of its own for products {lacking} (model.onnx has): "
+                f"run `afrd calibrate threshold {bundle.path}{flag} --product NAME --data ROOT`"
+            )
+    if threshold is None:
+        threshold = calibrated
+    missing = [p for p in products if p not in own]
+    if threshold is None and (missing or not products):
+        who = f" (products without their own: {missing})" if products else ""
+        raise ConfigError(
+            f"threshold: {what} has no calibrated threshold{who} and the config sets none "
+            f"(run `afrd calibrate threshold{flag}` [--product NAME] or set threshold = <score>)"
+        )
+    return threshold, own
