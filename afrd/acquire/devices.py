@@ -128,7 +128,8 @@ class Devices:
             return GardasoftController(cc)
         from afrd.sim.emulator import ControllerEmulator
 
-        self.emulator = ControllerEmulator(n_channels=cc.n_channels).start()
+        self.emulator = ControllerEmulator(n_channels=cc.n_channels, error_every=cc.error_every)
+        self.emulator.start()
         return GardasoftController(
             GardasoftConfig(
                 port=self.emulator.port, timeout_s=cc.timeout_s, n_channels=cc.n_channels

@@ -63,6 +63,12 @@ class SimCameraConfig(BaseModel):
         "datagram per part; it drives the emulated controller's trigger input 1, which strobes "
         "and fires the camera (with a real controller: the camera's line)",
     )
+    lose_every: int | None = Field(
+        None,
+        ge=2,
+        description="fault tests: every Nth exposure never arrives (the grab times out after "
+        "timeout_s, as a frame lost on the cable does)",
+    )
 
 
 class SimControllerConfig(BaseModel):
@@ -75,6 +81,9 @@ class SimControllerConfig(BaseModel):
     settle_s: float = Field(0.0, ge=0.0, le=10.0, description="wait after switching lights")
     timeout_s: float = Field(1.0, gt=0, description="the driver's wait for each reply")
     n_channels: int = Field(8, ge=1, le=64)
+    error_every: int | None = Field(
+        None, ge=2, description="fault tests: the emulator answers every Nth command with Err 3"
+    )
 
 
 def sim_lighting_conditions(

@@ -188,6 +188,9 @@ class SimCamera(Camera):
             return _Exposure(self._next_id, part_id, lamps)
 
     def _queue_exposure(self, exposure: _Exposure) -> None:
+        lose = self.config.lose_every
+        if lose is not None and exposure.frame_id % lose == 0:
+            return  # lost on the way (config.lose_every): the grab waiting for it times out
         with self._ready:
             self._queue.append(exposure)
             self._ready.notify_all()

@@ -54,8 +54,10 @@ class ControllerEmulator:
 
     Fault injection (``inject``): ``no_reply`` (answer nothing), ``garbled`` (answer noise ending
     in ``>``), ``err`` (answer ``Err code`` and leave the state unchanged), each for the next
-    ``count`` commands (``None``: until ``clear_faults``) starting with ``command`` (None: any). ``close_port()`` hangs up the pty as
-    an unplugged adapter does; ``reopen_port()`` plugs a new one in under the same ``.port``.
+    ``count`` commands (``None``: until ``clear_faults``) starting with ``command`` (None:
+    any); ``error_every`` answers every Nth command with ``Err 3`` for as long as it runs (a
+    config's fault schedule, for a cell in another process). ``close_port()`` hangs up the pty
+    as an unplugged adapter does; ``reopen_port()`` plugs a new one in under the same ``.port``.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class ControllerEmulator:
         n_inputs: int = 4,
         version: str = "GARDASOFT RT820F-EMU V1.0",
         link_dir: str | os.PathLike | None = None,
+        error_every: int | None = None,
     ) -> None:
         if n_channels < 1:
             raise ValueError("n_channels must be >= 1")
@@ -83,6 +86,8 @@ class ControllerEmulator:
         # kind, remaining, code, the command prefix it applies to (None: every command)
         self._fault: tuple[str, int | None, int, str | None] | None = None
         self.commands: deque[str] = deque(maxlen=10_000)
+        self._error_every = error_every
+        self._n_commands = 0
         self._master: int | None = None
         self._slave: int | None = None
         self._requests: queue.Queue[tuple[str, threading.Event]] = queue.Queue()
@@ -282,7 +287,10 @@ class ControllerEmulator:
         text = raw.decode("ascii", errors="replace").strip().upper()
         with self._lock:
             self.commands.append(text)
+            self._n_commands += 1
             fault = self._fault
+            if self._error_every and self._n_commands % self._error_every == 0:
+                fault = ("err", None, 3, None)
             if fault is not None and (fault[3] is None or text.startswith(fault[3])):
                 kind, remaining, code, prefix = fault
                 if remaining is not None:
