@@ -21,6 +21,9 @@ from typing import Any
 from afrd.errors import ConfigError
 
 _TCP = re.compile(r"^tcp://(?P<host>\[[0-9A-Fa-f:.]+\]|[^\[\]:/]+):(?P<port>\*|[0-9]{1,5})$")
+# a peer of the daemon's sockets that has not completed the ZMTP handshake by then is dropped
+# (libzmq's default is 30 s): a flood of idle TCP connections holds descriptors only briefly
+HANDSHAKE_S = 5.0
 ENDPOINT_HELP = "tcp://HOST:PORT (port 0-65535 or *; IPv6 as [::1]) or ipc:///PATH"
 
 

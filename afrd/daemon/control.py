@@ -38,14 +38,13 @@ from typing import Any
 import zmq
 import zmq.auth
 
-from afrd.config.endpoints import bind, check_ipc_free, curve_server_keys, is_ipv6
+from afrd.config.endpoints import HANDSHAKE_S, bind, check_ipc_free, curve_server_keys, is_ipv6
 from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.control")
 
 CLIP = 200  # characters of a request echoed in a reply or a log line
 MAX_ID_CHARS = 256  # part ids and product names longer than this are refused
-HANDSHAKE_S = 5.0  # a peer that has not completed the ZMTP handshake by then is dropped
 
 
 class CommandError(AfrdError):

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import logging
 import os
+import resource
 import signal
 import sys
 
@@ -35,6 +36,7 @@ def main(argv: list[str]) -> int:
     # Hand the GIL over within 1 ms (default 5 ms): the acquire thread's rendering/conversion
     # must not hold up the thread that publishes the previous part.
     sys.setswitchinterval(0.001)
+    raise_fd_limit()
     svc = Service(args.config, cfg)
 
     def on_term(signum: int, _frame: object) -> None:
@@ -62,6 +64,36 @@ def main(argv: list[str]) -> int:
         svc.shutdown()
         return 1
     return svc.run_forever()
+
+
+FD_WANTED = 65536  # the unit's LimitNOFILE=
+FD_FLOOR = 4096  # below this a flood of idle connections can exhaust them: say so
+
+
+def raise_fd_limit() -> int:
+    """Raise the soft descriptor limit to the hard one (Linux's default soft limit is 1024).
+
+    The PLC and metrics servers cap their connections, but libzmq accepts every TCP peer of the
+    PUB and control sockets until it has completed (or failed) its handshake, and aborts the
+    process when a descriptor it needs is not there: a large limit is the reserve that keeps
+    the daemon's own sockets, files and devices working while idle peers are dropped."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    target = FD_WANTED if hard == resource.RLIM_INFINITY else hard
+    if soft < target:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError) as exc:  # a sandbox may refuse it
+            log.warning("could not raise the descriptor limit from %d: %s", soft, exc)
+    if soft < FD_FLOOR:
+        log.warning(
+            "descriptor limit %d (< %d): a flood of idle connections could exhaust it; set "
+            "LimitNOFILE=%d in the unit",
+            soft,
+            FD_FLOOR,
+            FD_WANTED,
+        )
+    return soft
 
 
 if __name__ == "__main__":

@@ -16,7 +16,7 @@ from collections.abc import Callable
 
 import zmq
 
-from afrd.config.endpoints import bind, check_ipc_free, is_ipv6
+from afrd.config.endpoints import HANDSHAKE_S, bind, check_ipc_free, is_ipv6
 from afrd.daemon.verdict import STATUS_SCHEMA, utc_iso
 
 log = logging.getLogger("afrd.daemon.publisher")
@@ -36,6 +36,9 @@ class Publisher:
         self._sock = self._ctx.socket(zmq.PUB)
         self._sock.setsockopt(zmq.SNDHWM, sndhwm)
         self._sock.setsockopt(zmq.LINGER, 500)
+        # a peer that connects and never completes the ZMTP handshake holds a descriptor:
+        # drop it after HANDSHAKE_S (libzmq's default: 30 s), as the control socket does
+        self._sock.setsockopt(zmq.HANDSHAKE_IVL, int(HANDSHAKE_S * 1000))
         if is_ipv6(endpoint):
             self._sock.setsockopt(zmq.IPV6, 1)
         check_ipc_free(endpoint, "sockets.pub")
