@@ -193,7 +193,8 @@ def test_bad_client_input_is_refused_and_harmless(cell):
     assert exc(client.write_registers(ADDR["parts"], [0, 0])) == 2
     assert exc(client.write_register(ADDR["control"], 2)) == 3  # a reserved control bit
     assert exc(client.write_register(ADDR["product_index"], len(PRODUCTS) + 1)) == 3
-    assert exc(client.write_coil(5, True)) == 2  # only coil 0 (the trigger) is writable
+    assert exc(client.write_coil(5, True)) == 3  # coil 5 = control bit 5, reserved
+    assert exc(client.write_coil(16 * ADDR["status"], True)) == 2  # a bit of the cell's
     assert exc(client.write_registers(2, [1, 2, 3])) == 2  # runs into the cell's registers
     after = regs(client)
     for name in ("product_index", "status", "parts", "seq"):
@@ -208,6 +209,46 @@ def test_bad_client_input_is_refused_and_harmless(cell):
     (msg,) = zmq_results(sub, 1).values()
     assert msg["seq"] == u32(r, "seq") and msg["verdict"] in ("pass", "fail")
     assert dm.proc.poll() is None
+
+
+def test_every_write_path_goes_through_one_check(cell):
+    """Issue 21 item 7: FC 5, 6, 15, 16 and 23 are judged on the registers they would leave.
+    Reserved control bits or an unknown product index are refused with exception 3 whichever
+    function writes them; nothing is triggered and the registers stay; coil 0 alone by FC 15
+    triggers a part."""
+    dm, sub, client, _, _ = cell
+    seq0 = dm.ctl({"cmd": "trigger", "part_id": "before-the-writes"})["result"]["seq"]
+    zmq_results(sub, 1)
+    before = wait_for(lambda: (lambda r: r if u32(r, "last_seq") == seq0 else None)(regs(client)))
+    assert before[ADDR["control"]] == 0
+    pi = 16 * ADDR["product_index"]
+    refused = {
+        "FC15 16 coils from 0": lambda: client.write_coils(0, [True] * 16),
+        "FC15 coil 0 and 1": lambda: client.write_coils(0, [True, True]),
+        "FC15 a reserved bit only": lambda: client.write_coils(15, [True]),
+        "FC5 a reserved bit": lambda: client.write_coil(1, True),
+        "FC6": lambda: client.write_register(ADDR["control"], 0xFFFF),
+        "FC16": lambda: client.write_registers(0, [3, 0, 0, 0]),
+        "FC23": lambda: client.readwrite_registers(read_count=1, write_address=0, values=[0x8001]),
+        "FC15 product index bits": lambda: client.write_coils(pi, [True] * 16),
+        "FC23 product index": lambda: client.readwrite_registers(
+            read_count=1, write_address=ADDR["product_index"], values=[len(PRODUCTS) + 1]
+        ),
+    }
+    for what, write in refused.items():
+        r = write()
+        assert r.isError() and r.exception_code == 3, (what, r)
+    after = regs(client)
+    st = ADDR["status"]  # its heartbeat bit toggles
+    assert after[:st] + after[st + 1 :] == before[:st] + before[st + 1 :], (before, after)
+    # FC 15 on coil 0 alone is the trigger; the part is the next seq: nothing else was triggered
+    assert not client.write_coils(0, [True]).isError()
+    r = wait_for(lambda: (lambda r: r if r[ADDR["status"]] & DONE else None)(regs(client)))
+    assert u32(r, "seq") == seq0 + 1 and r[ADDR["control"]] == 1
+    (msg,) = zmq_results(sub, 1).values()
+    assert msg["seq"] == seq0 + 1 and msg["verdict"] in ("pass", "fail")
+    assert not client.write_coils(0, [False]).isError()
+    wait_for(lambda: not regs(client, ADDR["status"], 1)[0] & DONE, what="done cleared")
 
 
 def test_every_error_code_has_a_register_value():

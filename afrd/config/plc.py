@@ -1,8 +1,9 @@
 """The optional PLC sections of the cell config: ``[opcua]`` and ``[modbus]``.
 
 Both servers run inside the daemon beside ZeroMQ (``afrd.daemon.interfaces``). Their models
-forbid unknown keys like the rest of the cell config, and refuse a setup that would expose the
-cell by accident: the OPC UA endpoint without security (policy ``none``) is allowed only on a
+forbid unknown keys like the rest of the cell config, bound the connections each serves
+(``max_connections``, and a timeout for a silent client), and refuse a setup that would expose
+the cell by accident: the OPC UA endpoint without security (policy ``none``) is allowed only on a
 loopback host unless ``allow_insecure_remote = true`` says it is meant; secured policies need
 the server's certificate and private key. Relative paths are relative to the config file
 (``resolve_paths``).
@@ -74,6 +75,12 @@ class OpcUaConfig(_Strict):
     allow_insecure_remote: bool = Field(
         False, description="offer security 'none' on a non-loopback host (anyone can trigger)"
     )
+    max_connections: int = Field(
+        32, ge=1, le=1000, description="TCP connections served at once; more are closed at once"
+    )
+    hello_timeout_s: float = Field(
+        10.0, gt=0, le=3600, description="a connection that sends nothing this long is closed"
+    )
 
     @field_validator("host")
     @classmethod
@@ -127,6 +134,15 @@ class ModbusConfig(_Strict):
     )
     part_id_format: str = Field(
         "{n}", max_length=64, description="part id from the part number n, e.g. 'SN-{n:08d}'"
+    )
+    max_connections: int = Field(
+        32, ge=1, le=1000, description="TCP connections served at once; more are closed at once"
+    )
+    idle_timeout_s: float = Field(
+        60.0,
+        ge=0,
+        le=86400,
+        description="a client that sends nothing this long is dropped; 0: never",
     )
 
     @field_validator("host")

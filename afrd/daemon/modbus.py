@@ -16,9 +16,12 @@ the trigger bit; on that rising edge the cell clears done/pass/fail/error, sets 
 triggers the part; when the part's result is published it writes 11-20, sets done and one of
 pass/fail/error and clears busy; the PLC reads the result and clears the trigger bit, and the
 cell clears done. A rising edge while busy is refused (counted in 36, nothing triggered).
-Values the map does not define (reserved control bits, a product index beyond
-``modbus.products``) are refused with exception 3 (illegal value); addresses beyond the map
-with exception 2. Nothing a client sends stops the server or the daemon.
+Every write (FC 5, 6, 15, 16, 23) is judged on the registers it would leave, by one check:
+values the map does not define (reserved control bits, set by register or by coil, a product
+index beyond ``modbus.products``) are refused with exception 3 (illegal value); addresses beyond
+the map and the cell's registers with exception 2; mask write (FC 22) with exception 1. Nothing a
+client sends stops the server or the daemon; at most ``modbus.max_connections`` clients are
+served at once, and one silent for ``modbus.idle_timeout_s`` is dropped.
 """
 
 from __future__ import annotations
@@ -35,7 +38,7 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from afrd.config.plc import ModbusConfig
-from afrd.daemon.plcserver import Hooks, LoopThread, TriggerReply
+from afrd.daemon.plcserver import ConnectionGuard, Hooks, LoopThread, TriggerReply
 from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.modbus")
@@ -102,6 +105,22 @@ def from_words32(hi: int, lo: int) -> int:
     return (hi << 16) | lo
 
 
+def written(
+    fc: int, address: int, regs: list[int], values: list[int] | list[bool]
+) -> tuple[int, list[int]]:
+    """The registers a write would leave: (first register, their values). A coil write changes
+    bits of registers (coil ``16 * r + b`` is bit ``b`` of register ``r``), so its result is
+    the touched registers with those bits set or cleared."""
+    if fc not in _WRITE_COILS:
+        return address, [int(v) & 0xFFFF for v in values]
+    first = address // 16
+    words = regs[first : first + (address % 16 + len(values) + 15) // 16]
+    for i, on in enumerate(values, address - 16 * first):
+        r, b = divmod(i, 16)
+        words[r] = words[r] | (1 << b) if on else words[r] & ~(1 << b)
+    return first, words
+
+
 def _probe_bind(host: str, port: int) -> None:
     """Raise the OSError binding ``host:port`` gives (port in use, no such address)."""
     family = socket.AF_INET6 if ":" in host else socket.AF_INET
@@ -116,7 +135,8 @@ class ModbusServer(LoopThread):
     name = "modbus"
 
     def __init__(self, cfg: ModbusConfig, hooks: Hooks, products: list[str] | None = None) -> None:
-        super().__init__(hooks, cfg.host, cfg.port)
+        guard = ConnectionGuard(self.name, cfg.max_connections, idle_timeout_s=cfg.idle_timeout_s)
+        super().__init__(hooks, cfg.host, cfg.port, guard)
         self.cfg = cfg
         # product index N -> products[N-1]: [modbus].products, else the cell's [[product]] names
         self.products = list(cfg.products or products or [])
@@ -161,27 +181,32 @@ class ModbusServer(LoopThread):
         fc: int,
         _start: int,
         address: int,
-        count: int,
-        _regs: list[int],
+        _count: int,
+        regs: list[int],
         values: list[int] | list[bool] | None,
     ) -> ExcCodes | None:
-        """pymodbus calls this before a request touches the registers: refuse what the map
-        does not define; after a write, look for the trigger's edges."""
+        """pymodbus calls this before a request touches the registers (``values`` None: a read).
+        Every write, by register or by coil, is judged on the registers it would leave
+        (``_check``); after an accepted one, look for the trigger's edges."""
         if values is None:
             return None
-        if fc in _WRITE_COILS:
-            if address != 0 or count != 1:  # only the trigger bit is a writable coil
-                return ExcCodes.ILLEGAL_ADDRESS
-        elif fc in _WRITE_REGS:
-            for i, v in enumerate(values):
-                a = address + i
-                if a == ADDR["control"] and int(v) & ~1:
-                    return ExcCodes.ILLEGAL_VALUE
-                if a == ADDR["product_index"] and int(v) > len(self.products):
-                    return ExcCodes.ILLEGAL_VALUE
-        else:  # mask write (22) and anything else that writes: not part of the handshake
+        if fc not in _WRITE_REGS + _WRITE_COILS:  # mask write (22): not part of the handshake
             return ExcCodes.ILLEGAL_FUNCTION
+        if (exc := self._check(*written(fc, address, regs, values))) is not None:
+            return exc
         asyncio.get_running_loop().call_soon(self._after_write)
+        return None
+
+    def _check(self, first: int, words: list[int]) -> ExcCodes | None:
+        """The one rule for every write path (FC 5, 6, 15, 16, 23): ``words``, the values
+        registers ``first``.. would hold, must be the PLC's and mean something."""
+        for a, v in enumerate(words, first):
+            if a >= PLC_WORDS:  # the cell's (pymodbus's read-only flags refuse these first)
+                return ExcCodes.ILLEGAL_ADDRESS
+            if a == ADDR["control"] and v & ~1:
+                return ExcCodes.ILLEGAL_VALUE
+            if a == ADDR["product_index"] and v > len(self.products):
+                return ExcCodes.ILLEGAL_VALUE
         return None
 
     def _after_write(self) -> None:

@@ -12,20 +12,28 @@ index by URI, string node ids are stable; the README has the table)::
         Trigger(PartId: String, Product: String) -> (Seq: UInt32, PartId: String)  s=Cell.Trigger
 
 Every variable is read-only to clients. Every published result (of any trigger) updates
-LastResult in one step on the server's loop, Seq last: a client that sees Seq change reads a
-consistent result. ``Trigger`` with an empty PartId lets the cell number the part and an empty
-Product means ``trigger.product``; it returns the part's Seq, or BadInvalidArgument (wrong type
-or count of arguments, an unusable name: nothing is triggered) or BadInvalidState (paused,
-overrun, stopping: the part's ``error`` result is still published with that Seq).
+LastResult on the server's loop, Seq last, through one writer task that applies the results in
+their order, one whole result at a time: two results never interleave, so a client that sees
+Seq change has already been sent that result's other values. (A Read of several nodes is
+consistent too, as long as asyncua's value write does not yield to the loop: it only queues
+notifications; should an asyncua release change that, the writer logs it once.) ``Trigger``
+with an empty PartId lets the cell number the part and an empty Product means
+``trigger.product``; it returns the part's Seq, or BadInvalidArgument (wrong type or count of
+arguments, an unusable name: nothing is triggered) or BadInvalidState (paused, overrun,
+stopping: the part's ``error`` result is still published with that Seq).
 
 Security: endpoints for the configured modes (None, Basic256Sha256 Sign, SignAndEncrypt) with
 the server's certificate and key; ``trusted_clients_dir`` limits secured endpoints to those
 client certificates; ``users_file`` requires a user name and password (no anonymous login).
-Clients never get the admin role (they cannot add or delete nodes).
+Clients never get the admin role (they cannot add or delete nodes). At most
+``opcua.max_connections`` TCP connections are served at once (``ConnectionGuard``); one that
+sends nothing within ``opcua.hello_timeout_s`` is closed, and asyncua closes one that opens no
+session within 30 s (its ``max_pending_activation_seconds``).
 """
 
 from __future__ import annotations
 
+import asyncio
 import datetime as _dt
 import logging
 import math
@@ -37,7 +45,7 @@ from asyncua.server.user_managers import UserManager
 
 from afrd.config.plc import OpcUaConfig, trusted_certificates
 from afrd.config.plcusers import check_password, load_users
-from afrd.daemon.plcserver import Hooks, LoopThread
+from afrd.daemon.plcserver import ConnectionGuard, Hooks, LoopThread
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.opcua")
@@ -92,7 +100,8 @@ class OpcUaServer(LoopThread):
     name = "opcua"
 
     def __init__(self, cfg: OpcUaConfig, hooks: Hooks, cell: str) -> None:
-        super().__init__(hooks, cfg.host, cfg.port)
+        guard = ConnectionGuard(self.name, cfg.max_connections, hello_timeout_s=cfg.hello_timeout_s)
+        super().__init__(hooks, cfg.host, cfg.port, guard)
         self.cfg = cfg
         self.cell = cell
         self.server: Server | None = None
@@ -102,6 +111,9 @@ class OpcUaServer(LoopThread):
         self._written: dict[str, Any] = {}  # what each variable was last set to
         self._counts = {"pass": 0, "fail": 0, "error": 0}
         self._last_state: tuple | None = None
+        self._updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # for _writer only
+        self._writer_task: asyncio.Task | None = None
+        self._yield_logged = False
 
     @property
     def endpoint(self) -> str:
@@ -137,6 +149,7 @@ class OpcUaServer(LoopThread):
         await self._build(srv)
         self.server = srv
         await srv.start()
+        self._writer_task = asyncio.get_running_loop().create_task(self._writer())
 
     @staticmethod
     def _validator(trusted: set[bytes]) -> Any:
@@ -179,10 +192,37 @@ class OpcUaServer(LoopThread):
 
     async def _stop(self) -> None:
         if self.server is not None:
-            await self._set({"State": "stopping"})
+            self._updates.put_nowait({"State": "stopping"})
+            try:  # the results handed over before close() are applied first
+                await asyncio.wait_for(self._updates.join(), 5.0)
+            except asyncio.TimeoutError:  # builtins.TimeoutError only from 3.11
+                log.error("opcua: %d updates not applied at stop", self._updates.qsize())
+            if self._writer_task is not None:
+                self._writer_task.cancel()
             await self.server.stop()
 
     # ---------------------------------------------------------------- values
+    async def _writer(self) -> None:
+        """The one task that writes values once the server runs: updates (results, state) are
+        applied in the order they were queued, each whole before the next begins."""
+        while True:
+            values = await self._updates.get()
+            yielded: list[bool] = []
+            probe = self.loop.call_soon(yielded.append, True)  # runs only if _set yields
+            try:
+                await self._set(values)
+            except Exception:
+                log.exception("opcua: update of %s not applied", sorted(values))
+            finally:
+                probe.cancel()
+                self._updates.task_done()
+            if yielded and not self._yield_logged:
+                self._yield_logged = True
+                log.warning(
+                    "opcua: asyncua yielded while writing one result: a client's Read of "
+                    "several nodes may mix two results (subscriptions and Seq-last still hold)"
+                )
+
     async def _set(self, values: dict[str, Any]) -> None:
         """Write the values that changed (each write costs every client monitoring the node a
         copy and a notification; unchanged ones would notify nobody)."""
@@ -199,7 +239,7 @@ class OpcUaServer(LoopThread):
             else:  # while building, before the server runs
                 await node.write_value(dv)
 
-    def _on_result(self, msg: dict) -> Any:
+    def _on_result(self, msg: dict) -> None:
         verdict = msg.get("verdict", "")
         if verdict in self._counts:
             self._counts[verdict] += 1
@@ -225,7 +265,7 @@ class OpcUaServer(LoopThread):
             "Counters.Error": c["error"],
             "LastResult.Seq": int(msg.get("seq", 0)) & 0xFFFFFFFF,  # last: the change to watch
         }
-        return self._set(values)
+        self._updates.put_nowait(values)
 
     async def _tick(self) -> None:
         st = self.hooks.status()
@@ -238,7 +278,7 @@ class OpcUaServer(LoopThread):
         )
         if now != self._last_state:
             self._last_state = now
-            await self._set(dict(zip(("State", "Model", "Threshold"), now, strict=True)))
+            self._updates.put_nowait(dict(zip(("State", "Model", "Threshold"), now, strict=True)))
 
     # ---------------------------------------------------------------- Trigger method
     async def _trigger(self, _parent: Any, *args: Any) -> Any:
