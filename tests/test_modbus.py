@@ -288,7 +288,8 @@ def test_restart_and_port_in_use(cell, bundle, tmp_path):
         timeout=120,
     )
     assert p.returncode == 2, (p.returncode, p.stderr[-2000:])
-    assert f"modbus: cannot listen on 127.0.0.1:{mb}" in p.stderr and "Traceback" not in p.stderr
+    assert f"modbus.port: cannot listen on 127.0.0.1:{mb}: in use" in p.stderr
+    assert "Traceback" not in p.stderr
     assert dm.stop() == 0, dm.output()
     dm = Daemon(dm.config).start()  # a new process on the same config and port
     sub2 = dm.subscriber()

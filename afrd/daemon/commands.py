@@ -83,6 +83,8 @@ class ControlCommands:
             "queues": p.queue_depths() if p else {},
             "in_flight": p.in_flight if p else 0,
             "idle_grabs": p.idle_grabs if p else 0,
+            # frames dropped before a part's first light (a late frame of an earlier part)
+            "flushed_frames": getattr(getattr(self.devices, "camera", None), "flushed", 0),
             "threshold": book.default_recipe.threshold if book else None,
             "model": rt.model if rt else None,
             "engine": rt.engine.name if rt else None,

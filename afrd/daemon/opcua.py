@@ -148,7 +148,15 @@ class OpcUaServer(LoopThread):
         self.ns = await srv.register_namespace(cfg.namespace)
         await self._build(srv)
         self.server = srv
-        await srv.start()
+        # asyncua logs its own traceback before it raises (a port in use): the daemon says it
+        # in one line (LoopThread.start); any other failure still shows in full at debug level
+        quiet = logging.getLogger("asyncua.server.server")
+        level = quiet.level
+        quiet.setLevel(logging.CRITICAL if log.getEffectiveLevel() > logging.DEBUG else level)
+        try:
+            await srv.start()
+        finally:
+            quiet.setLevel(level)
         self._writer_task = asyncio.get_running_loop().create_task(self._writer())
 
     @staticmethod

@@ -16,6 +16,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from afrd.config.endpoints import listen_error
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.interfaces")
@@ -221,11 +222,7 @@ class LoopThread:
             if isinstance(exc, AfrdError):
                 raise exc
             if isinstance(exc, OSError):
-                raise ConfigError(
-                    f"{self.name}: cannot listen on {self.where}: {exc.strerror or exc} (port in "
-                    f"use by another process, or an address this host does not have?); change "
-                    f"{self.name}.host/port in the cell config"
-                ) from None
+                raise listen_error(f"{self.name}.port", self.where, exc) from None
             raise ConfigError(f"{self.name}: server on {self.where} failed to start: {exc!r}")
         log.info("%s server listening on %s", self.name, self.where)
 
