@@ -22,11 +22,11 @@ def accept_queue(port: int) -> int:
     return 0
 
 
-def open_idle(port: int, n: int, batch: int = 50) -> list[socket.socket]:
-    """``n`` connections to ``port`` that never send a byte, ``batch`` at a time: each batch
-    waits until the listener took the last from its accept queue (a queue that overflows turns
-    further connections into SYN-cookie ghosts the daemon never sees)."""
-    out = []
+def open_idle(port: int, n: int, out: list[socket.socket], batch: int = 16) -> None:
+    """``n`` connections to ``port`` that never send a byte, into ``out`` (the caller closes
+    them, also when this fails), ``batch`` at a time: each batch waits until the listener took
+    the last from its accept queue (a queue that overflows turns further connections into
+    SYN-cookie ghosts the daemon never sees; the PLC servers' backlog is their cap, 32)."""
     for i in range(n):
         s = socket.socket()
         s.setblocking(False)
@@ -35,7 +35,6 @@ def open_idle(port: int, n: int, batch: int = 50) -> list[socket.socket]:
         out.append(s)
         if (i + 1) % batch == 0:
             wait_for(lambda: accept_queue(port) == 0, what=f"port {port} accepting")
-    return out
 
 
 def closed_by_server(socks: list[socket.socket]) -> int:

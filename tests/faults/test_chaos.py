@@ -155,7 +155,7 @@ def test_chaos_soak(tmp_path):
             assert r["ok"] == (text is None or "threshold = 0.4" in text), r
 
     schedule = {
-        150: lambda: flood.extend(p for port in ports.values() for p in open_idle(port, FLOOD)),
+        150: lambda: [open_idle(port, FLOOD, flood) for port in ports.values()],
         300: lambda: reload(good.replace("heatmaps = true", "heatmaps = true\nthreshold = 0.4"), "ctl"),
         450: lambda: [s.close() for s in flood] and flood.clear(),
         600: lambda: reload("cell = [broken\n", "ctl"),
@@ -164,7 +164,7 @@ def test_chaos_soak(tmp_path):
         830: lambda: dm.ctl({"cmd": "resume"}),
         1000: lambda: reload(good.replace(str(bundle), str(tmp_path / "gone")), "hup"),
         1100: lambda: reload(None, "ctl"),
-        1300: lambda: flood.extend(p for port in ports.values() for p in open_idle(port, FLOOD)),
+        1300: lambda: [open_idle(port, FLOOD, flood) for port in ports.values()],
         1500: lambda: [s.close() for s in flood] and flood.clear(),
         1700: lambda: reload(good.replace("heatmaps = true", "heatmaps = false"), "hup"),
         1850: lambda: reload(None, "ctl"),

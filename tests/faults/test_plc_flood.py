@@ -9,10 +9,7 @@ log grows by a few lines, not thousands."""
 from __future__ import annotations
 
 import asyncio
-import errno
-import os
 import resource
-import select
 import socket
 
 import pytest
@@ -20,6 +17,7 @@ import pytest
 pytest.importorskip("pymodbus", reason="the plc extra (pymodbus) is not installed")
 pytest.importorskip("asyncua", reason="the plc extra (asyncua) is not installed")
 
+from _flood import closed_by_server, open_idle, usage  # noqa: E402
 from _plc_helpers import free_port, plc_config, wait_for  # noqa: E402
 from conftest import results_for  # noqa: E402
 from pymodbus.client import AsyncModbusTcpClient  # noqa: E402
@@ -30,48 +28,6 @@ from afrd.sim.launch import Daemon, wait_subscribed  # noqa: E402
 FLOOD = 1100  # per port: more than the daemon's descriptor limit below
 FD_LIMIT = 1024
 CAP = 32  # the default max_connections of both servers
-
-
-def accept_queue(port: int) -> int:
-    """Connections waiting in the accept queue of the listener on 127.0.0.1:``port``."""
-    local = f"0100007F:{port:04X}"
-    with open("/proc/net/tcp") as f:
-        for line in f.readlines()[1:]:
-            fields = line.split()
-            if fields[1] == local and fields[3] == "0A":  # LISTEN: rx_queue = accept queue
-                return int(fields[4].split(":")[1], 16)
-    return 0
-
-
-def open_idle(port: int, n: int, out: list[socket.socket], batch: int = CAP // 2) -> None:
-    """``n`` connections to ``port`` that never send a byte, into ``out`` (the caller closes
-    them, also when this fails), ``batch`` at a time: each batch waits until the daemon took the
-    last from its accept queue (one that overflows turns further connections into SYN-cookie
-    ghosts the daemon never sees)."""
-    for i in range(n):
-        s = socket.socket()
-        s.setblocking(False)
-        err = s.connect_ex(("127.0.0.1", port))
-        assert err in (0, errno.EINPROGRESS), os.strerror(err)
-        out.append(s)
-        if (i + 1) % batch == 0:
-            wait_for(lambda: accept_queue(port) == 0, what=f"port {port} accepting")
-
-
-def closed_by_server(socks: list[socket.socket]) -> int:
-    """How many of ``socks`` the server closed (readable: EOF or reset)."""
-    poller = select.poll()  # select() stops at descriptor 1023
-    for s in socks:
-        poller.register(s, select.POLLIN)
-    return len(poller.poll(0))
-
-
-def usage(pid: int) -> tuple[int, int]:
-    """(open descriptors, RSS in KiB) of ``pid``."""
-    fds = len(os.listdir(f"/proc/{pid}/fd"))
-    with open(f"/proc/{pid}/status") as f:
-        rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
-    return fds, rss
 
 
 def modbus_reads(port: int) -> bool:

@@ -49,7 +49,8 @@ def test_idle_connection_flood_on_the_pub_and_control_ports(bundle, tmp_path):
         pid = dm.proc.pid
         assert _soft_limit(pid) == hard, "the daemon did not raise its descriptor limit"
         fds0, _ = usage(pid)
-        flood = open_idle(pub, FLOOD) + open_idle(ctl, FLOOD)
+        open_idle(pub, FLOOD, flood)
+        open_idle(ctl, FLOOD, flood)
         fds1, _ = usage(pid)
         assert fds1 >= fds0 + FLOOD, (fds0, fds1)  # the daemon holds them: a real flood
         ids = [f"flood-{i}" for i in range(5)]
