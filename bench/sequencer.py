@@ -21,8 +21,8 @@ import numpy as np
 
 from afrd.acquire.correction import FlatField
 from afrd.acquire.sequencer import Setup
-from afrd.acquire.simulated import sim_lighting_conditions
 from afrd.sim.cell import SimCell
+from afrd.sim.config import sim_lighting_conditions
 
 
 def _stats(xs: list[float]) -> dict:

@@ -208,9 +208,14 @@ def test_capture_errors_name_the_file(tmp_path: Path):
         CaptureDataset(root)[0]
     with pytest.raises(DataError, match="no image for lights"):
         CaptureDataset(root, lights=("dome",))[0]
-    (p / "set.json").write_text('{"schema": "other/9"}')
-    with pytest.raises(DataError, match="expected 'afrd.capture/1'"):
+    (p / "set.json").write_text('{"schema": "other/9"}')  # named, skipped; nothing left
+    with pytest.raises(
+        DataError,
+        match=r"1 incomplete or unreadable skipped.*skipped: .*"
+        r"set\.json: schema 'other/9', expected 'afrd\.capture/1'",
+    ):
         CaptureDataset(root)
+    assert len(CaptureDataset(root, split="all")) == 0
     with pytest.raises(DataError, match="label must be"):
         write_capture(root, _set("y", 2), {"label": 3})
 

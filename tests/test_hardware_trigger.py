@@ -16,11 +16,11 @@ import numpy as np
 import pytest
 from _daemon_helpers import wait_for
 
-from afrd.acquire.simulated import SimControllerConfig, sim_lighting_conditions
 from afrd.data import render as R
 from afrd.data.lights import DEFAULT_LIGHTS
 from afrd.errors import FrameTimeout
 from afrd.sim.cell import SimCell
+from afrd.sim.config import SimControllerConfig, sim_lighting_conditions
 
 pytestmark = pytest.mark.timeout(60)
 SIZE = 32

@@ -9,16 +9,16 @@ import numpy as np
 import pytest
 
 from afrd.acquire.lighting import ChannelSetting, LightingCondition
-from afrd.acquire.simulated import (
+from afrd.data import render as R
+from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.errors import DeviceError, FrameTimeout
+from afrd.sim.cell import SimCell
+from afrd.sim.config import (
     SIM_CHANNELS,
     SimCameraConfig,
     SimControllerConfig,
     sim_lighting_conditions,
 )
-from afrd.data import render as R
-from afrd.data.lights import DEFAULT_LIGHTS
-from afrd.errors import DeviceError, FrameTimeout
-from afrd.sim.cell import SimCell
 from afrd.sim.parts import SimParts
 
 SIZE = 48

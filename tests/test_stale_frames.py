@@ -21,10 +21,10 @@ from test_genicam_camera import camera, tlsimu_cti
 
 from afrd.acquire.gardasoft import GardasoftConfig, GardasoftController
 from afrd.acquire.sequencer import Sequencer
-from afrd.acquire.simulated import SimControllerConfig, sim_lighting_conditions
 from afrd.data import render as R
 from afrd.errors import DeviceError, FrameTimeout
 from afrd.sim.cell import SimCell
+from afrd.sim.config import SimControllerConfig, sim_lighting_conditions
 from afrd.sim.emulator import ControllerEmulator
 
 pytestmark = pytest.mark.timeout(60)

@@ -1,6 +1,6 @@
 """Acquisition: camera and lighting-controller drivers, pixel formats, the six-light sequencer.
 
-Each driver module declares its own config model next to it; ``afrd.acquire.devices`` opens the
-driver a config section names. Nothing here imports the simulator unless a config asks for a
-simulated device.
+Each driver module declares its own config model next to it; each device kind registers itself
+(``afrd.acquire.registry``, the ``afrd.devices`` entry points) and ``afrd.acquire.devices`` opens
+the kind a config section names. Nothing here names the simulator: it registers its own kinds.
 """

@@ -1,30 +1,28 @@
 """The device factory: the camera and the lighting controller a config names, opened together.
 
-Each driver takes its own config model (declared next to it); this module only chooses the
-driver by ``kind``. A simulated device (``kind = "sim"``) is imported from ``afrd.sim`` here
-and only here, when a config asks for one.
+Each kind declares its config model and how it opens, and registers itself
+(:mod:`afrd.acquire.registry`: the ``afrd.devices`` entry points); this module builds the
+``[camera]``/``[controller]`` config unions from the registry and opens what a config names.
+It names no kind's package: the simulator registers its own kinds.
 """
 
 from __future__ import annotations
 
 import logging
 from collections.abc import Sequence
-from typing import Annotated, Any, Literal
-
-from pydantic import Field
+from typing import Any, Literal
 
 from afrd.acquire.camera import Camera
-from afrd.acquire.gardasoft import GardasoftConfig, GardasoftController
-from afrd.acquire.genicam import GenICamCamera, GenICamConfig
 from afrd.acquire.lighting import LightController, LightingCondition
+from afrd.acquire.registry import config_union, kind_of, tags
 from afrd.acquire.sequencer import Sequencer
-from afrd.acquire.simulated import SimCameraConfig, SimControllerConfig
 from afrd.errors import DeviceError
 
 log = logging.getLogger(__name__)
 
-CameraConfig = Annotated[SimCameraConfig | GenICamConfig, Field(discriminator="kind")]
-ControllerConfig = Annotated[SimControllerConfig | GardasoftConfig, Field(discriminator="kind")]
+CameraConfig = config_union("camera")
+ControllerConfig = config_union("controller")
+DEVICE_TAGS = tags()  # what the unions put into a validation error's path (afrd.config.cell)
 TriggerMode = Literal["control", "hardware", "free-run"]
 
 
@@ -39,46 +37,18 @@ def camera_identity(config: CameraConfig, camera: Camera | None = None) -> dict[
 
 def frame_shape(config: CameraConfig) -> tuple[int, int, int] | None:
     """The frame shape (H, W, 3) a camera config delivers, when the config fixes it."""
-    if config.kind == "sim":
-        return (config.size, config.size, 3)
-    if config.width is not None and config.height is not None:
-        return (config.height, config.width, 3)
-    return None
+    shape = kind_of(config).frame_shape
+    return None if shape is None else shape(config)
 
 
-class AppliedLights(LightController):
-    """Wraps a controller and remembers the channels it was last told to light: what the
-    simulated camera renders under when the controller (or its emulator) is in another process."""
-
-    def __init__(self, inner: LightController) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self._lit: dict[int, float] = {}
-
-    def open(self) -> None:
-        self.inner.open()
-
-    def close(self) -> None:
-        self.inner.close()
-
-    def apply(self, condition: LightingCondition) -> None:
-        self._lit = {}
-        self.inner.apply(condition)
-        self._lit = {c.channel: c.level for c in condition.channels if c.level > 0}
-
-    def all_off(self) -> None:
-        self._lit = {}
-        self.inner.all_off()
-
-    def strobe(self, condition: LightingCondition) -> None:
-        self.inner.strobe(condition)
-
-    def lit(self) -> dict[int, float]:
-        return dict(self._lit)
+def simulated(config: Any) -> bool:
+    """True for a device config of a simulated kind (it images no real part)."""
+    return kind_of(config).simulated
 
 
 class Devices:
-    """Controller + camera (+ the emulator behind a simulated controller), opened together.
+    """Controller + camera, opened together, each by its kind's ``open`` (controller first: a
+    camera may listen to it).
 
     ``trigger``: the cell's trigger mode; in ``hardware`` mode the camera waits for its line.
     ``open(require_controller=False)`` tolerates a controller that does not answer yet (the
@@ -94,7 +64,6 @@ class Devices:
         self.camera_config = camera
         self.controller_config = controller
         self.trigger = trigger
-        self.emulator: Any = None  # afrd.sim.emulator.ControllerEmulator for kind = "sim"
         self.controller: LightController | None = None
         self.camera: Camera | None = None
 
@@ -108,8 +77,9 @@ class Devices:
 
     def open(self, require_controller: bool = False) -> Devices:
         try:
-            self.controller = self._controller()
-            self.camera = self._camera()
+            cc, cam = self.controller_config, self.camera_config
+            self.controller = kind_of(cc).open(cc, self)
+            self.camera = kind_of(cam).open(cam, self)
             self.camera.open()
             try:
                 self.controller.open()
@@ -122,37 +92,6 @@ class Devices:
             raise
         return self
 
-    def _controller(self) -> LightController:
-        cc = self.controller_config
-        if cc.kind == "gardasoft":
-            return GardasoftController(cc)
-        from afrd.sim.emulator import ControllerEmulator
-
-        self.emulator = ControllerEmulator(n_channels=cc.n_channels, error_every=cc.error_every)
-        self.emulator.start()
-        return GardasoftController(
-            GardasoftConfig(
-                port=self.emulator.port, timeout_s=cc.timeout_s, n_channels=cc.n_channels
-            )
-        )
-
-    def _camera(self) -> Camera:
-        cam = self.camera_config
-        if cam.kind == "genicam":
-            return GenICamCamera(
-                cam, trigger="hardware" if self.trigger == "hardware" else "software"
-            )
-        from afrd.sim.camera import SimCamera
-
-        if self.emulator is not None:
-            lit = self.emulator.lit  # the emulator knows what is lit
-        else:  # a real controller (or an emulator elsewhere): what the driver was told to light
-            self.controller = AppliedLights(self.controller)
-            lit = self.controller.lit
-        return SimCamera(
-            cam, lit, hardware_trigger=self.trigger == "hardware", controller=self.emulator
-        )
-
     def sequencer(self, conditions: Sequence[LightingCondition], **kw: Any) -> Sequencer:
         """A sequencer over these devices (settle and grab timeout from their configs)."""
         if self.controller is None or self.camera is None:
@@ -162,7 +101,7 @@ class Devices:
         return Sequencer(self.controller, self.camera, conditions, **kw)
 
     def close(self) -> None:
-        """Lights off, camera and controller closed, emulator stopped; never raises."""
+        """Lights off, camera and controller closed; never raises."""
         if self.controller is not None:
             try:
                 self.controller.all_off()
@@ -174,9 +113,6 @@ class Devices:
                     dev.close()
                 except Exception as exc:  # closing must not stop the rest from closing
                     log.warning("closing %s: %s", what, exc)
-        if self.emulator is not None:
-            self.emulator.stop()
-            self.emulator = None
 
     def __enter__(self) -> Devices:
         return self.open(require_controller=True)

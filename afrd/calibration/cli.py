@@ -87,19 +87,17 @@ def calibration_cell(args: argparse.Namespace) -> Iterator[tuple]:
     refuse it on another camera."""
     from afrd.acquire.camera import WHITE_TARGET
     from afrd.acquire.devices import Devices, camera_identity
-    from afrd.acquire.simulated import (
-        SimCameraConfig,
-        SimControllerConfig,
-        sim_lighting_conditions,
-    )
+    from afrd.acquire.registry import device_kind
     from afrd.config.cell import load_config
     from afrd.data.lights import DEFAULT_LIGHTS
     from afrd.errors import ConfigError
 
     lights = args.lights.split(",") if args.lights else None
     if args.sim:
-        devices = Devices(SimCameraConfig(size=args.image_size), SimControllerConfig())
-        conds = sim_lighting_conditions(lights or DEFAULT_LIGHTS)
+        # the simulated cell's kinds, named as a config names them (the simulator registers them)
+        camera, controller = device_kind("camera", "sim"), device_kind("controller", "sim")
+        devices = Devices(camera.config(size=args.image_size), controller.config())
+        conds = controller.conditions(lights or DEFAULT_LIGHTS)
     else:
         cfg = load_config(args.config)
         names = lights or [c.name for c in cfg.lighting]

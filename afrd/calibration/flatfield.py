@@ -23,7 +23,7 @@ from pathlib import Path
 
 import numpy as np
 
-from afrd.acquire.correction import FlatField, _mean_frames  # noqa: F401 - re-exported
+from afrd.acquire.correction import FlatField
 from afrd.calibration.cli import calibration_cell, cell_parser, failed, output_dir, source
 from afrd.calibration.exposure import frame_under, load_exposures
 from afrd.errors import AfrdError, ConfigError, DataError

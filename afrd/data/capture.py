@@ -56,7 +56,9 @@ _NAME_BYTES = 150  # a folder name (with the temp prefix) stays under NAME_MAX =
 CAPTURE_SPLITS = ("train", "val", "test", "test_public", "all")
 
 
-def _safe(name: str, what: str) -> str:
+def safe_name(name: str, what: str) -> str:
+    """``name`` as one folder name of the capture layout (``what`` names it in the DataError
+    raised when nothing usable is left); the web page's queries and exports use it too."""
     out = _SAFE.sub("_", name).strip("._")
     out = out.encode()[:_NAME_BYTES].decode("utf-8", "ignore")
     if not out:
@@ -92,8 +94,8 @@ def write_capture(root: str | Path, imageset: ImageSet, result: dict | None = No
         captured = datetime.fromisoformat(ts.replace("Z", "+00:00")).astimezone(timezone.utc)
     else:
         captured = datetime.fromtimestamp(float(ts), tz=timezone.utc)
-    product = _safe(imageset.product or "unknown", "product")
-    part = _safe(imageset.part_id or captured.strftime("%H%M%S%f"), "part_id")
+    product = safe_name(imageset.product or "unknown", "product")
+    part = safe_name(imageset.part_id or captured.strftime("%H%M%S%f"), "part_id")
     day_dir = root / product / captured.strftime("%Y-%m-%d")
     day_dir.mkdir(parents=True, exist_ok=True)
     label = result.get("label", None)
@@ -103,7 +105,7 @@ def write_capture(root: str | Path, imageset: ImageSet, result: dict | None = No
     try:
         files = {}
         for light, img in zip(imageset.lights, imageset.images, strict=True):
-            name = f"{_safe(light, 'light')}.png"
+            name = f"{safe_name(light, 'light')}.png"
             if not cv2.imwrite(str(tmp / name), cv2.cvtColor(img, cv2.COLOR_RGB2BGR)):
                 raise DataError(f"capture {part}: could not write {tmp / name}")
             files[light] = name
@@ -172,7 +174,9 @@ def load_set_json(path: Path) -> dict:
 def find_sets(root: str | Path, product: str | None = None) -> list[Path]:
     """set.json files under a capture root (or under one product's folder)."""
     root = Path(root)
-    pattern = "*/*/*/set.json" if product is None else f"{_safe(product, 'product')}/*/*/set.json"
+    pattern = (
+        "*/*/*/set.json" if product is None else f"{safe_name(product, 'product')}/*/*/set.json"
+    )
     found = sorted(root.glob(pattern))
     if not found and product is None:  # root may be one product's folder
         found = sorted(root.glob("*/*/set.json"))
@@ -264,6 +268,13 @@ class CaptureDataset:
             + (f"; {len(self.skipped)} incomplete or unreadable skipped" if self.skipped else "")
         )
 
+    def _skipped_note(self) -> str:
+        """The first skipped set and why (the rest went to the log), for an error message."""
+        if not self.skipped:
+            return ""
+        more = f" (and {len(self.skipped) - 1} more)" if len(self.skipped) > 1 else ""
+        return f"; skipped: {self.skipped[0]}{more}"
+
     def _nothing_to_train(self) -> str:
         c = self.counts
         if c["sets"] == 0:
@@ -279,7 +290,7 @@ class CaptureDataset:
             )
             if c["unreviewed_pass"] and not self.trust_verdicts:
                 todo += f"; {c['unreviewed_pass']} unreviewed sets a model passed could be used"
-        return f"{self.summary()}: no labelled good set to train on; {todo}"
+        return f"{self.summary()}: no labelled good set to train on; {todo}{self._skipped_note()}"
 
     def _keep(self, doc: dict) -> bool:
         label = doc.get("label")

@@ -37,8 +37,8 @@ from typing import TYPE_CHECKING
 import numpy as np
 
 from afrd.acquire.camera import Camera
-from afrd.acquire.simulated import SIM_CHANNELS, SimCameraConfig
 from afrd.errors import DeviceError, FrameTimeout
+from afrd.sim.config import SIM_CHANNELS, SimCameraConfig
 from afrd.sim.parts import SimParts
 from afrd.sim.trigger import PartSensor, Strobe
 

@@ -5,21 +5,24 @@ Gardasoft driver, and the renderer-driven camera, opened together through the de
         images = cell.sequencer().acquire("part-1", "demo")
 
 Channel wiring and the lighting conditions it expresses are those of a config naming the
-simulated devices (``afrd.acquire.simulated``), so the daemon configures the sim cell exactly
-like a real one.
+simulated devices (``afrd.sim.devices``, registered as ``kind = "sim"``), so the daemon
+configures the sim cell exactly like a real one.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from afrd.acquire.devices import Devices, TriggerMode
 from afrd.acquire.lighting import LightingCondition
 from afrd.acquire.sequencer import Sequencer
-from afrd.acquire.simulated import SimCameraConfig, SimControllerConfig, sim_lighting_conditions
 from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.sim.config import SimCameraConfig, SimControllerConfig, sim_lighting_conditions
 from afrd.sim.parts import SimParts
+
+if TYPE_CHECKING:
+    from afrd.sim.emulator import ControllerEmulator
 
 
 class SimCell(Devices):
@@ -38,6 +41,11 @@ class SimCell(Devices):
     ) -> None:
         super().__init__(SimCameraConfig(**camera), controller or SimControllerConfig(), trigger)
         self.lights = tuple(lights)
+
+    @property
+    def emulator(self) -> ControllerEmulator | None:
+        """The controller emulator behind the simulated controller, while open."""
+        return getattr(self.controller, "emulator", None)
 
     @property
     def parts(self) -> SimParts:

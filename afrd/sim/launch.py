@@ -25,10 +25,10 @@ from pathlib import Path
 
 import zmq
 
-from afrd.acquire.simulated import sim_lighting_conditions
 from afrd.config.cell import load_config
 from afrd.daemon.ctl import request
 from afrd.data.lights import DEFAULT_LIGHTS
+from afrd.sim.config import sim_lighting_conditions
 
 REPO = Path(__file__).resolve().parents[2]
 

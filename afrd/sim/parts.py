@@ -7,8 +7,8 @@ import hashlib
 from collections import OrderedDict
 
 from afrd.acquire.camera import BLACK_TARGET, WHITE_TARGET
-from afrd.acquire.simulated import SimCameraConfig
 from afrd.errors import ConfigError
+from afrd.sim.config import SimCameraConfig
 
 
 def flat_target(size: int, albedo: float = 0.5):

@@ -20,7 +20,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
-from afrd.data.capture import _safe, load_set_json, set_label
+from afrd.data.capture import load_set_json, safe_name, set_label
 from afrd.errors import DataError
 
 _DAY = re.compile(r"^\d{4}-\d{2}-\d{2}$")
@@ -124,7 +124,7 @@ class Captures:
         want_label = {None: ..., "good": 0, "defective": 1, "unlabelled": None}
         if label not in want_label:
             raise DataError(f"label {label!r}: expected good, defective or unlabelled")
-        prod = "*" if product is None else _safe(product, "product")
+        prod = "*" if product is None else safe_name(product, "product")
         out = []
         for path in self.root.glob(f"{prod}/{day}/*/set.json"):
             if path.parent.name.startswith("."):
@@ -177,8 +177,8 @@ class Captures:
         """The capture the recorder wrote for a published result, if any (same part id, product
         and score; the newest of several captures of one part id)."""
         try:
-            product = _safe(result.get("product") or "unknown", "product")
-            part = _safe(result["part_id"], "part_id")
+            product = safe_name(result.get("product") or "unknown", "product")
+            part = safe_name(result["part_id"], "part_id")
             ts = datetime.fromisoformat(result["timestamp"].replace("Z", "+00:00"))
         except (KeyError, ValueError, AttributeError, DataError):
             return None
@@ -215,7 +215,7 @@ class Captures:
         if not isinstance(ids, list) or not all(isinstance(i, str) for i in ids):
             raise DataError("export: ids must be a list of capture ids")
         stamp = time.strftime("%Y%m%d-%H%M%S")
-        folder = _safe(name, "export name") if name else f"captures-{stamp}"
+        folder = safe_name(name, "export name") if name else f"captures-{stamp}"
         dest = Path(out_root) / folder
         if dest.exists():
             raise DataError(f"export: {dest} already exists; choose another name")

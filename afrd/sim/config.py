@@ -1,9 +1,6 @@
 """What a cell config says about simulated devices: their config models, the simulated cell's
-channel wiring and the lighting conditions that wiring expresses.
-
-The devices themselves (the renderer-driven camera, the controller emulator on a pty) live in
-``afrd.sim``; ``afrd.acquire.devices`` imports them only when a config names ``kind = "sim"``.
-"""
+channel wiring and the lighting conditions that wiring expresses (``afrd.sim.devices``
+registers them as the ``sim`` camera and controller kinds)."""
 
 from __future__ import annotations
 
