@@ -14,12 +14,15 @@ import sys
 COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("afrd.sim.demo", "run the whole inspection cell simulated: train, export, inspect"),
     "run": ("afrd.daemon.main", "run the inspection daemon from a cell config"),
-    "config": ("afrd.config.check", "check a cell config (afrd config check FILE)"),
+    "config": ("afrd.daemon.config_check", "check a cell config (afrd config check FILE)"),
     "watch": ("afrd.daemon.watch", "subscribe to a cell's verdicts and heatmaps"),
     "ctl": ("afrd.daemon.ctl", "send a command to a cell's control socket"),
     "capture": ("afrd.daemon.capture_cli", "record image sets from the cell without a model"),
     "label": ("afrd.data.label_cli", "mark recorded image sets good or defective"),
-    "train": ("afrd.model.train", "train a model (memory bank or AFRD) on multi-light image sets"),
+    "train": (
+        "afrd.model.train",
+        "train a model (any registered kind: memory bank, AFRD, CAD, DCAM) on multi-light image sets",
+    ),
     "eval": ("afrd.model.evaluate", "evaluate a checkpoint: I-AUROC, P-AUROC, AUPRO, plots"),
     "synth": ("afrd.data.synth_cli", "render synthetic multi-light parts in the Eyecandies layout"),
     "export": (

@@ -25,17 +25,17 @@ from afrd.acquire.camera import WHITE_TARGET  # noqa: E402
 from afrd.acquire.correction import FlatField  # noqa: E402
 from afrd.acquire.devices import Devices  # noqa: E402
 from afrd.acquire.sequencer import Setup  # noqa: E402
-from afrd.acquire.simulated import (  # noqa: E402
+from afrd.calibration.cli import main as calibrate_main  # noqa: E402
+from afrd.calibration.flatfield import capture_flatfield  # noqa: E402
+from afrd.config.cell import load_config  # noqa: E402
+from afrd.config.recipes import check_opened_camera, recipe_specs  # noqa: E402
+from afrd.daemon.config_check import check  # noqa: E402
+from afrd.errors import ConfigError  # noqa: E402
+from afrd.sim.config import (  # noqa: E402
     SimCameraConfig,
     SimControllerConfig,
     sim_lighting_conditions,
 )
-from afrd.calibration.cli import main as calibrate_main  # noqa: E402
-from afrd.calibration.flatfield import capture_flatfield  # noqa: E402
-from afrd.config.cell import load_config  # noqa: E402
-from afrd.config.check import check  # noqa: E402
-from afrd.config.recipes import check_opened_camera, recipe_specs  # noqa: E402
-from afrd.errors import ConfigError  # noqa: E402
 
 SIZE = 32
 CONDS = sim_lighting_conditions()

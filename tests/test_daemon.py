@@ -379,7 +379,7 @@ def test_systemd_unit_verifies(tmp_path):
 
 
 def test_example_config_is_valid():
-    from afrd.config.check import check
+    from afrd.daemon.config_check import check
 
     assert check(str(REPO / "systemd" / "cell.example.toml"), bundle=False) == []
 

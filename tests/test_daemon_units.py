@@ -134,11 +134,15 @@ def test_config_error_paths():
     assert parse_config(_cfg()).trigger.mode == "control"
     with pytest.raises(ConfigError) as e:
         parse_config(_cfg(camera={"kind": "webcam"}), "cell.toml")
-    assert (
-        "cell.toml" in str(e.value)
-        and "camera" in str(e.value)
-        and "'sim', 'genicam'" in str(e.value)
-    )
+    assert "cell.toml" in str(e.value)
+    # the registered kinds (afrd.acquire.registry), at the key the user wrote
+    assert "camera.kind: expected 'genicam' or 'sim' (got 'webcam')" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config(_cfg(controller={"kind": "genicam"}))
+    assert "controller.kind: expected 'gardasoft' or 'sim' (got 'genicam')" in str(e.value)
+    with pytest.raises(ConfigError) as e:
+        parse_config(_cfg(camera={"kind": "sim", "exposure": 3}))
+    assert "camera.exposure: unknown key" in str(e.value)
     with pytest.raises(ConfigError) as e:
         parse_config(_cfg(controller={"kind": "gardasoft", "port": "/dev/ttyUSB0", "baud": 9600}))
     assert "controller.baud: unknown key" in str(e.value)
@@ -184,7 +188,7 @@ def test_sd_notify_datagrams(tmp_path, abstract):
 
 
 def test_metrics_text_format():
-    from afrd.daemon.metrics import Metrics
+    from afrd.daemon.interfaces.metrics import Metrics
 
     m = Metrics("c1")
     m.part("pass")
@@ -241,8 +245,8 @@ def test_control_over_curve_when_bound_wide(tmp_path):
     import zmq
     import zmq.auth
 
-    from afrd.daemon.control import ControlServer
     from afrd.daemon.ctl import request
+    from afrd.daemon.interfaces.control import ControlServer
 
     if not zmq.has("curve"):
         pytest.skip("libzmq built without CURVE")
@@ -278,7 +282,7 @@ def test_daemon_path_imports_without_torch():
     code = (
         "import sys\n"
         "import afrd.daemon.service, afrd.daemon.pipeline, afrd.daemon.watch, afrd.daemon.ctl\n"
-        "import afrd.sim.demo, afrd.config.check, afrd.daemon.recorder\n"
+        "import afrd.sim.demo, afrd.daemon.config_check, afrd.daemon.recorder\n"
         "import afrd.runtime.engines.onnxruntime\n"
         "assert 'torch' not in sys.modules, 'torch imported'\n"
     )

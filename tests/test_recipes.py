@@ -22,7 +22,7 @@ from _daemon_helpers import (  # noqa: E402
 )
 
 from afrd.config.cell import load_config  # noqa: E402
-from afrd.config.check import check  # noqa: E402
+from afrd.daemon.config_check import check  # noqa: E402
 from afrd.data.capture import find_sets  # noqa: E402
 from afrd.errors import ConfigError  # noqa: E402
 
@@ -175,11 +175,11 @@ def test_a_reload_mid_part_finishes_that_part_with_its_own_recipe(tmp_path):
     import threading
 
     from afrd.acquire.sequencer import Setup
-    from afrd.acquire.simulated import sim_lighting_conditions
     from afrd.daemon.pipeline import Pipeline
     from afrd.daemon.recipes import Recipe, RecipeBook
     from afrd.runtime.loader import load_runtime
     from afrd.sim.cell import SimCell
+    from afrd.sim.config import sim_lighting_conditions
 
     def book(name: str, threshold: float) -> RecipeBook:
         _bundle(tmp_path / name)

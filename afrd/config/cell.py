@@ -11,23 +11,23 @@ was expected. Nothing here opens a device or loads a model: checking a config is
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any, Literal
 
 import tomllib
 from pydantic import (
     BaseModel,
     ConfigDict,
-    Discriminator,
     Field,
-    Tag,
+    SerializeAsAny,
     ValidationError,
     field_validator,
     model_validator,
 )
 
-from afrd.acquire.devices import CameraConfig, ControllerConfig
+from afrd.acquire.devices import DEVICE_TAGS, CameraConfig, ControllerConfig, simulated
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.endpoints import check_endpoint
+from afrd.config.engine import EngineConfig, default_engine, engine_tags, validate_engine
 from afrd.config.plc import ModbusConfig, OpcUaConfig
 from afrd.errors import AfrdError, ConfigError
 from afrd.runtime.bundle import check_threshold
@@ -40,74 +40,6 @@ class _Strict(BaseModel):
 # ---------------------------------------------------------------- model
 class BundleConfig(_Strict):
     path: Path
-
-
-# Each engine's options, typed: a misspelt or mistyped option is a config error, not a
-# TypeError (or a silently ignored keyword) when the engine opens.
-class OnnxRuntimeOptions(_Strict):
-    device: Literal["auto", "cpu", "cuda"] = "auto"
-    threads: int | None = Field(None, ge=1, le=1024, description="intra-op threads")
-    onnx_file: str = Field("model.onnx", description="a bundle file, e.g. model.int8.onnx")
-
-
-class TensorRTOptions(_Strict):
-    device: int = Field(0, ge=0, le=64, description="CUDA device ordinal")
-    engine_file: str | None = None
-
-
-class PyTorchOptions(_Strict):
-    checkpoint: Path | None = None
-    device: str = Field("cpu", pattern=r"^(cpu|auto|cuda(:[0-9]+)?)$")
-    fp16: bool | None = None
-    channels_last: bool | None = None
-    threads: int | None = Field(None, ge=1, le=1024)
-
-
-class NullOptions(_Strict):
-    pass
-
-
-class _Engine(_Strict):
-    def open_options(self) -> dict[str, Any]:
-        """The options as the engine's keyword arguments (only those the config sets)."""
-        return self.options.model_dump(exclude_unset=True)  # type: ignore[attr-defined]
-
-
-class OnnxRuntimeEngineConfig(_Engine):
-    kind: Literal["onnxruntime"] = "onnxruntime"
-    options: OnnxRuntimeOptions = Field(default_factory=OnnxRuntimeOptions)
-
-
-class TensorRTEngineConfig(_Engine):
-    kind: Literal["tensorrt"]
-    options: TensorRTOptions = Field(default_factory=TensorRTOptions)
-
-
-class PyTorchEngineConfig(_Engine):
-    kind: Literal["pytorch"]
-    options: PyTorchOptions = Field(default_factory=PyTorchOptions)
-
-
-class NullEngineConfig(_Engine):
-    kind: Literal["null"]
-    options: NullOptions = Field(default_factory=NullOptions)
-
-
-def _engine_kind(v: Any) -> Any:
-    return v.get("kind", "onnxruntime") if isinstance(v, dict) else getattr(v, "kind", None)
-
-
-EngineConfig = Annotated[
-    Annotated[OnnxRuntimeEngineConfig, Tag("onnxruntime")]
-    | Annotated[TensorRTEngineConfig, Tag("tensorrt")]
-    | Annotated[PyTorchEngineConfig, Tag("pytorch")]
-    | Annotated[NullEngineConfig, Tag("null")],
-    Discriminator(
-        _engine_kind,
-        custom_error_type="engine_kind",
-        custom_error_message="engine.kind: expected 'onnxruntime', 'tensorrt', 'pytorch' or 'null'",
-    ),
-]
 
 
 class TriggerConfig(_Strict):
@@ -213,7 +145,7 @@ class CellConfig(_Strict):
     controller: ControllerConfig
     lighting: list[LightingCondition] = Field(..., min_length=1)
     bundle: BundleConfig
-    engine: EngineConfig = Field(default_factory=OnnxRuntimeEngineConfig)
+    engine: SerializeAsAny[EngineConfig] = Field(default_factory=default_engine)
     allow_null_engine: bool = Field(
         False, description="let engine.kind = 'null' (every part passes) judge a real camera"
     )
@@ -235,6 +167,11 @@ class CellConfig(_Strict):
     @classmethod
     def _threshold(cls, v: float | None) -> float | None:
         return _check_threshold(v, "threshold")
+
+    @field_validator("engine", mode="plain")
+    @classmethod
+    def _engine(cls, v: Any) -> EngineConfig:
+        return validate_engine(v)  # the kinds registered now (afrd.config.engine)
 
     @model_validator(mode="after")
     def _recipes(self) -> CellConfig:
@@ -267,7 +204,7 @@ class CellConfig(_Strict):
 
     @model_validator(mode="after")
     def _null_engine(self) -> CellConfig:
-        if self.engine.kind == "null" and self.camera.kind != "sim" and not self.allow_null_engine:
+        if self.engine.kind == "null" and not simulated(self.camera) and not self.allow_null_engine:
             raise ValueError(
                 "engine.kind: 'null' judges no image (every part passes); it is for the "
                 "simulated camera, or set allow_null_engine = true to commission a real one"
@@ -300,7 +237,7 @@ class CellConfig(_Strict):
         return [self.condition(n) for n in lights]
 
 
-_TAGS = {"sim", "genicam", "gardasoft", "onnxruntime", "tensorrt", "pytorch", "null"}
+_TAGS = DEVICE_TAGS  # the device unions' tags: the registered kinds (afrd.acquire.registry)
 
 
 def _loc(loc: tuple) -> str:
@@ -308,7 +245,9 @@ def _loc(loc: tuple) -> str:
     for i, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif i > 0 and part in _TAGS and loc[i - 1] in ("camera", "controller", "engine"):
+        elif i > 0 and loc[i - 1] == "engine" and part in engine_tags():
+            continue  # the engine union's tag: a registered kind (afrd.config.engine)
+        elif i > 0 and part in _TAGS and loc[i - 1] in ("camera", "controller"):
             continue  # pydantic puts the union tag in the path; the user never wrote it
         elif part.startswith("function-") or part.startswith("tagged-union"):
             continue

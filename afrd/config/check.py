@@ -1,22 +1,15 @@
-"""`afrd config check FILE`: every check `afrd run` makes before it opens a device.
+"""The checks of a cell config that read files and bind nothing: the sockets (CURVE keys for a
+wide control bind, ipc:// paths another live process holds) and the PLC servers' files.
 
-The config's keys and values, the sockets (CURVE keys for a wide control bind, ipc:// paths
-another live process holds), the bundle (schema, fields, sha256 of every file, threshold), the
-config's lighting against the bundle's lights, the calibration files (flat-field, exposure:
-readable, made with this camera kind and serial, at this frame shape, covering the bundle's
-lights), every [[product]] recipe, and each bundle's engine opened and warmed (a graph that does
-not load, or takes another input size, is found here, not at start-up).
+`afrd run` makes them before it binds; `afrd config check` (``afrd.daemon.config_check``) makes
+them with the rest: the recipes' files here (``afrd.config.recipes``), the engines opened there.
 """
 
 from __future__ import annotations
 
-import argparse
-import sys
-
 from afrd.config.cell import CellConfig
 from afrd.config.endpoints import check_ipc_free, curve_server_keys
 from afrd.config.plc import check_plc_files
-from afrd.errors import AfrdError
 
 
 def check_sockets(cfg: CellConfig) -> None:
@@ -26,45 +19,3 @@ def check_sockets(cfg: CellConfig) -> None:
     check_ipc_free(sk.pub, "sockets.pub")
     check_ipc_free(sk.control, "sockets.control")
     check_plc_files(cfg.opcua)  # the OPC UA server's certificate, key and users file
-
-
-def check(path: str, bundle: bool = True) -> list[str]:
-    """Every problem with the config at ``path`` as lines; empty when it is good."""
-    from afrd.config.cell import load_config
-    from afrd.config.recipes import open_recipes, recipe_specs
-
-    try:
-        cfg = load_config(path)
-        check_sockets(cfg)
-    except AfrdError as exc:
-        return str(exc).splitlines()
-    try:
-        specs = recipe_specs(cfg)  # calibration files: readable, this camera, this frame shape
-    except AfrdError as exc:
-        return [f"{path}: {exc}"]
-    if bundle:
-        for spec in specs:
-            if not spec.bundle.exists():
-                key = "bundle.path" if spec.name is None else f"{spec.where}.bundle"
-                return [f"{path}: {key}: no bundle at {spec.bundle}"]
-        try:
-            for r in {id(r.runtime): r.runtime for r in open_recipes(cfg, specs)}.values():
-                r.close()
-        except AfrdError as exc:
-            return [f"{path}: {exc}"]
-    return []
-
-
-def main(argv: list[str]) -> int:
-    p = argparse.ArgumentParser(prog="afrd config", description=__doc__)
-    sub = p.add_subparsers(dest="cmd", required=True)
-    c = sub.add_parser("check", help="validate a cell config file")
-    c.add_argument("file")
-    c.add_argument("--no-bundle", action="store_true", help="do not open the model bundle")
-    args = p.parse_args(argv)
-    problems = check(args.file, bundle=not args.no_bundle)
-    if problems:
-        print("\n".join(problems), file=sys.stderr)
-        return 2
-    print(f"{args.file}: OK")
-    return 0

@@ -7,12 +7,12 @@ the trigger's ``product`` is only a label. Unset product keys take the cell's to
 
 Calibration files are read and verified here, once per file, so `afrd config check` and
 `afrd run` refuse the same mismatches: a file made on another kind of camera or another camera
-serial, at another frame shape, or lacking one of the bundle's lights.
+serial, at another frame shape, or lacking one of the bundle's lights. Nothing here opens an
+engine: the daemon does (``afrd.daemon.recipes.open_recipes``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,7 +22,6 @@ from afrd.acquire.devices import frame_shape
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.cell import CellConfig
 from afrd.errors import ConfigError
-from afrd.runtime.loader import Runtime, load_runtime
 
 
 @dataclass
@@ -194,56 +193,4 @@ def recipe_specs(cfg: CellConfig) -> list[RecipeSpec]:
                 exposure_path=ex_path,
             )
         )
-    return out
-
-
-@dataclass
-class OpenRecipe:
-    """A recipe with its engine open: what the daemon inspects a product's parts with."""
-
-    spec: RecipeSpec
-    runtime: Runtime  # shared by the recipes of one bundle
-    threshold: float
-    conditions: list[LightingCondition]  # in the bundle's light order
-
-
-def open_recipes(
-    cfg: CellConfig,
-    specs: list[RecipeSpec] | None = None,
-    on_status: Callable[[str], None] | None = None,
-) -> list[OpenRecipe]:
-    """Open one engine per distinct bundle and resolve each recipe's threshold and conditions.
-    Any error closes what was opened and raises (ConfigError/BundleError naming the recipe)."""
-    specs = recipe_specs(cfg) if specs is None else specs
-    runtimes: dict[Path, Runtime] = {}
-    out: list[OpenRecipe] = []
-    e = cfg.engine
-    try:
-        for spec in specs:
-            rt = runtimes.get(spec.bundle)
-            if rt is None:
-                group = [s for s in specs if s.bundle == spec.bundle]
-                given = [s.threshold for s in group if s.threshold is not None]
-                # the bundle's threshold is needed only for a recipe that sets none and has
-                # no threshold of its own in a multi-class bundle
-                thr = given[0] if len(given) == len(group) else None
-                unset = [s.name for s in group if s.threshold is None]
-                rt = load_runtime(
-                    spec.bundle,
-                    e.kind,
-                    e.open_options(),
-                    thr,
-                    on_status,
-                    spec.conditions_for,
-                    products=unset if None not in unset else (),
-                )
-                runtimes[spec.bundle] = rt
-            # the config's, else a multi-class bundle's for this product, else the bundle's
-            own = rt.product_thresholds.get(spec.name, rt.threshold) if spec.name else rt.threshold
-            threshold = spec.threshold if spec.threshold is not None else own
-            out.append(OpenRecipe(spec, rt, float(threshold), spec.conditions_for(rt.lights)))
-    except BaseException:
-        for rt in runtimes.values():
-            rt.close()
-        raise
     return out

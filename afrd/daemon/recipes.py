@@ -1,6 +1,8 @@
 """The recipe book the daemon inspects with: per product, an open engine (shared by the
 recipes of one bundle), a threshold and the acquisition setup (lighting conditions in the
-bundle's light order, flat-field, exposures).
+bundle's light order, flat-field, exposures). The config resolves the recipes and reads their
+files (``afrd.config.recipes``); here their engines are opened (``open_recipes``, which
+`afrd config check` runs too).
 
 The trigger's ``product`` picks the recipe (``RecipeBook.get``); a cell without ``[[product]]``
 blocks has one recipe and takes any product as a label. The pipeline pins the book a part
@@ -14,13 +16,15 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 
+from afrd.acquire.lighting import LightingCondition
 from afrd.acquire.sequencer import Setup
 from afrd.config.cell import CellConfig
-from afrd.config.recipes import RecipeSpec, open_recipes
+from afrd.config.recipes import RecipeSpec, recipe_specs
 from afrd.daemon.systemd import Notifier
 from afrd.daemon.verdict import UnknownProduct
-from afrd.runtime.loader import Runtime
+from afrd.runtime.loader import Runtime, load_runtime
 
 
 @dataclass
@@ -114,6 +118,58 @@ class RecipeBook:
             self._closed = True
         for rt in self.runtimes():
             rt.close()
+
+
+@dataclass
+class OpenRecipe:
+    """A recipe with its engine open: what the daemon inspects a product's parts with."""
+
+    spec: RecipeSpec
+    runtime: Runtime  # shared by the recipes of one bundle
+    threshold: float
+    conditions: list[LightingCondition]  # in the bundle's light order
+
+
+def open_recipes(
+    cfg: CellConfig,
+    specs: list[RecipeSpec] | None = None,
+    on_status: Callable[[str], None] | None = None,
+) -> list[OpenRecipe]:
+    """Open one engine per distinct bundle and resolve each recipe's threshold and conditions.
+    Any error closes what was opened and raises (ConfigError/BundleError naming the recipe)."""
+    specs = recipe_specs(cfg) if specs is None else specs
+    runtimes: dict[Path, Runtime] = {}
+    out: list[OpenRecipe] = []
+    e = cfg.engine
+    try:
+        for spec in specs:
+            rt = runtimes.get(spec.bundle)
+            if rt is None:
+                group = [s for s in specs if s.bundle == spec.bundle]
+                given = [s.threshold for s in group if s.threshold is not None]
+                # the bundle's threshold is needed only for a recipe that sets none and has
+                # no threshold of its own in a multi-class bundle
+                thr = given[0] if len(given) == len(group) else None
+                unset = [s.name for s in group if s.threshold is None]
+                rt = load_runtime(
+                    spec.bundle,
+                    e.kind,
+                    e.open_options(),
+                    thr,
+                    on_status,
+                    spec.conditions_for,
+                    products=unset if None not in unset else (),
+                )
+                runtimes[spec.bundle] = rt
+            # the config's, else a multi-class bundle's for this product, else the bundle's
+            own = rt.product_thresholds.get(spec.name, rt.threshold) if spec.name else rt.threshold
+            threshold = spec.threshold if spec.threshold is not None else own
+            out.append(OpenRecipe(spec, rt, float(threshold), spec.conditions_for(rt.lights)))
+    except BaseException:
+        for rt in runtimes.values():
+            rt.close()
+        raise
+    return out
 
 
 def load_book(cfg: CellConfig, notifier: Notifier | None = None) -> RecipeBook:
