@@ -42,7 +42,7 @@ import torch  # noqa: E402
 from afrd.data.logical import LOGICAL_FOR  # noqa: E402
 from afrd.data.render import CATEGORIES, POSES, render_set, sample_part  # noqa: E402
 from afrd.data.synth_cli import sample_seed  # noqa: E402
-from afrd.model.cad import CADInference  # noqa: E402
+from afrd.model.cad.inference import CADInference  # noqa: E402
 from afrd.model.checkpoint import load_checkpoint  # noqa: E402
 from afrd.model.inference import InferenceModel  # noqa: E402
 from afrd.model.metrics import auroc  # noqa: E402

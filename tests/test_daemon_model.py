@@ -31,11 +31,12 @@ CATEGORY, SIZE, LINE_SEED = "plate", 128, 909
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)  # trains a model: minutes on a busy 2-core box
 def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
-    from afrd.acquire.simulated import SimCameraConfig
     from afrd.daemon.verdict import parse_message
     from afrd.runtime.bundle import Bundle
     from afrd.sim import demo
+    from afrd.sim.config import SimCameraConfig
     from afrd.sim.parts import SimParts
 
     monkeypatch.chdir(tmp_path)  # the demo's model cache (.cache/afrd/demo) goes here
@@ -85,6 +86,7 @@ def test_verdicts_match_ground_truth_for_clear_parts(tmp_path, monkeypatch):
 
 
 @pytest.mark.slow
+@pytest.mark.timeout(900)
 def test_demo_runs_end_to_end_with_a_tiny_model(tmp_path):
     """`afrd demo` mechanics: the cpu preset's model, export, calibrate, daemon process, live
     view, at conveyor pose (registration in the bundle)."""

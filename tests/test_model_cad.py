@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 import torch
 
-from afrd.model.cad import (
+from afrd.model.cad.inference import CADInference
+from afrd.model.cad.network import (
     CAD,
     GCCB,
-    CADInference,
     GlobalStudent,
     affinity,
     affinity_loss,

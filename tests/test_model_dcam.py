@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from afrd.model.dcam import ConvAttention, DCAMStudent, dcam_loss, spatial_kl
+from afrd.model.dcam.network import ConvAttention, DCAMStudent, dcam_loss, spatial_kl
 from afrd.model.scoring import loss_pixel
 
 

@@ -10,9 +10,9 @@ from _model_helpers import make_sets
 
 from afrd.errors import DataError
 from afrd.model.checkpoint import load_checkpoint, save_checkpoint
+from afrd.model.distill.network import AFRD
 from afrd.model.inference import InferenceModel
 from afrd.model.mapnorm import fit_map_stats, raw_maps
-from afrd.model.network import AFRD
 
 SIZE = 64
 

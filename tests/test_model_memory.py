@@ -14,9 +14,9 @@ from _model_helpers import make_sets
 from afrd.data.imageset import ImageSet
 from afrd.errors import ConfigError, DataError
 from afrd.model.checkpoint import inference_module, load_checkpoint
-from afrd.model.coreset import coverage_radius, greedy_coreset
-from afrd.model.memory import MemoryBank
-from afrd.model.memory_fit import MemoryOptions, train_memory
+from afrd.model.memory.bank import MemoryBank
+from afrd.model.memory.coreset import coverage_radius, greedy_coreset
+from afrd.model.memory.fit import MemoryOptions, train_memory
 from afrd.model.metrics import auroc
 from afrd.model.train import TrainConfig
 
@@ -186,7 +186,7 @@ def test_pytorch_engine_runs_the_memory_bank(fitted, tmp_path) -> None:
 def test_a_patch_in_the_bank_reads_the_precision_floor_not_rounding_noise() -> None:
     """A query equal to a bank patch: the expanded |q|^2 - 2 q.b + |b|^2 leaves rounding noise
     that a square root blows up (engines disagreed on it); the distance is the floor instead."""
-    from afrd.model.memory import PRECISION_FLOOR, ScaleBank
+    from afrd.model.memory.bank import PRECISION_FLOOR, ScaleBank
 
     gen = torch.Generator().manual_seed(0)
     head = ScaleBank(1, 32, 8, n_lights=2, dim=64)

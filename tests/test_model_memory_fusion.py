@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from _model_helpers import LIGHTS, make_sets
 
-from afrd.model.memory import MemoryBank
-from afrd.model.memory_fit import MemoryOptions, fit_bank, fit_normalisation, raw_maps
+from afrd.model.memory.bank import MemoryBank
+from afrd.model.memory.fit import MemoryOptions, fit_bank, fit_normalisation, raw_maps
 
 SIZE = 64
 

@@ -7,8 +7,8 @@ import torch
 
 from afrd.errors import ConfigError
 from afrd.model.backbones import WRN50_FILE, build_teacher
+from afrd.model.distill.network import AFRD
 from afrd.model.inference import InferenceModel, normalize
-from afrd.model.network import AFRD
 from afrd.model.scoring import GaussianBlur, loss_flat, loss_pixel
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -62,7 +62,7 @@ def test_attention_weights_depend_on_input() -> None:
 
 def test_paper_attention_fc_size_at_256() -> None:
     """The paper's FC over the flattened maps: ~66M parameters for 6 lights at 256x256."""
-    from afrd.model.fusion import Fusion
+    from afrd.model.distill.fusion import Fusion
 
     f = Fusion("attention", 6, (256, 512, 1024), ((64, 64), (32, 32), (16, 16)))
     n = sum(p.numel() for p in f.parameters())

@@ -85,8 +85,8 @@ def _labelled_sets() -> list:
 
 def test_cached_batches_equal_the_teachers_batch_by_batch(tmp_path) -> None:
     """Same shuffled order per epoch, the defective set dropped on both paths, same maps."""
-    from afrd.model.feature_cache import training_batches
-    from afrd.model.network import AFRD
+    from afrd.model.distill.feature_cache import training_batches
+    from afrd.model.distill.network import AFRD
     from afrd.model.sets import SetDataset
 
     sets = _labelled_sets()
@@ -188,7 +188,7 @@ def test_checkpoint_carries_config_and_rebuilds_model(tmp_path) -> None:
 def test_inference_model_exports_to_onnx_with_dynamic_batch(tmp_path) -> None:
     import onnxruntime as ort
 
-    from afrd.model.network import AFRD
+    from afrd.model.distill.network import AFRD
 
     torch.manual_seed(0)
     infer = InferenceModel(AFRD("efficientnet_lite0", "restore-max", 3, SIZE, "random")).eval()

@@ -1,10 +1,10 @@
 """Checkpoint -> bundle: one ONNX graph from the raw uint8 image set to map and score.
 
-``export_onnx`` validates its arguments before doing any work, exports
-``afrd.model.inference.InferenceModel`` with a dynamic batch dimension (the dynamo exporter, or
-the TorchScript exporter if dynamo fails or is asked for), checks the graph with
-``onnx.checker``, writes the metadata into the graph (``metadata_props``) and into bundle.json,
-and compares ONNX Runtime with PyTorch on fresh random image sets (batch 1 and 3) and, if given,
+``export_onnx`` validates its arguments before doing any work, exports the model kind's
+inference module (afrd.model.kinds; AFRD's is ``afrd.model.inference.InferenceModel``) with a
+dynamic batch dimension (the dynamo exporter, or the TorchScript exporter if dynamo fails or is
+asked for), checks the graph with ``onnx.checker``, writes the metadata into the graph
+(``metadata_props``) and into bundle.json, and compares ONNX Runtime with PyTorch on fresh random image sets (batch 1 and 3) and, if given,
 real ones. bundle.json is written only after parity passes, so a failed export never leaves a
 loadable bundle behind. Imports torch: build machines only.
 """
@@ -255,10 +255,12 @@ def export_onnx(
 
     from afrd import __version__
     from afrd.data.register import png_bytes
+    from afrd.model import kinds
     from afrd.model.checkpoint import inference_module, load_checkpoint, registration_of
 
     ckpt, out = validate_args(checkpoint, out_dir, opset, force, exporter)
     model, cfg = load_checkpoint(ckpt)
+    kind = kinds.get(kinds.name_of(cfg))  # its export hooks: score rule, bundle.json keys
     lights = tuple(cfg["lights"])
     size = int(cfg["image_size"])
     if len(lights) != model.n_lights:
@@ -288,9 +290,9 @@ def export_onnx(
             "afrd.input_size": [size, size],
             "afrd.input": "uint8 [batch, N, H, W, 3] RGB; normalization inside the graph",
             "afrd.outputs": "anomaly_map float32 [batch, H, W]; score float32 [batch] = "
-            + str((cfg.get("memory") or {}).get("score", "max")).replace("topk:", "mean of top ")
+            + kind.score_rule(cfg)
             + " of map",
-            "afrd.model_kind": str(cfg.get("model_kind", "afrd")),
+            "afrd.model_kind": kind.name,
             "afrd.teacher": str(cfg.get("teacher")),
             "afrd.teacher_weights": teacher_weights,
             "afrd.fusion": str(cfg.get("fusion")),
@@ -347,9 +349,9 @@ def export_onnx(
             "teacher": cfg.get("teacher"),
             "teacher_weights": teacher_weights,
             "random_teacher": random_teacher,
-            "kind": cfg.get("model_kind", "afrd"),
+            "kind": kind.name,
             "fusion": cfg.get("fusion"),
-            **({"memory": cfg["memory"]} if "memory" in cfg else {}),
+            **kind.bundle_model(cfg),
             "views": int(getattr(model, "views", 1)),
             "parameters": int(sum(p.numel() for p in model.parameters())),
         },

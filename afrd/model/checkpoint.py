@@ -1,4 +1,10 @@
-"""Checkpoints carry their full config, so a file alone rebuilds the model (no weight files)."""
+"""Checkpoints carry their full config, so a file alone rebuilds the model (no weight files).
+
+A checkpoint is a dict of plain values and tensors (config, state dict, optimizer state), saved
+by ``torch.save`` and read with ``weights_only=True``: it names no class or module, so moving
+code never breaks one. Its config's ``model_kind`` says which kind (afrd.model.kinds) rebuilds
+the model.
+"""
 
 from __future__ import annotations
 
@@ -7,15 +13,11 @@ import zipfile
 from pathlib import Path
 
 import torch
+from torch import nn
 
 from afrd.data.register import Registration
 from afrd.errors import ConfigError
-from afrd.model.cad import CAD, CADInference
-from afrd.model.cad import KIND as CAD_KIND
-from afrd.model.dcam import inference_state
-from afrd.model.memory import KIND as MEMORY_KIND
-from afrd.model.memory import MemoryBank
-from afrd.model.network import AFRD
+from afrd.model import kinds
 
 FORMAT = "afrd.checkpoint/1"
 REQUIRED = ("lights", "image_size", "teacher", "teacher_weights_source", "fusion", "loss")
@@ -23,7 +25,7 @@ REQUIRED = ("lights", "image_size", "teacher", "teacher_weights_source", "fusion
 
 def save_checkpoint(
     path: str | os.PathLike,
-    model: AFRD,
+    model: nn.Module,
     config: dict,
     optimizer: torch.optim.Optimizer | None = None,
     epoch: int = 0,
@@ -71,20 +73,10 @@ def read_checkpoint(path: str | os.PathLike) -> dict:
     return blob
 
 
-def build_model(config: dict) -> AFRD | MemoryBank:
-    """The model ``config`` describes (kind ``config["model_kind"]``: AFRD when absent, or the
-    memory bank), random weights, shaped for the checkpoint's state (loaded afterwards)."""
-    if config.get("model_kind", "afrd") == MEMORY_KIND:
-        return MemoryBank.from_config(config)
-    if config.get("model_kind") == CAD_KIND:  # local + global students (afrd.model.cad)
-        return CAD.from_config(config)
-    return AFRD(
-        teacher=config["teacher"],
-        fusion=config["fusion"],
-        n_lights=len(config["lights"]),
-        image_size=int(config["image_size"]),
-        teacher_weights="random",
-    )
+def build_model(config: dict) -> nn.Module:
+    """The model ``config`` describes (its kind's ``build``, afrd.model.kinds), random weights,
+    shaped for the checkpoint's state (loaded afterwards)."""
+    return kinds.get(kinds.name_of(config)).build(config)
 
 
 def random_checkpoint(
@@ -95,7 +87,7 @@ def random_checkpoint(
     size: int,
     seed: int = 0,
     data: str = "none: random weights, timing only",
-) -> tuple[AFRD, Path]:
+) -> tuple[nn.Module, Path]:
     """An untrained AFRD (RANDOM teacher and student, seeded) saved as a real checkpoint, for
     timing and export tests where the weights' values do not matter. Returns (model, path)."""
     cfg = {
@@ -120,27 +112,25 @@ def registration_of(config: dict) -> Registration | None:
     return None if not rec else Registration.from_dict(rec)
 
 
-def inference_module(model: torch.nn.Module) -> torch.nn.Module:
+def inference_module(model: nn.Module) -> nn.Module:
     """The uint8 [B, N, H, W, 3] -> (map [B, H, W], score [B]) module of a model from
-    ``load_checkpoint``: the memory bank is its own, an AFRD gets an InferenceModel."""
-    from afrd.model.inference import InferenceModel
-
-    if isinstance(model, (MemoryBank, InferenceModel, CADInference)):
-        return model
-    if isinstance(model, CAD):
-        return CADInference(model)
-    return InferenceModel(model)
+    ``load_checkpoint`` (its kind's; an inference module comes back as it is)."""
+    return kinds.of_model(model).inference_module(model)
 
 
-def load_checkpoint(path: str | os.PathLike) -> tuple[AFRD | MemoryBank, dict]:
-    """(model in eval mode: AFRD or MemoryBank by the config's ``model_kind``, config with
-    ``lights`` as a tuple)."""
+def load_checkpoint(path: str | os.PathLike) -> tuple[nn.Module, dict]:
+    """(model in eval mode, built by the kind the config names; config with ``lights`` as a
+    tuple)."""
     blob = read_checkpoint(path)
     cfg = dict(blob["config"])
     cfg["lights"] = tuple(cfg["lights"])
-    model = build_model(cfg)
-    # DCAM's attention blocks are training-only (afrd.model.dcam): never loaded for inference
-    model.load_state_dict(inference_state(blob["model"]))
+    try:
+        kind = kinds.get(kinds.name_of(cfg))
+    except ConfigError as e:
+        raise ConfigError(f"checkpoint {path}: {e}") from None
+    model = kind.build(cfg)
+    # the part of the state the built model loads (DCAM's training-only blocks are not)
+    model.load_state_dict(kind.inference_state(blob["model"]))
     model.teacher_weights_source = cfg["teacher_weights_source"]
     cfg.setdefault("epoch", blob.get("epoch", 0))
     return model.eval(), cfg

@@ -1,11 +1,15 @@
-"""The function every engine computes: raw uint8 image set in, anomaly map and score out."""
+"""The function every engine computes: raw uint8 image set in, anomaly map and score out.
+
+The input normalisation every kind shares, and ``InferenceModel``: that function for AFRD's
+network (afrd.model.distill), which the ``afrd`` and ``dcam`` kinds export.
+"""
 
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from afrd.model.network import AFRD
+from afrd.model.distill.network import AFRD
 from afrd.model.scoring import AnomalyScorer
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)

@@ -19,7 +19,7 @@ import numpy as np
 import torch
 
 from afrd.errors import DataError
-from afrd.model.network import AFRD
+from afrd.model.distill.network import AFRD
 from afrd.model.scoring import GaussianBlur
 
 

@@ -97,13 +97,10 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     print(f"  afrd train --preset {args.preset}: {preset.about} ...", flush=True)
     options = {**preset.options, "image_size": args.image_size}
     extra = {"demo": spec, "preset": args.preset}
-    cfg = TrainConfig(out=str(root / "run"), seed=TRAIN_SEED, extra=extra, **options)
-    if preset.model == "memory":
-        from afrd.model.memory_fit import train_memory
-
-        ckpt = train_memory(cfg, sets=train_sets, norm_sets=norm_sets)
-    else:
-        ckpt = train(cfg, sets=train_sets, norm_sets=norm_sets)
+    cfg = TrainConfig(
+        out=str(root / "run"), model=preset.model, seed=TRAIN_SEED, extra=extra, **options
+    )
+    ckpt = train(cfg, sets=train_sets, norm_sets=norm_sets)  # the preset's model kind
     print(f"  trained in {time.monotonic() - t0:.0f} s; exporting ONNX bundle ...", flush=True)
     from afrd.export.onnx_export import export_onnx
 
@@ -237,8 +234,8 @@ def main(argv: list[str]) -> int:
     wait_subscribed(sub)
 
     print(f"\n[3/4] live verdicts ({args.parts} parts) against the simulator's ground truth")
-    from afrd.acquire.simulated import SimCameraConfig
     from afrd.daemon.verdict import parse_message
+    from afrd.sim.config import SimCameraConfig
     from afrd.sim.parts import SimParts
 
     truth_src = SimParts(

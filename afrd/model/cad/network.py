@@ -50,9 +50,9 @@ import torch.nn.functional as F
 from torch import nn
 
 from afrd.errors import ConfigError
-from afrd.model.decoder import DECODER_LAYOUT, Bottleneck, ReverseDecoder
+from afrd.model.distill.decoder import DECODER_LAYOUT, Bottleneck, ReverseDecoder
+from afrd.model.distill.network import AFRD
 from afrd.model.inference import IMAGENET_MEAN, IMAGENET_STD
-from afrd.model.network import AFRD
 from afrd.model.scoring import AnomalyScorer, distillation_loss
 
 KIND = "cad"
@@ -140,7 +140,8 @@ class CAD(AFRD):
 
     ``forward``/``restore`` stay AFRD's (teacher, local student), so everything written for the
     local student (feature cache, map statistics of the local map) works unchanged; ``maps``
-    gives both students' blurred raw maps and ``CADInference`` the combined, exported function.
+    gives both students' blurred raw maps and ``afrd.model.cad.inference.CADInference`` the
+    combined, exported function.
     """
 
     kind = KIND
@@ -269,67 +270,3 @@ class CAD(AFRD):
             combine=c["combine"],
             reduction=int(c["reduction"]),
         )
-
-
-class CADInference(nn.Module):
-    """uint8 [B, N, H, W, 3] -> (combined map [B, H, W], score [B]): both students' maps
-    z-scored by their own per-pixel statistics, then summed or maxed (``combine``; ``None``:
-    the model's). ``part="local"|"global"`` scores one student alone (benchmarks)."""
-
-    def __init__(self, model: CAD, combine: str | None = None, part: str = "both") -> None:
-        super().__init__()
-        self.model = model.eval()
-        self.combine = combine or model.combine
-        if self.combine not in COMBINES or part not in ("both", "local", "global"):
-            raise ConfigError(f"CADInference: combine {self.combine!r}, part {part!r}")
-        self.part = part
-        self.register_buffer("mean", torch.tensor(IMAGENET_MEAN).view(1, 1, 3, 1, 1) * 255.0)
-        self.register_buffer("std", torch.tensor(IMAGENET_STD).view(1, 1, 3, 1, 1) * 255.0)
-
-    @property
-    def lights(self) -> int:
-        return self.model.n_lights
-
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        x = (images.permute(0, 1, 4, 2, 3).float() - self.mean) / self.std
-        lm, gm = self.model.maps(x)
-        m = self.model
-        zl = (lm - m.map_mean) / m.map_std
-        zg = (gm - m.global_mean) / m.global_std
-        if self.part == "local":
-            amap = zl
-        elif self.part == "global":
-            amap = zg
-        else:
-            amap = zl + zg if self.combine == "sum" else torch.maximum(zl, zg)
-        return amap.float(), amap.flatten(1).amax(dim=1).float()
-
-
-def build_student(cfg, n_lights: int) -> AFRD:
-    """The student ``afrd train``'s config asks for: AFRD (``student`` local; with DCAM's
-    training-only attention blocks when ``dcam``, afrd.model.dcam) or CAD (local+global)."""
-    student, dcam = cfg.student, getattr(cfg, "dcam", False)
-    teacher, fusion, image_size = cfg.teacher, cfg.fusion, cfg.image_size
-    teacher_weights = cfg.teacher_weights
-    if dcam and student != "local":
-        raise ConfigError("--dcam trains the local student; it does not combine with local+global")
-    if dcam:
-        from afrd.model.dcam import DCAMStudent
-
-        opts = (getattr(cfg, "extra", None) or {}).get("dcam", {})  # DCAM's options (benchmarks)
-        return DCAMStudent(teacher, fusion, n_lights, image_size, teacher_weights, **opts)
-    if student == "local":
-        return AFRD(teacher, fusion, n_lights, image_size, teacher_weights)
-    if student == "local+global":  # cfg.extra["cad"]: CAD's own options (benchmarks)
-        opts = (getattr(cfg, "extra", None) or {}).get("cad", {})
-        return CAD(teacher, fusion, n_lights, image_size, teacher_weights, **opts)
-    raise ConfigError(f"--student must be one of {' | '.join(STUDENTS)}, got {student!r}")
-
-
-def training_loss(model: AFRD, per_light: list[torch.Tensor], kind: str) -> torch.Tensor:
-    """The loss ``afrd train`` minimises: a student kind's own (CAD, DCAM) or AFRD's."""
-    own = getattr(model, "loss", None)
-    if callable(own):
-        return own(per_light, kind)
-    teacher, student = model.restore(per_light)
-    return distillation_loss(kind, teacher, student)

@@ -1,10 +1,10 @@
 """``afrd train --model memory``: build a memory bank from normal image sets, no optimiser.
 
 Steps, per input scale: teacher patch features of every normal training set, per light; a
-greedy k-center coreset of each light's patches (afrd.model.coreset); the per-light
+greedy k-center coreset of each light's patches (afrd.model.memory.coreset); the per-light
 normalisation from held-out normal sets (the ``val`` split, as for AFRD's map statistics:
 parts that are not in the bank, since a bank patch is its own nearest neighbour at distance 0). Writes
-``<out>/model.pt`` in the checkpoint format ``afrd.model.checkpoint`` reads for either kind.
+``<out>/model.pt`` in the checkpoint format ``afrd.model.checkpoint`` reads for every kind.
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import torch
 from afrd.errors import ConfigError, DataError
 from afrd.model.backbones import TEACHERS
 from afrd.model.checkpoint import save_checkpoint
-from afrd.model.coreset import greedy_coreset
-from afrd.model.memory import MemoryBank
+from afrd.model.memory.bank import MemoryBank
+from afrd.model.memory.coreset import greedy_coreset
 from afrd.model.sets import fit_sets_registration, normal_subset, open_sets, registered, resize_set
 
 MIN_HELD_OUT = 4  # fewer held-out normals make a useless std
@@ -227,18 +227,3 @@ def train_memory(
         flush=True,
     )
     return path
-
-
-# What ``afrd train --model memory`` uses when neither a preset nor a flag sets them: the
-# trainer's own defaults (WideResNet-50-2 at 256 px) make a bank too large to search on a CPU.
-DEFAULTS = {"teacher": "efficientnet_lite0", "image_size": 128}
-
-
-def train_memory_from_args(args, cfg) -> Path:
-    """``afrd train --model memory``: ``cfg`` as the command line resolved it, with the memory
-    bank's own defaults for the teacher and size where neither a preset nor a flag chose."""
-    if getattr(args, "preset", None) is None:
-        for key, value in DEFAULTS.items():
-            if getattr(args, key, None) is None:
-                setattr(cfg, key, value)
-    return train_memory(cfg)

@@ -1,4 +1,8 @@
-"""AFRD: frozen teacher per light -> fusion -> one-class bottleneck -> reversed student."""
+"""AFRD's network: frozen teacher per light -> fusion -> one-class bottleneck -> reversed student.
+
+The student every distillation kind builds on: the ``afrd`` kind is this network as it is,
+CAD adds a global student beside it, DCAM training-only attention blocks on it.
+"""
 
 from __future__ import annotations
 
@@ -9,8 +13,9 @@ from torch import nn
 
 from afrd.errors import ConfigError
 from afrd.model.backbones import build_teacher
-from afrd.model.decoder import DECODER_LAYOUT, OneClassBottleneck, ReverseDecoder
-from afrd.model.fusion import Fusion, parse_fusion
+from afrd.model.distill.decoder import DECODER_LAYOUT, OneClassBottleneck, ReverseDecoder
+from afrd.model.distill.fusion import Fusion, parse_fusion
+from afrd.model.scoring import distillation_loss
 
 
 class AFRD(nn.Module):
@@ -93,8 +98,25 @@ class AFRD(nn.Module):
             target = fused
         return target, self.decoder(code)
 
+    def loss(self, per_light: list[torch.Tensor], kind: str = "pixel") -> torch.Tensor:
+        """What ``afrd train`` minimises on per-light teacher maps: the distillation loss
+        (``kind``: afrd.model.scoring.LOSSES); CAD and DCAM add their own terms."""
+        teacher, student = self.restore(per_light)
+        return distillation_loss(kind, teacher, student)
+
     def trainable_parameters(self) -> list[nn.Parameter]:
         return [p for p in self.parameters() if p.requires_grad]
+
+    @classmethod
+    def from_config(cls, config: dict, teacher_weights: str | None = "random") -> AFRD:
+        """Shaped for a checkpoint's config (random teacher: the state dict brings the weights)."""
+        return cls(
+            teacher=config["teacher"],
+            fusion=config["fusion"],
+            n_lights=len(config["lights"]),
+            image_size=int(config["image_size"]),
+            teacher_weights=teacher_weights,
+        )
 
     def config(self) -> dict:
         """Constructor arguments (with the weights' source) as stored in checkpoints."""

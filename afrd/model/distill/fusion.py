@@ -8,7 +8,7 @@ Every fusion returns ``(fused, weights)``: ``fused[s]`` is [B, C, h, w] and ``we
 - ``mean``: w = 1/N.
 - ``single:K``: w = one-hot(K); the network only runs the teacher on light K (plain RD).
 - ``restore-max``: pooled attention builds the bottleneck input; the student then restores
-  every light's own teacher features and the map is the maximum over lights (network.py).
+  every light's own teacher features and the map is the maximum over lights (distill/network.py).
 """
 
 from __future__ import annotations

@@ -16,7 +16,7 @@ defects only at full resolution and large, low-contrast ones only when the part 
 
 ``MemoryBank`` is its own inference module: uint8 [B, N, H, W, 3] in, (map [B, H, W], score
 [B]) out, with the banks inside as constants, so the ONNX graph is the whole function, as for
-``afrd.model.inference.InferenceModel``. Fitting lives in ``afrd.model.memory_fit``.
+``afrd.model.inference.InferenceModel``. Fitting lives in ``afrd.model.memory.fit``.
 """
 
 from __future__ import annotations

@@ -29,8 +29,8 @@ RD's bottleneck and reversed decoder), not the paper's STFPM ResNet-18 student. 
 also taken on the raw student maps (the multi-class baseline's terms), because the modules are
 dropped at inference and the raw map is what is scored; the sources do not say whether the
 paper keeps them. Checkpoints carry the modules (``--resume``), loading for inference or export
-drops them (``inference_state``), so the bundle's graph is the naive multi-class one node for
-node. The spatial KL has the authors' normalisation (summed over channels, no tau^2); its
+drops them (the kind's ``inference_state``, afrd.model.dcam), so the bundle's graph is the naive
+multi-class one node for node. The spatial KL has the authors' normalisation (summed over channels, no tau^2); its
 weight is not in the sources: 2e-4 by default, the 0.01 tuned when the KL was averaged over
 channels (at weight 1 it drove training and DCAM lost ground to the naive model) divided by the
 Lite0 teacher's mean channel count (59), so the KL's share of the loss stays where it was tuned.
@@ -49,9 +49,10 @@ import torch.nn.functional as F
 from torch import nn
 
 from afrd.errors import ConfigError
-from afrd.model.network import AFRD
+from afrd.model.distill.network import AFRD
 from afrd.model.scoring import loss_pixel
 
+KIND = "dcam"
 MODES = ("channel", "cbam")
 PREFIX = "dcam."  # state-dict keys of the training-only modules
 
@@ -110,6 +111,8 @@ class DCAMStudent(AFRD):
     """AFRD whose training adds the DCAM blocks (``self.dcam``, one per student scale) and their
     losses; ``forward``/``restore`` and everything exported are AFRD's own."""
 
+    kind = KIND
+
     def __init__(
         self,
         teacher: str = "wide_resnet50_2",
@@ -140,10 +143,6 @@ class DCAMStudent(AFRD):
     def config(self) -> dict:
         return {
             **super().config(),
+            "model_kind": KIND,
             "dcam": {"mode": self.mode, "kl_weight": self.kl_weight, "tau": self.tau},
         }
-
-
-def inference_state(state: dict) -> dict:
-    """A checkpoint's state without the DCAM blocks: what inference and export load."""
-    return {k: v for k, v in state.items() if not k.startswith(PREFIX)}

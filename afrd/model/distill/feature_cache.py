@@ -23,8 +23,8 @@ import numpy as np
 import torch
 
 from afrd.errors import ConfigError
+from afrd.model.distill.network import AFRD
 from afrd.model.inference import normalize
-from afrd.model.network import AFRD
 from afrd.model.sets import SetDataset, collate_normal
 
 MODES = ("auto", "ram", "disk", "off")

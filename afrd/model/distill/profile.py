@@ -1,6 +1,6 @@
 """Parameter count and GFLOPs per part (one image set) of each model part, for each fusion.
 
-``python -m afrd.model.profile [--teacher wide_resnet50_2] [--size 256] [--lights 6]``.
+``python -m afrd.model.distill.profile [--teacher wide_resnet50_2] [--size 256] [--lights 6]``.
 Counts run on the meta device (no weights, no compute): torch.utils.flop_counter counts
 convolutions, matmuls and transposed convs (2 FLOPs per multiply-add); elementwise ops
 (BN, ReLU, softmax, cosine) are not counted.
@@ -14,7 +14,7 @@ import json
 import torch
 from torch.utils.flop_counter import FlopCounterMode
 
-from afrd.model.network import AFRD
+from afrd.model.distill.network import AFRD
 from afrd.model.scoring import AnomalyScorer
 
 PARTS = ("teacher", "fusion", "bottleneck", "decoder")
@@ -48,7 +48,7 @@ def profile(teacher: str, fusion: str, n_lights: int, size: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m afrd.model.profile", description=__doc__)
+    ap = argparse.ArgumentParser(prog="python -m afrd.model.distill.profile", description=__doc__)
     ap.add_argument("--teacher", default="wide_resnet50_2")
     ap.add_argument("--size", type=int, default=256)
     ap.add_argument("--lights", type=int, default=6)
