@@ -1,4 +1,4 @@
-"""Cost of the daemon's Prometheus metrics per part: prometheus_client (afrd.daemon.metrics)
+"""Cost of the daemon's Prometheus metrics per part: prometheus_client (afrd.daemon.interfaces.metrics)
 against the hand-written exporter it replaced (reproduced below as the baseline), same run.
 
 Per part the daemon counts the verdict and observes five stage histograms (acquire, infer,
@@ -18,7 +18,7 @@ import threading
 import time
 from pathlib import Path
 
-from afrd.daemon.metrics import BUCKETS, STAGES, Metrics
+from afrd.daemon.interfaces.metrics import BUCKETS, STAGES, Metrics
 
 PER_PART = ("acquire", "infer", "total", "overhead", "publish")
 

@@ -32,10 +32,10 @@ from plc_clients import PlcClientsProcess, free_port  # noqa: E402
 
 from afrd.config.plc import ModbusConfig, OpcUaConfig  # noqa: E402
 from afrd.daemon.interfaces import Interfaces  # noqa: E402
-from afrd.daemon.modbus import ModbusServer  # noqa: E402
-from afrd.daemon.opcua import OpcUaServer  # noqa: E402
-from afrd.daemon.plcserver import Hooks, TriggerReply  # noqa: E402
-from afrd.daemon.publisher import Publisher  # noqa: E402
+from afrd.daemon.interfaces.base import Hooks, TriggerReply  # noqa: E402
+from afrd.daemon.interfaces.modbus import ModbusServer  # noqa: E402
+from afrd.daemon.interfaces.opcua import OpcUaServer  # noqa: E402
+from afrd.daemon.interfaces.publisher import Publisher  # noqa: E402
 
 
 def message(seq: int) -> dict:

@@ -53,7 +53,7 @@ class PlcClients:
     def _poll(self) -> None:
         from pymodbus.client import ModbusTcpClient
 
-        from afrd.daemon.modbus import SIZE
+        from afrd.daemon.interfaces.modbus import SIZE
 
         c = ModbusTcpClient("127.0.0.1", port=self.mb_port, timeout=5)
         c.connect()

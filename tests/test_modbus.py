@@ -23,7 +23,7 @@ pytest.importorskip("asyncua", reason="the plc extra (asyncua) is not installed"
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 from pymodbus.exceptions import ConnectionException  # noqa: E402
 
-from afrd.daemon.modbus import ADDR, BUSY, DONE, ERROR, FAIL, PASS, READY, SIZE  # noqa: E402
+from afrd.daemon.interfaces.modbus import ADDR, BUSY, DONE, ERROR, FAIL, PASS, READY, SIZE  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import REPO, Daemon, make_brightness_bundle, wait_subscribed  # noqa: E402
@@ -252,7 +252,7 @@ def test_every_write_path_goes_through_one_check(cell):
 
 
 def test_every_error_code_has_a_register_value():
-    from afrd.daemon.modbus import ERROR_CODES, OTHER_ERROR
+    from afrd.daemon.interfaces.modbus import ERROR_CODES, OTHER_ERROR
     from afrd.daemon.verdict import ERROR_CODES as CODES
 
     missing = [c for c in CODES if c not in ERROR_CODES]
@@ -264,7 +264,7 @@ def test_every_error_code_has_a_register_value():
 
 
 def test_readme_has_the_register_map_and_error_codes():
-    from afrd.daemon.modbus import ERROR_CODES, REGISTERS
+    from afrd.daemon.interfaces.modbus import ERROR_CODES, REGISTERS
 
     text = (REPO / "README.md").read_text()
     for addr, words, name, kind, who, _ in REGISTERS:
@@ -317,8 +317,8 @@ def test_rising_edge_while_busy_is_refused():
     """The server alone, with a real client: a second rising edge before the first part's result
     triggers nothing (counted in `refused`); part number 0 lets the cell number the part."""
     from afrd.config.plc import ModbusConfig
-    from afrd.daemon.modbus import ModbusServer
-    from afrd.daemon.plcserver import Hooks, TriggerReply
+    from afrd.daemon.interfaces.base import Hooks, TriggerReply
+    from afrd.daemon.interfaces.modbus import ModbusServer
 
     calls: list[tuple] = []
 

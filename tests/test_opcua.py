@@ -295,7 +295,7 @@ def test_config_refuses_exposed_or_unusable_setups(bundle, tmp_path):
 
 
 def test_readme_lists_every_node():
-    from afrd.daemon.opcua import CELL_VARS, COUNTER_VARS, RESULT_VARS
+    from afrd.daemon.interfaces.opcua import CELL_VARS, COUNTER_VARS, RESULT_VARS
 
     text = (REPO / "README.md").read_text()
     assert "`urn:afrd:inspection`" in text and "`Cell.Trigger(PartId: String" in text

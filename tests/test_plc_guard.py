@@ -19,7 +19,7 @@ pytest.importorskip("asyncua", reason="the plc extra (asyncua) is not installed"
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
 from afrd.config.plc import ModbusConfig, OpcUaConfig  # noqa: E402
-from afrd.daemon.plcserver import Hooks  # noqa: E402
+from afrd.daemon.interfaces.base import Hooks  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _plc_helpers import free_port, wait_for  # noqa: E402
@@ -45,7 +45,7 @@ def closed_within(s: socket.socket, timeout: float) -> float:
 
 @pytest.mark.timeout(60)
 def test_modbus_cap_and_idle_timeout():
-    from afrd.daemon.modbus import ModbusServer
+    from afrd.daemon.interfaces.modbus import ModbusServer
 
     srv = ModbusServer(ModbusConfig(port=0, max_connections=2, idle_timeout_s=1.0), hooks())
     srv.start()
@@ -79,7 +79,7 @@ def test_modbus_cap_and_idle_timeout():
 def test_opcua_cap_and_hello_timeout():
     from asyncua.sync import Client
 
-    from afrd.daemon.opcua import OpcUaServer
+    from afrd.daemon.interfaces.opcua import OpcUaServer
 
     port = free_port()
     cfg = OpcUaConfig(port=port, max_connections=2, hello_timeout_s=1.0)
@@ -111,7 +111,7 @@ def test_asyncio_errors_on_a_server_loop_are_rate_limited(caplog):
     logs one line per message per 10 s, not thousands."""
     import threading
 
-    from afrd.daemon.modbus import ModbusServer
+    from afrd.daemon.interfaces.modbus import ModbusServer
 
     srv = ModbusServer(ModbusConfig(port=0), hooks())
     srv.start()

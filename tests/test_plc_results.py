@@ -20,7 +20,7 @@ from asyncua import ua  # noqa: E402
 from asyncua.sync import Client  # noqa: E402
 from pymodbus.client import ModbusTcpClient  # noqa: E402
 
-from afrd.daemon.modbus import ADDR, SIZE  # noqa: E402
+from afrd.daemon.interfaces.modbus import ADDR, SIZE  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _daemon_helpers import Daemon, make_brightness_bundle, wait_subscribed  # noqa: E402

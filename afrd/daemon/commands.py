@@ -13,11 +13,11 @@ from typing import Any
 from afrd.acquire.devices import camera_identity
 from afrd.config.cell import CellConfig, load_config
 from afrd.config.recipes import check_opened_camera
-from afrd.daemon.control import CommandError, ControlServer, check_name, clip
 from afrd.daemon.interfaces import Interfaces
-from afrd.daemon.metrics import Metrics, MetricsServer
+from afrd.daemon.interfaces.control import CommandError, ControlServer, check_name, clip
+from afrd.daemon.interfaces.metrics import Metrics, MetricsServer
+from afrd.daemon.interfaces.publisher import Publisher
 from afrd.daemon.pipeline import Pipeline
-from afrd.daemon.publisher import Publisher
 from afrd.daemon.recipes import load_book
 from afrd.daemon.systemd import Notifier
 from afrd.daemon.verdict import UnknownProduct

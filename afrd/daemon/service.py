@@ -26,11 +26,11 @@ from afrd.config.cell import CellConfig
 from afrd.config.check import check_sockets
 from afrd.config.recipes import check_opened_camera
 from afrd.daemon.commands import ControlCommands
-from afrd.daemon.control import ControlServer
 from afrd.daemon.interfaces import Interfaces, build_interfaces
-from afrd.daemon.metrics import Metrics, MetricsServer
+from afrd.daemon.interfaces.control import ControlServer
+from afrd.daemon.interfaces.metrics import Metrics, MetricsServer
+from afrd.daemon.interfaces.publisher import Publisher
 from afrd.daemon.pipeline import Pipeline
-from afrd.daemon.publisher import Publisher
 from afrd.daemon.recipes import load_book
 from afrd.daemon.systemd import Notifier, watchdog_interval
 from afrd.daemon.verdict import Job, heatmap_message

@@ -113,7 +113,7 @@ def _counters_opcua(port: int) -> dict[str, int]:
 def _counters_modbus(port: int) -> dict[str, int]:
     from pymodbus.client import ModbusTcpClient
 
-    from afrd.daemon.modbus import ADDR, from_words32
+    from afrd.daemon.interfaces.modbus import ADDR, from_words32
 
     c = ModbusTcpClient("127.0.0.1", port=port, timeout=5)
     assert c.connect()

@@ -11,8 +11,8 @@ import time
 import pytest
 import zmq
 
-from afrd.daemon.control import ControlServer
 from afrd.daemon.ctl import request
+from afrd.daemon.interfaces.control import ControlServer
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.verdict import validate_result
 from afrd.runtime.loader import load_runtime

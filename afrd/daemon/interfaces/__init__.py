@@ -1,8 +1,19 @@
-"""PLC-native interfaces beside ZeroMQ: the OPC UA and Modbus TCP servers the cell config enables.
+"""The daemon's interfaces, peers in one folder: how MES, PLCs and monitoring reach the cell.
 
-Each interface runs its own asyncio event loop on its own thread (asyncua and pymodbus are
-asyncio libraries; the daemon's threads are not). The daemon talks to an interface through
-three calls, and an interface to the daemon through :class:`Hooks`:
+- ``publisher``: ZeroMQ PUB (results, heatmaps, light previews, the heartbeat);
+- ``control``: the ZeroMQ control socket (status, trigger, reload, thresholds, pause);
+- ``opcua``, ``modbus``: the PLC servers, on ``loop.LoopThread`` (an asyncio loop and thread
+  each, connections bounded by ``loop.ConnectionGuard``);
+- ``metrics``: Prometheus over HTTP;
+- ``base``: the ``Interface`` protocol and the ``Hooks`` an interface calls the daemon through;
+- this module: ``Interfaces``, the set the daemon drives, and ``TriggerGate``, the one way
+  triggers come in from the PLC servers.
+
+The per-part path (``afrd.daemon.pipeline``, ``verdict``, ``recorder``) never imports an
+interface: the service hands each published result to them (``tests/test_layout.py`` keeps
+it so). The PLC servers run their own asyncio event loops on their own threads (asyncua and
+pymodbus are asyncio libraries; the daemon's threads are not). The daemon talks to such an
+interface through three calls, and an interface to the daemon through :class:`Hooks`:
 
 - ``start()``: bind and serve; raises ConfigError naming ``host:port`` when it cannot bind, so
   `afrd run` exits 2 before READY instead of running without the link the PLC expects;
@@ -24,8 +35,8 @@ import logging
 import threading
 from typing import Any
 
-from afrd.daemon.control import CommandError, check_name
-from afrd.daemon.plcserver import Hooks, Interface, TriggerReply
+from afrd.daemon.interfaces.base import Hooks, Interface, TriggerReply
+from afrd.daemon.interfaces.control import CommandError, check_name
 
 log = logging.getLogger("afrd.daemon.interfaces")
 
@@ -102,13 +113,13 @@ def build_interfaces(cfg: Any, service: Any) -> Interfaces:
     try:
         opc = getattr(cfg, "opcua", None)
         if opc is not None and opc.enabled:
-            from afrd.daemon.opcua import OpcUaServer
+            from afrd.daemon.interfaces.opcua import OpcUaServer
 
             out.append(OpcUaServer(opc, hooks, cfg.cell))
             out[-1].start()
         mb = getattr(cfg, "modbus", None)
         if mb is not None and mb.enabled:
-            from afrd.daemon.modbus import ModbusServer
+            from afrd.daemon.interfaces.modbus import ModbusServer
 
             names = [p.name for p in getattr(cfg, "product", [])]
             out.append(ModbusServer(mb, hooks, names))

@@ -41,7 +41,7 @@ import zmq.auth
 from afrd.config.endpoints import HANDSHAKE_S, bind, check_ipc_free, curve_server_keys, is_ipv6
 from afrd.errors import AfrdError
 
-log = logging.getLogger("afrd.daemon.control")
+log = logging.getLogger("afrd.daemon.control")  # the name the journal has always shown
 
 CLIP = 200  # characters of a request echoed in a reply or a log line
 MAX_ID_CHARS = 256  # part ids and product names longer than this are refused

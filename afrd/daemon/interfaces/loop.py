@@ -1,8 +1,6 @@
-"""What a PLC server inside the daemon is made of: the hooks it calls the daemon through
-(``Hooks``, ``TriggerReply``), the ``Interface`` protocol the daemon drives, ``LoopThread``,
-a server on its own asyncio event loop and thread (asyncua and pymodbus are asyncio libraries;
-the daemon's threads are not), and ``ConnectionGuard``, which bounds the TCP connections a
-server holds. ``afrd.daemon.interfaces`` composes them.
+"""What the PLC servers inside the daemon run on: ``LoopThread``, a server on its own asyncio
+event loop and thread (asyncua and pymodbus are asyncio libraries; the daemon's threads are
+not), and ``ConnectionGuard``, which bounds the TCP connections a server holds.
 """
 
 from __future__ import annotations
@@ -13,48 +11,14 @@ import math
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from afrd.config.endpoints import listen_error
+from afrd.daemon.interfaces.base import Hooks
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.interfaces")
 LOG_EVERY_S = 10.0  # at most one line per this long about refused or dropped connections
-
-
-@dataclass
-class TriggerReply:
-    """A trigger the daemon took: its sequence number and part id, and ``error`` (code, message)
-    when the pipeline refused to image it (paused, overrun, stopping); that part's ``error``
-    result is published all the same."""
-
-    seq: int
-    part_id: str
-    error: tuple[str, str] | None = None
-
-
-@dataclass
-class Hooks:
-    """What an interface may ask of the daemon. ``trigger`` raises AfrdError for a request it
-    refuses outright (nothing is published then); ``status`` is the control socket's status."""
-
-    trigger: Callable[[str | None, str], TriggerReply]
-    status: Callable[[], dict]
-    default_product: str = "default"
-
-
-class Interface(Protocol):
-    name: str
-    endpoint: str
-
-    def start(self) -> None: ...
-
-    def result(self, msg: dict) -> None: ...
-
-    def healthy(self) -> bool: ...
-
-    def close(self) -> None: ...
 
 
 class ConnectionGuard:

@@ -38,10 +38,11 @@ from pymodbus.server import ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
 
 from afrd.config.plc import ModbusConfig
-from afrd.daemon.plcserver import ConnectionGuard, Hooks, LoopThread, TriggerReply
+from afrd.daemon.interfaces.base import Hooks, TriggerReply
+from afrd.daemon.interfaces.loop import ConnectionGuard, LoopThread
 from afrd.errors import AfrdError
 
-log = logging.getLogger("afrd.daemon.modbus")
+log = logging.getLogger("afrd.daemon.modbus")  # the name the journal has always shown
 
 # (address, words, name, type, writer, meaning)
 REGISTERS: tuple[tuple[int, int, str, str, str, str], ...] = (

@@ -45,10 +45,11 @@ from asyncua.server.user_managers import UserManager
 
 from afrd.config.plc import OpcUaConfig, trusted_certificates
 from afrd.config.plcusers import check_password, load_users
-from afrd.daemon.plcserver import ConnectionGuard, Hooks, LoopThread
+from afrd.daemon.interfaces.base import Hooks
+from afrd.daemon.interfaces.loop import ConnectionGuard, LoopThread
 from afrd.errors import AfrdError, ConfigError
 
-log = logging.getLogger("afrd.daemon.opcua")
+log = logging.getLogger("afrd.daemon.opcua")  # the name the journal has always shown
 
 VT = ua.VariantType
 # name -> (variant type, initial value)

@@ -19,7 +19,7 @@ import zmq
 from afrd.config.endpoints import HANDSHAKE_S, bind, check_ipc_free, is_ipv6
 from afrd.daemon.verdict import STATUS_SCHEMA, utc_iso
 
-log = logging.getLogger("afrd.daemon.publisher")
+log = logging.getLogger("afrd.daemon.publisher")  # the name the journal has always shown
 
 
 class Publisher:

@@ -1,0 +1,47 @@
+"""What every interface of the daemon shares: the ``Interface`` protocol the daemon drives, the
+``Hooks`` an interface calls the daemon through and the ``TriggerReply`` a trigger gets.
+
+An interface (ZeroMQ, OPC UA, Modbus, metrics, the coming MQTT link) is fed every published
+result without blocking the pipeline and may hand triggers back through ``Hooks.trigger``;
+the per-part path (``afrd.daemon.pipeline``, ``verdict``, ``recorder``) never imports it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+
+@dataclass
+class TriggerReply:
+    """A trigger the daemon took: its sequence number and part id, and ``error`` (code, message)
+    when the pipeline refused to image it (paused, overrun, stopping); that part's ``error``
+    result is published all the same."""
+
+    seq: int
+    part_id: str
+    error: tuple[str, str] | None = None
+
+
+@dataclass
+class Hooks:
+    """What an interface may ask of the daemon. ``trigger`` raises AfrdError for a request it
+    refuses outright (nothing is published then); ``status`` is the control socket's status."""
+
+    trigger: Callable[[str | None, str], TriggerReply]
+    status: Callable[[], dict]
+    default_product: str = "default"
+
+
+class Interface(Protocol):
+    name: str
+    endpoint: str
+
+    def start(self) -> None: ...
+
+    def result(self, msg: dict) -> None: ...
+
+    def healthy(self) -> bool: ...
+
+    def close(self) -> None: ...
