@@ -1,6 +1,9 @@
 """Daemon test helpers: they live in afrd.sim.launch (shared with `afrd demo` and the bench),
-plus the one polling helper the process-level tests share."""
+plus the polling helper and the `afrd` command runner the process-level tests share."""
 
+import os
+import subprocess
+import sys
 import time
 from contextlib import contextmanager
 
@@ -24,6 +27,20 @@ def wait_for(fn, timeout: float = 20.0, what: str = "condition"):
             return got
         time.sleep(0.05)
     raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def afrd(*args: str, timeout: float = 600, path: tuple = ()) -> subprocess.CompletedProcess:
+    """One `afrd` command as a user types it: a child process of this checkout's package (and
+    ``path``, e.g. a plugin's folder, on PYTHONPATH), run from / to its exit."""
+    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=os.pathsep.join((str(REPO), *path)))
+    return subprocess.run(
+        [sys.executable, "-m", "afrd", *args],
+        cwd="/",
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )
 
 
 @contextmanager

@@ -6,7 +6,6 @@ on the simulated cell: calibrate flat-field -> config check -> capture 50 good p
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -14,22 +13,10 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _daemon_helpers import REPO, Daemon, collect, wait_subscribed, write_config  # noqa: E402
+from _daemon_helpers import Daemon, afrd, collect, wait_subscribed, write_config  # noqa: E402
 
 from afrd.data.capture import CaptureDataset, find_sets  # noqa: E402
 from afrd.errors import DataError  # noqa: E402
-
-
-def afrd(*args: str, timeout: float = 600) -> subprocess.CompletedProcess:
-    """One `afrd` command as a user types it (a child process, the checkout's package)."""
-    env = dict(os.environ, OMP_NUM_THREADS="1", PYTHONPATH=str(REPO))
-    return subprocess.run(
-        [sys.executable, "-m", "afrd", *args],
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        env=env,
-    )
 
 
 def ok(p: subprocess.CompletedProcess) -> str:

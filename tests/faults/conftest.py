@@ -5,15 +5,13 @@ running and published exactly one result per accepted trigger."""
 
 from __future__ import annotations
 
-import os
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-from _daemon_helpers import REPO, make_brightness_bundle  # noqa: E402
+from _daemon_helpers import afrd, make_brightness_bundle  # noqa: E402, F401 - afrd: for the tests
 
 
 @pytest.fixture(scope="session")
@@ -21,19 +19,6 @@ def bundle(tmp_path_factory) -> Path:
     d = tmp_path_factory.mktemp("faults-bundle") / "brightness"
     make_brightness_bundle(d, size=64, threshold=0.45)
     return d
-
-
-def afrd(*args: str, timeout: float = 120) -> subprocess.CompletedProcess:
-    """`python -m afrd ARGS` of this checkout (PYTHONPATH), run to its exit."""
-    env = dict(os.environ, PYTHONPATH=str(REPO), OMP_NUM_THREADS="1")
-    return subprocess.run(
-        [sys.executable, "-m", "afrd", *args],
-        cwd="/",
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 def refused(cfg: Path, *expect: str) -> None:
