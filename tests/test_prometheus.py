@@ -1,6 +1,7 @@
 """The daemon's /metrics as Prometheus reads it (prometheus_client's own text parser, over real
 HTTP from a running `afrd run`), counts that agree with the published verdicts, and the Grafana
-dashboard (docs/grafana/afrd.json) asking only for series the daemon exports."""
+dashboards (docs/grafana/: the cell page and the plant page) asking only for series the daemon
+exports."""
 
 from __future__ import annotations
 
@@ -22,7 +23,8 @@ from _daemon_helpers import (  # noqa: E402
 )
 from prometheus_client.parser import text_string_to_metric_families  # noqa: E402
 
-DASHBOARD = REPO / "docs" / "grafana" / "afrd.json"
+# the cell page and the plant page (every cell one Prometheus scrapes)
+DASHBOARDS = {"afrd-cell": "afrd.json", "afrd-plant": "afrd-plant.json"}
 
 
 def _samples(text: str) -> dict[str, list]:
@@ -85,13 +87,18 @@ def test_metrics_agree_with_the_published_verdicts_and_feed_the_dashboard(tmp_pa
     assert _value(s, "afrd_up", **cell) == 1
     assert not any(name.endswith("_created") for name in s)
 
-    # every series the dashboard asks for is one the daemon exports
-    dash = json.loads(DASHBOARD.read_text())
-    exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
-    exprs.append(next(v["query"] for v in dash["templating"]["list"] if v["name"] == "cell"))
-    wanted = {m for e in exprs for m in re.findall(r"\bafrd_[a-z_]+", e)}
-    assert len(wanted) >= 8, wanted
-    missing = sorted(wanted - set(s))
-    assert not missing, f"dashboard queries series the daemon does not export: {missing}"
-    ids = [p["id"] for p in dash["panels"]]
-    assert len(ids) == len(set(ids)) and dash["uid"] == "afrd-cell"
+    # every series a dashboard asks for is one the daemon exports, and its cell selector
+    # filters every panel
+    for uid, name in DASHBOARDS.items():
+        dash = json.loads((REPO / "docs" / "grafana" / name).read_text())
+        exprs = [t["expr"] for p in dash["panels"] for t in p["targets"]]
+        assert all('cell=~"$cell"' in e for e in exprs), (name, exprs)
+        variables = {v["name"]: v for v in dash["templating"]["list"]}
+        assert variables["cell"]["multi"] and variables["cell"]["includeAll"], name
+        exprs += [v["query"] for v in variables.values() if v["type"] == "query"]
+        wanted = {m for e in exprs for m in re.findall(r"\bafrd_[a-z_]+", e)}
+        assert len(wanted) >= 5, (name, wanted)
+        missing = sorted(wanted - set(s))
+        assert not missing, f"{name} queries series the daemon does not export: {missing}"
+        ids = [p["id"] for p in dash["panels"]]
+        assert len(ids) == len(set(ids)) and dash["uid"] == uid, name

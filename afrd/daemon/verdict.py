@@ -3,8 +3,9 @@
 ``judge`` turns the engine's output into pass/fail (score > threshold fails; a non-finite score
 is an ``error``), ``error_code`` maps a failure to its code by the exception's type,
 ``result_message``/``heatmap_message`` build what the publisher sends (the heatmap is a PNG
-overlay of the anomaly map on the diffuse view), and ``parse_message`` with its validators
-checks those messages (tests, `afrd watch`, MES code).
+overlay of the anomaly map on the diffuse view). Their contracts, and ``parse_message`` with
+the validators that check them (tests, `afrd watch`, MES code), are the pydantic models of
+``afrd.daemon.messages``, re-exported here for the code that builds and reads messages.
 
 Topics (first frame): ``result.<cell>`` + JSON; ``heatmap.<cell>`` + JSON + PNG;
 ``status.<cell>`` + JSON (heartbeat, every second); opt-in ``lights.<cell>`` + JSON + JPEG
@@ -14,36 +15,28 @@ Topics (first frame): ``result.<cell>`` + JSON; ``heatmap.<cell>`` + JSON + PNG;
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import math
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 
-from afrd.errors import AfrdError, DeviceError, RegistrationError
-
-RESULT_SCHEMA = "afrd.result/1"
-HEATMAP_SCHEMA = "afrd.heatmap/1"
-STATUS_SCHEMA = "afrd.status/1"
-LIGHTS_SCHEMA = "afrd.lights/1"
-VERDICTS = ("pass", "fail", "error")
-STATES = ("starting", "running", "paused", "reloading", "stopping")
-PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-JPEG_MAGIC = b"\xff\xd8\xff"
-
-# error codes a result may carry (error.code)
-ERROR_CODES = (
-    "acquire",  # camera or controller fault while imaging the part
-    "register",  # the image set could not be registered to the product's reference pose
-    "infer",  # the engine raised
-    "nan_score",  # the engine returned a non-finite score
-    "overrun",  # the part could not be queued (the line triggers faster than we inspect)
-    "shutdown",  # triggered, but the daemon stopped before imaging it
-    "paused",  # triggered while inspection is paused
-    "internal",  # a bug: anything else
-    "unknown_product",  # the trigger's product names no [[product]] recipe of the cell
+from afrd.daemon.messages import (  # noqa: F401 - the message contracts, for this module's users
+    ERROR_CODES,
+    HEATMAP_SCHEMA,
+    LIGHTS_SCHEMA,
+    RESULT_SCHEMA,
+    STATES,
+    STATUS_SCHEMA,
+    VERDICTS,
+    SchemaError,
+    parse_message,
+    validate_heatmap,
+    validate_lights,
+    validate_result,
+    validate_status,
 )
+from afrd.errors import AfrdError, DeviceError, RegistrationError
 
 
 class UnknownProduct(AfrdError):
@@ -214,164 +207,3 @@ def overlay_png(imageset: Any, amap: np.ndarray, threshold: float) -> tuple[byte
     if not ok:
         raise AfrdError("could not encode heatmap PNG")
     return buf.tobytes(), h, w
-
-
-class SchemaError(ValueError):
-    """A message does not follow the afrd schema; the message says which field and why."""
-
-
-def _need(msg: dict, key: str, types: type | tuple, where: str) -> Any:
-    if key not in msg:
-        raise SchemaError(f"{where}: missing field {key!r}")
-    v = msg[key]
-    if not isinstance(v, types) or (isinstance(v, bool) and bool not in _tuple(types)):
-        raise SchemaError(f"{where}: field {key!r} has type {type(v).__name__}, expected {types}")
-    return v
-
-
-def _tuple(t: type | tuple) -> tuple:
-    return t if isinstance(t, tuple) else (t,)
-
-
-def _timestamp(msg: dict, where: str) -> None:
-    ts = _need(msg, "timestamp", str, where)
-    if not ts.endswith("Z"):
-        raise SchemaError(f"{where}: timestamp {ts!r} is not UTC ('Z' suffix)")
-    try:
-        _dt.datetime.fromisoformat(ts[:-1] + "+00:00")
-    except ValueError:
-        raise SchemaError(f"{where}: timestamp {ts!r} is not ISO-8601") from None
-
-
-def _number_or_null(v: Any, key: str, where: str) -> None:
-    if v is None:
-        return
-    if isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v):
-        raise SchemaError(f"{where}: {key} must be a finite number or null, got {v!r}")
-
-
-def _header(msg: Any, schema: str, where: str, cell: str | None) -> None:
-    """A JSON object of ``schema`` for ``cell`` (any cell when None)."""
-    if not isinstance(msg, dict):
-        raise SchemaError(f"{where}: expected a JSON object")
-    if msg.get("schema") != schema:
-        raise SchemaError(f"{where}: schema is {msg.get('schema')!r}, expected {schema!r}")
-    c = _need(msg, "cell", str, where)
-    if cell is not None and c != cell:
-        raise SchemaError(f"{where}: cell {c!r} on a topic for cell {cell!r}")
-
-
-def validate_result(msg: dict, cell: str | None = None) -> dict:
-    where = "result"
-    _header(msg, RESULT_SCHEMA, where, cell)
-    _need(msg, "part_id", str, where)
-    _need(msg, "product", str, where)
-    seq = _need(msg, "seq", int, where)
-    if seq < 0:
-        raise SchemaError(f"{where}: seq must be >= 0")
-    _timestamp(msg, where)
-    verdict = _need(msg, "verdict", str, where)
-    if verdict not in VERDICTS:
-        raise SchemaError(f"{where}: verdict {verdict!r} not one of {VERDICTS}")
-    for key in ("score", "threshold"):
-        if key not in msg:
-            raise SchemaError(f"{where}: missing field {key!r}")
-        _number_or_null(msg[key], key, where)
-    if verdict != "error" and (msg["score"] is None or msg["threshold"] is None):
-        raise SchemaError(f"{where}: a {verdict} verdict needs a score and a threshold")
-    if verdict == "fail" and not msg["score"] > msg["threshold"]:
-        raise SchemaError(f"{where}: fail but score {msg['score']} <= threshold {msg['threshold']}")
-    if verdict == "pass" and msg["score"] > msg["threshold"]:
-        raise SchemaError(f"{where}: pass but score {msg['score']} > threshold {msg['threshold']}")
-    lat = _need(msg, "latency_ms", dict, where)
-    for key in ("acquire", "infer", "total"):
-        if key not in lat:
-            raise SchemaError(f"{where}: latency_ms missing {key!r}")
-        _number_or_null(lat[key], f"latency_ms.{key}", where)
-    model = _need(msg, "model", dict, where)
-    _need(model, "name", str, f"{where}.model")
-    _need(model, "sha256", str, f"{where}.model")
-    if verdict == "error":
-        err = _need(msg, "error", dict, where)
-        code = _need(err, "code", str, f"{where}.error")
-        if code not in ERROR_CODES:
-            raise SchemaError(f"{where}: error.code {code!r} not one of {ERROR_CODES}")
-        _need(err, "message", str, f"{where}.error")
-    elif "error" in msg:
-        raise SchemaError(f"{where}: 'error' present on a {verdict} verdict")
-    return msg
-
-
-def _part_header(msg: Any, schema: str, where: str, cell: str | None) -> None:
-    """The fields every per-part side message (heatmap, lights) starts with."""
-    _header(msg, schema, where, cell)
-    _need(msg, "part_id", str, where)
-    _need(msg, "seq", int, where)
-    _timestamp(msg, where)
-
-
-def validate_heatmap(msg: dict, png: bytes, cell: str | None = None) -> dict:
-    where = "heatmap"
-    _part_header(msg, HEATMAP_SCHEMA, where, cell)
-    for key in ("width", "height"):
-        if _need(msg, key, int, where) <= 0:
-            raise SchemaError(f"{where}: {key} must be > 0")
-    _number_or_null(_need(msg, "map_max", (int, float), where), "map_max", where)
-    if not png.startswith(PNG_MAGIC):
-        raise SchemaError(f"{where}: second frame is not a PNG")
-    return msg
-
-
-def validate_lights(msg: dict, jpeg: bytes, cell: str | None = None) -> dict:
-    where = "lights"
-    _part_header(msg, LIGHTS_SCHEMA, where, cell)
-    lights = _need(msg, "lights", list, where)
-    if not lights or not all(isinstance(n, str) for n in lights):
-        raise SchemaError(f"{where}: lights must be a non-empty list of names")
-    for key in ("columns", "rows", "tile_width", "tile_height", "width", "height"):
-        if _need(msg, key, int, where) <= 0:
-            raise SchemaError(f"{where}: {key} must be > 0")
-    if msg["columns"] * msg["rows"] < len(lights):
-        raise SchemaError(f"{where}: {msg['columns']}x{msg['rows']} tiles for {len(lights)} lights")
-    if not jpeg.startswith(JPEG_MAGIC):
-        raise SchemaError(f"{where}: second frame is not a JPEG")
-    return msg
-
-
-def validate_status(msg: dict, cell: str | None = None) -> dict:
-    where = "status"
-    _header(msg, STATUS_SCHEMA, where, cell)
-    _timestamp(msg, where)
-    state = _need(msg, "state", str, where)
-    if state not in STATES:
-        raise SchemaError(f"{where}: state {state!r} not one of {STATES}")
-    parts = _need(msg, "parts", dict, where)
-    for v in VERDICTS:
-        _need(parts, v, int, f"{where}.parts")
-    return msg
-
-
-def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
-    """Validate one multipart message -> (kind, cell, json, image or None): the heatmap's PNG,
-    the lights' JPEG. Raises SchemaError."""
-    if len(frames) < 2:
-        raise SchemaError(f"message has {len(frames)} frame(s), expected >= 2")
-    topic = frames[0].decode("utf-8", "replace")
-    kind, _, cell = topic.partition(".")
-    if not cell:
-        raise SchemaError(f"topic {topic!r} is not <kind>.<cell>")
-    try:
-        msg = json.loads(frames[1])
-    except ValueError as exc:
-        raise SchemaError(f"{topic}: JSON frame does not parse: {exc}") from None
-    n_frames = {"result": 2, "heatmap": 3, "status": 2, "lights": 3}.get(kind)
-    if n_frames is None:
-        raise SchemaError(f"unknown topic kind {kind!r} in {topic!r}")
-    if len(frames) != n_frames:
-        raise SchemaError(f"{topic}: expected {n_frames} frames, got {len(frames)}")
-    if kind == "heatmap":
-        return kind, cell, validate_heatmap(msg, frames[2], cell), frames[2]
-    if kind == "lights":
-        return kind, cell, validate_lights(msg, frames[2], cell), frames[2]
-    validate = validate_result if kind == "result" else validate_status
-    return kind, cell, validate(msg, cell), None

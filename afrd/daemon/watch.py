@@ -16,7 +16,7 @@ import zmq
 
 from afrd import cliargs
 from afrd.daemon.ctl import connect
-from afrd.daemon.verdict import SchemaError, parse_message
+from afrd.daemon.messages import SchemaError, parse_message
 
 
 def _safe(name: str) -> str:

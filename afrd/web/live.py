@@ -22,7 +22,7 @@ from datetime import datetime
 import zmq
 import zmq.asyncio
 
-from afrd.daemon.verdict import SchemaError, parse_message
+from afrd.daemon.messages import SchemaError, parse_message
 from afrd.web.captures import Captures
 
 log = logging.getLogger("afrd.web.live")
