@@ -4,7 +4,10 @@ The real `afrd run` process, triggered over its control socket, results read fro
 Per engine (null: zero maps, no model; onnxruntime: a bundle's graph):
 
 - overhead per part (parts triggered one at a time): trigger-to-publish minus acquisition minus
-  inference, from each result's own latency_ms (the daemon's clocks);
+  inference, from each result's own latency_ms (the daemon's clocks), and the same on the
+  subscriber's clock (issue 23): from sending the trigger to receiving the part's last message
+  (its heatmap when heatmaps are on), which adds the control round trip, JSON encoding, the
+  ZeroMQ sends and the heatmap PNG that the daemon's stamp (taken before them) leaves out;
 - throughput (parts/s) with the pipeline kept full (a window of outstanding triggers), and its
   ratio to 1 / max(mean acquire, mean infer) measured in the same run: 1.0 means the pipeline
   overlaps perfectly and only the slowest stage limits it.
@@ -23,6 +26,10 @@ own CPU costs on a shared machine, the third what browsers add to that.
 ``--plc`` measures each engine also with the OPC UA and Modbus TCP servers enabled, an OPC UA
 client subscribed to the last result and a Modbus client reading the register map every 20 ms
 (bench/plc_clients.py), against the same engine without them in the same run (issue 13).
+``--mqtt`` measures each engine also with ``[mqtt]`` on: a local mosquitto (TLS, password; as
+the tests start it, afrd.sim.broker) with a subscriber reading every result, and with the
+broker down (results queue on disk), interleaved with runs without MQTT (``--rounds``, default
+2: off, on, down, off, on, down), each against the mean of the off rows (issue 24).
 """
 
 from __future__ import annotations
@@ -30,6 +37,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import platform
 import statistics
 import sys
@@ -73,11 +81,71 @@ def _afrd_bundle(size: int) -> Path:
     return out
 
 
-def _results(sub: zmq.Socket, timeout_ms: int) -> list[dict]:
+MQTT_USERS = {"cell": "bench-cell", "mes": "bench-mes"}
+
+
+def _mqtt_setup(d: Path, mode: str):
+    """A broker (started for "on"; "down": its port reserved, nobody listening) and the
+    [mqtt] TOML for it; a fresh on-disk queue each run."""
+    from afrd.sim.broker import Broker
+
+    broker = Broker(d / "broker", MQTT_USERS)
+    if mode == "on":
+        broker.start()
+    for old in d.glob("mqtt.sqlite3*"):
+        old.unlink()
+    (d / "mqtt-password").write_text(MQTT_USERS["cell"] + "\n")
+    toml = f"""[mqtt]
+brokers = ["{broker.address}"]
+username = "cell"
+password_file = "mqtt-password"
+site = "bench"
+line = "l1"
+store = "mqtt.sqlite3"
+reconnect_max_s = 1
+
+[mqtt.tls]
+ca_file = "{broker.ca_file}"
+"""
+    return broker, toml
+
+
+def _mqtt_subscriber(broker):
+    from afrd.sim.broker import Subscriber
+
+    sub = Subscriber(broker, "mes", MQTT_USERS["mes"], ["afrd/bench/l1/+/result"], "bench-mes")
+    if not sub.ready.wait(10):
+        raise RuntimeError("the bench's MQTT subscriber did not connect")
+    return sub
+
+
+def _cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process ``pid`` has used: its own cost, whatever else runs."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _mqtt_settled(dm, n: int, up: bool, timeout: float = 30.0) -> dict:
+    """The link's status once all ``n`` results were acknowledged (broker up) or queued
+    (broker down), or the time is up."""
+    deadline = time.monotonic() + timeout
+    while True:
+        st = dm.ctl({"cmd": "status"})["result"]["mqtt"]
+        if st["sent" if up else "queued"] >= n or time.monotonic() > deadline:
+            return st
+        time.sleep(0.1)
+
+
+def _results(sub: zmq.Socket, timeout_ms: int, seen: dict | None = None) -> list[dict]:
+    """Results received; each message's arrival on the subscriber's clock goes into
+    ``seen[(kind, part_id)]``."""
     out = []
     while sub.poll(timeout_ms):
         frames = sub.recv_multipart()
+        t = time.perf_counter()
         kind, _, msg, _ = parse_message(frames)
+        if seen is not None:
+            seen[(kind, msg.get("part_id"))] = t
         if kind == "result":
             out.append(msg)
         timeout_ms = 0
@@ -95,10 +163,15 @@ def run_engine(
     pages: int | None = None,
     plc: bool = False,
     lights: bool = False,
+    mqtt: str | None = None,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
     extra = "[queues]\ntriggers = 64\nacquired = 2"
+    broker = None
+    if mqtt is not None:  # "on": a local broker and a subscriber; "down": nobody listens
+        broker, mqtt_toml = _mqtt_setup(d, mqtt)
+        extra = mqtt_toml + "\n\n" + extra
     if plc:  # both PLC servers on free ports
         from plc_clients import free_port
 
@@ -127,6 +200,10 @@ def run_engine(
             from plc_clients import PlcClients
 
             plc_clients = stack.enter_context(PlcClients(ua_port, mb_port))
+        if mqtt == "on":
+            stack.callback(broker.stop)
+            mqtt_sub = _mqtt_subscriber(broker)
+            stack.callback(mqtt_sub.close)
         sub = dm.subscriber()
         wait_subscribed(sub)
 
@@ -134,30 +211,46 @@ def run_engine(
             r = dm.ctl({"cmd": "trigger", "part_id": pid})
             assert r["ok"], r
 
+        seen: dict = {}  # (kind, part_id) -> arrival on this (the subscriber's) clock
         for i in range(3):  # warm-up (first renders, allocations)
             trig(f"warm-{i}")
-            while not _results(sub, 10000):
+            while not _results(sub, 10000, seen):
                 pass
-        # one part at a time: the daemon's own overhead without queueing
-        seq_res = []
+        deadline = time.perf_counter() + 2.0  # heatmaps on: the last warm-up part's comes
+        while ("heatmap", "warm-2") not in seen and time.perf_counter() < deadline:
+            _results(sub, 100, seen)
+        heatmaps = ("heatmap", "warm-2") in seen
+        # one part at a time: the daemon's own overhead without queueing; on the subscriber's
+        # clock, from sending the trigger to the part's last message (its heatmap when on)
+        seq_res, e2e, e2e_result = [], [], []
         for i in range(n_seq):
-            trig(f"seq-{i}")
+            pid = f"seq-{i}"
+            t_sent = time.perf_counter()
+            trig(pid)
             got: list = []
-            while not got:
-                got = _results(sub, 10000)
+            while not got or (heatmaps and ("heatmap", pid) not in seen):
+                got += _results(sub, 10000, seen)
             seq_res += got
+            e2e.append((seen[("heatmap" if heatmaps else "result", pid)] - t_sent) * 1000)
+            e2e_result.append((seen[("result", pid)] - t_sent) * 1000)
         # pipeline kept full
         window, sent, tp_res = 6, 0, []
-        t0 = time.perf_counter()
+        t0, cpu0 = time.perf_counter(), _cpu_s(dm.proc.pid)
         while len(tp_res) < n_tp:
             while sent < n_tp and sent - len(tp_res) < window:
                 trig(f"tp-{sent}")
                 sent += 1
             tp_res += _results(sub, 50)
-        t1 = time.perf_counter()
+        t1, cpu1 = time.perf_counter(), _cpu_s(dm.proc.pid)
         sub.close()
         page_events = clients.events if pages is not None else 0
         plc_seen = (plc_clients.ua_changes, plc_clients.mb_reads) if plc else None
+        mqtt_seen = None
+        if mqtt is not None:  # what the link did: every result acknowledged, or queued
+            n_all = 3 + n_seq + n_tp
+            st = _mqtt_settled(dm, n_all, up=mqtt == "on")
+            got = len(mqtt_sub.take()) if mqtt == "on" else 0
+            mqtt_seen = {"sent": st["sent"], "queued": st["queued"], "received": got}
     finally:
         stack.close()
         rc = dm.stop()
@@ -173,6 +266,16 @@ def run_engine(
         for r in seq_res
     ]
     over.sort()
+
+    # trigger sent -> last message received, less acquisition and inference: what an MES
+    # client sees the daemon add (control round trip, JSON, ZeroMQ, the heatmap PNG)
+    def _less_work(times: list) -> list:
+        return sorted(
+            t - r["latency_ms"]["acquire"] - r["latency_ms"]["infer"]
+            for t, r in zip(times, seq_res, strict=True)
+        )
+
+    sub_over, sub_result = _less_work(e2e), _less_work(e2e_result)
     acq, inf = mean(tp_res, "acquire"), mean(tp_res, "infer")
     rate = n_tp / (t1 - t0)
     bound = 1000.0 / max(acq, inf)
@@ -182,6 +285,8 @@ def run_engine(
         "plc": plc,
         "lights": lights,
         "plc_ua_changes_mb_reads": plc_seen,
+        "mqtt": mqtt,
+        "mqtt_seen": mqtt_seen,
         "page_events_read": page_events,
         "size": size,
         "parts_sequential": n_seq,
@@ -189,6 +294,10 @@ def run_engine(
         "overhead_ms_p50": over[len(over) // 2],
         "overhead_ms_p90": over[int(len(over) * 0.9)],
         "overhead_ms_mean": statistics.fmean(over),
+        "subscriber_overhead_ms_p50": sub_over[len(sub_over) // 2],
+        "subscriber_overhead_ms_p90": sub_over[int(len(sub_over) * 0.9)],
+        "subscriber_heatmaps": heatmaps,
+        "subscriber_to_result_ms_p50": sub_result[len(sub_result) // 2],
         "acquire_ms_seq": mean(seq_res, "acquire"),
         "infer_ms_seq": mean(seq_res, "infer"),
         "total_ms_seq": mean(seq_res, "total"),
@@ -197,6 +306,7 @@ def run_engine(
         "throughput_parts_s": rate,
         "stage_bound_parts_s": bound,
         "throughput_ratio": rate / bound,
+        "daemon_cpu_ms_per_part": (cpu1 - cpu0) * 1000 / n_tp,
         "exit_code": rc,
     }
 
@@ -212,6 +322,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--web-pages", type=int, default=0, help="also run with N page streams")
     ap.add_argument("--plc", action="store_true", help="also run with OPC UA + Modbus on")
     ap.add_argument("--lights", action="store_true", help="also run with [lights_preview] on")
+    ap.add_argument("--mqtt", action="store_true", help="also run with [mqtt] on, broker up/down")
+    ap.add_argument("--rounds", type=int, default=2, help="--mqtt: interleaved off/on/down rounds")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -227,11 +339,13 @@ def main(argv: list[str] | None = None) -> int:
         for pages in [None, 0, args.web_pages] if args.web_pages else [None]:
             for plc in (False, True) if args.plc else (False,):
                 for lights in (False, True) if args.lights else (False,):
-                    row = run_engine(
-                        kind, b, args.size, n_seq, n_tp, work, args.threads, pages, plc, lights
-                    )
-                    row["bundle"] = "brightness graph (not a model)" if b == simple else b.name
-                    rows.append(row)
+                    for mq in [None, "on", "down"] * args.rounds if args.mqtt else [None]:
+                        row = run_engine(
+                            *(kind, b, args.size, n_seq, n_tp, work, args.threads, pages),
+                            *(plc, lights, mq),
+                        )
+                        row["bundle"] = "brightness graph (not a model)" if b == simple else b.name
+                        rows.append(row)
     print(
         f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
         f"{platform.processor() or platform.machine()}"
@@ -241,8 +355,10 @@ def main(argv: list[str] | None = None) -> int:
         "pages",
         "plc",
         "lights",
+        "mqtt",
         "bundle",
         "overhead p50/p90 ms",
+        "at subscriber p50/p90 ms",
         "acq ms",
         "infer ms",
         "parts/s",
@@ -254,7 +370,9 @@ def main(argv: list[str] | None = None) -> int:
     for r in rows:
         print(
             f"| {r['engine']} | {'-' if r['web_pages'] is None else r['web_pages']} | "
-            f"{'on' if r['plc'] else '-'} | {'on' if r['lights'] else '-'} | {r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"{'on' if r['plc'] else '-'} | {'on' if r['lights'] else '-'} | {r['mqtt'] or '-'} | "
+            f"{r['bundle']} | {r['overhead_ms_p50']:.2f} / {r['overhead_ms_p90']:.2f} | "
+            f"{r['subscriber_overhead_ms_p50']:.2f} / {r['subscriber_overhead_ms_p90']:.2f} | "
             f"{r['acquire_ms_tp']:.1f} | {r['infer_ms_tp']:.1f} | {r['throughput_parts_s']:.1f} | "
             f"{r['stage_bound_parts_s']:.1f} | {r['throughput_ratio']:.2f} |"
         )
@@ -321,6 +439,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{base['overhead_ms_p50']:.2f} -> {on['overhead_ms_p50']:.2f} ms, mean "
             f"{c['overhead_mean_delta_ms']:+.2f} ms"
         )
+    mqtt_cmp = _mqtt_compare(rows) if args.mqtt else []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -330,6 +449,7 @@ def main(argv: list[str] | None = None) -> int:
                 "web_pages": compare,
                 "plc": plc_cmp,
                 "lights": lights_cmp,
+                "mqtt": mqtt_cmp,
             },
             indent=2,
         )
@@ -338,6 +458,34 @@ def main(argv: list[str] | None = None) -> int:
     ok = all(r["overhead_ms_p50"] <= 3.0 and r["throughput_ratio"] >= 0.9 for r in rows)
     print("goals (overhead <= 3 ms, ratio >= 0.9):", "met" if ok else "NOT met")
     return 0
+
+
+def _mqtt_compare(rows: list[dict]) -> list[dict]:
+    """Each MQTT row against the mean of the same engine's rows without MQTT in this run."""
+    out = []
+    for kind in dict.fromkeys(r["engine"] for r in rows):
+        mine = [r for r in rows if r["engine"] == kind]
+        off = [r for r in mine if r["mqtt"] is None]
+        tp = statistics.fmean(r["throughput_parts_s"] for r in off)
+        p50 = statistics.fmean(r["overhead_ms_p50"] for r in off)
+        cpu = statistics.fmean(r["daemon_cpu_ms_per_part"] for r in off)
+        for r in (r for r in mine if r["mqtt"] is not None):
+            c = {
+                "engine": kind,
+                "mqtt": r["mqtt"],
+                "throughput_ratio_vs_off": r["throughput_parts_s"] / tp,
+                "overhead_p50_delta_ms": r["overhead_ms_p50"] - p50,
+                "daemon_cpu_ms_per_part_delta": r["daemon_cpu_ms_per_part"] - cpu,
+                "seen": r["mqtt_seen"],
+            }
+            out.append(c)
+            print(
+                f"{kind}: MQTT {c['mqtt']} vs off (mean of {len(off)}): throughput x"
+                f"{c['throughput_ratio_vs_off']:.3f}, overhead p50 "
+                f"{c['overhead_p50_delta_ms']:+.2f} ms, daemon CPU per part "
+                f"{c['daemon_cpu_ms_per_part_delta']:+.2f} ms; link {c['seen']}"
+            )
+    return out
 
 
 if __name__ == "__main__":

@@ -28,6 +28,7 @@ from afrd.acquire.devices import DEVICE_TAGS, CameraConfig, ControllerConfig, si
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.endpoints import check_endpoint
 from afrd.config.engine import EngineConfig, default_engine, engine_tags, validate_engine
+from afrd.config.mqtt import MqttConfig
 from afrd.config.plc import ModbusConfig, OpcUaConfig
 from afrd.errors import AfrdError, ConfigError
 from afrd.runtime.bundle import check_threshold
@@ -162,6 +163,7 @@ class CellConfig(_Strict):
     product: list[ProductConfig] = Field(default_factory=list, description="[[product]] recipes")
     opcua: OpcUaConfig | None = Field(None, description="OPC UA server (afrd.config.plc)")
     modbus: ModbusConfig | None = Field(None, description="Modbus TCP server (afrd.config.plc)")
+    mqtt: MqttConfig | None = Field(None, description="the plant's MQTT broker (afrd.config.mqtt)")
 
     @field_validator("threshold")
     @classmethod
@@ -307,6 +309,8 @@ def load_config(path: str | Path) -> CellConfig:
         cfg.recorder.dir = base / cfg.recorder.dir
     if cfg.opcua is not None:
         cfg.opcua.resolve_paths(base)
+    if cfg.mqtt is not None:
+        cfg.mqtt.resolve_paths(base)
     line = getattr(cfg.camera, "line", None)
     if line is not None and not line.is_absolute():
         cfg.camera.line = base / line

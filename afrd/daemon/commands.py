@@ -36,6 +36,7 @@ RESTART_SECTIONS = (
     "queues",
     "opcua",
     "modbus",
+    "mqtt",
     "recorder",
     "metrics",
 )
@@ -96,6 +97,7 @@ class ControlCommands:
             "default_product": book.default if book else None,
             "heatmaps": self.heatmaps,
             "recorder": rec,
+            **self.interfaces.details(),  # "mqtt": connected, queued, dropped, error
             "endpoints": {
                 "pub": self.publisher.bound if self.publisher else None,
                 "control": self.control.bound if self.control else None,

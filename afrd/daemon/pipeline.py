@@ -63,6 +63,7 @@ class Pipeline:
         acquired: int = 2,
         results: int = 16,
         hardware_product: str | None = None,
+        first_seq: int = 0,
     ) -> None:
         self.cell = cell
         self._acquire = acquire
@@ -77,7 +78,7 @@ class Pipeline:
         self._q_out: queue.Queue = queue.Queue()  # bounded by _slots for inferred parts
         self._slots = threading.BoundedSemaphore(results)
         self.results_bound = results
-        self._seq = 0
+        self._seq = first_seq  # the MQTT link's store keeps it across restarts
         self._seq_lock = threading.Lock()
         self._closing = False
         # trigger() checks _closing and queues under this lock, stop() sets it under it: a

@@ -29,6 +29,7 @@ from afrd.daemon.commands import ControlCommands
 from afrd.daemon.interfaces import Interfaces, build_interfaces
 from afrd.daemon.interfaces.control import ControlServer
 from afrd.daemon.interfaces.metrics import Metrics, MetricsServer
+from afrd.daemon.interfaces.mqtt_store import first_seq
 from afrd.daemon.interfaces.publisher import Publisher
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.recipes import load_book
@@ -118,6 +119,7 @@ class Service(ControlCommands):
             acquired=q.acquired,
             results=q.results,
             hardware_product=cfg.trigger.product if mode == "hardware" else None,
+            first_seq=first_seq(cfg.mqtt),  # (cell, seq) stays unique while results queue
         )
         self.metrics.queue_fn = self.pipeline.queue_depths
         self.metrics.thresholds_fn = lambda: {
@@ -234,10 +236,14 @@ class Service(ControlCommands):
         m.observe("total", total)
         if job.t_acquire is not None and job.t_infer is not None:
             m.observe("overhead", total - job.t_acquire - job.t_infer)
-        if self.heatmaps and job.amap is not None:
+        to_itf = self.interfaces.wants_heatmap(job.verdict)  # [mqtt] heatmaps
+        if (self.heatmaps or to_itf) and job.amap is not None:
             hm = heatmap_message(self.cfg.cell, job)
             if hm is not None:
-                self.publisher.heatmap(*hm)
+                if self.heatmaps:
+                    self.publisher.heatmap(*hm)
+                if to_itf:
+                    self.interfaces.heatmap(*hm)
         lp = self.cfg.lights_preview  # after the result and heatmap; a reload may switch it
         if lp.enabled and job.imageset is not None and job.verdict != "error":
             if self.lights is None:  # encoded on its own thread: never delays a result

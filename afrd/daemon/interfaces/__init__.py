@@ -5,6 +5,8 @@
 - ``opcua``, ``modbus``: the PLC servers, on ``loop.LoopThread`` (an asyncio loop and thread
   each, connections bounded by ``loop.ConnectionGuard``);
 - ``metrics``: Prometheus over HTTP;
+- ``mqtt``: the plant's MQTT broker (results with store and forward in ``mqtt_store``, status,
+  heatmaps, counts; Sparkplug B in ``mqtt_sparkplug``), on a thread of its own;
 - ``base``: the ``Interface`` protocol and the ``Hooks`` an interface calls the daemon through;
 - this module: ``Interfaces``, the set the daemon drives, and ``TriggerGate``, the one way
   triggers come in from the PLC servers.
@@ -66,6 +68,22 @@ class Interfaces(list):
         """Where each server listens (the control socket's status shows them)."""
         return {itf.name: itf.endpoint for itf in self}
 
+    def details(self) -> dict[str, dict]:
+        """Each interface's own status section (``status_section()``, where it has one: MQTT)."""
+        return {itf.name: itf.status_section() for itf in self if hasattr(itf, "status_section")}
+
+    def wants_heatmap(self, verdict: str) -> bool:
+        """Whether an interface publishes this part's heatmap (MQTT: ``[mqtt] heatmaps``)."""
+        return any(itf.wants_heatmap(verdict) for itf in self if hasattr(itf, "wants_heatmap"))
+
+    def heatmap(self, msg: dict, png: bytes) -> None:
+        for itf in self:
+            if hasattr(itf, "wants_heatmap") and itf.wants_heatmap(msg.get("verdict", "")):
+                try:
+                    itf.heatmap(msg, png)
+                except Exception:  # as for results: never the daemon's trouble
+                    log.exception("%s: heatmap seq %s not handed over", itf.name, msg.get("seq"))
+
     def unhealthy(self) -> list[str]:
         return [itf.name for itf in self if not itf.healthy()]
 
@@ -108,7 +126,13 @@ def build_interfaces(cfg: Any, service: Any) -> Interfaces:
         for name in ("asyncua", "pymodbus"):
             logging.getLogger(name).setLevel(logging.WARNING)
     gate = TriggerGate(service)
-    hooks = Hooks(trigger=gate.trigger, status=service.status, default_product=cfg.trigger.product)
+    hooks = Hooks(
+        trigger=gate.trigger,
+        status=service.status,
+        default_product=cfg.trigger.product,
+        pause=lambda: service.commands["pause"]({}),  # OPC UA Machine Vision's Halt/Reset
+        resume=lambda: service.commands["resume"]({}),
+    )
     out = Interfaces(gate=gate)
     try:
         opc = getattr(cfg, "opcua", None)
@@ -124,6 +148,12 @@ def build_interfaces(cfg: Any, service: Any) -> Interfaces:
             names = [p.name for p in getattr(cfg, "product", [])]
             out.append(ModbusServer(mb, hooks, names))
             out[-1].start()
+        mq = getattr(cfg, "mqtt", None)
+        if mq is not None and mq.enabled:
+            from afrd.daemon.interfaces.mqtt import MqttLink
+
+            out.append(MqttLink(mq, hooks, cfg.cell, metrics=service.metrics))
+            out[-1].start()  # a broker away is no error: results queue until it connects
     except BaseException:
         out.close()
         raise

@@ -1,7 +1,7 @@
 """What every interface of the daemon shares: the ``Interface`` protocol the daemon drives, the
 ``Hooks`` an interface calls the daemon through and the ``TriggerReply`` a trigger gets.
 
-An interface (ZeroMQ, OPC UA, Modbus, metrics, the coming MQTT link) is fed every published
+An interface (ZeroMQ, OPC UA, Modbus, metrics, MQTT) is fed every published
 result without blocking the pipeline and may hand triggers back through ``Hooks.trigger``;
 the per-part path (``afrd.daemon.pipeline``, ``verdict``, ``recorder``) never imports it.
 """
@@ -27,11 +27,15 @@ class TriggerReply:
 @dataclass
 class Hooks:
     """What an interface may ask of the daemon. ``trigger`` raises AfrdError for a request it
-    refuses outright (nothing is published then); ``status`` is the control socket's status."""
+    refuses outright (nothing is published then); ``status`` is the control socket's status;
+    ``pause``/``resume`` are its commands (OPC UA Machine Vision's Halt, Reset and
+    SelectModeAutomatic)."""
 
     trigger: Callable[[str | None, str], TriggerReply]
     status: Callable[[], dict]
     default_product: str = "default"
+    pause: Callable[[], object] | None = None
+    resume: Callable[[], object] | None = None
 
 
 class Interface(Protocol):

@@ -3,9 +3,9 @@
 afrd_parts_total{verdict}, afrd_product_parts_total{product,verdict} (cells with [[product]]
 recipes: one series per recipe, bounded), afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
 (acquire, infer, publish, overhead, total; lights when [lights_preview] is on), afrd_queue_depth{queue}, afrd_threshold{product},
-afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up; every series carries
-``cell``. The values and the exposition are ``prometheus_client``'s (a registry per daemon, no
-``_created`` series); docs/grafana/afrd.json is a dashboard over them. bench/metrics.py measures
+afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up, and an interface's own
+(``add_section``: afrd_mqtt_*); every series carries ``cell``. The values and the exposition
+are ``prometheus_client``'s (a registry per daemon, no ``_created`` series); docs/grafana/afrd.json is a dashboard over them. bench/metrics.py measures
 its cost per part against the hand-written exporter it replaced.
 
 The port is unauthenticated, so it must not be a way to starve the daemon: at most
@@ -93,6 +93,14 @@ class Metrics:
             return
         self._stage[stage].observe(seconds)
 
+    def add_section(
+        self, prefix: str, section: Callable[[], dict], series: tuple[tuple[str, bool, str], ...]
+    ) -> None:
+        """An interface's own series, read at scrape time from its status section (``section()``,
+        e.g. the MQTT link's ``describe``): each (key, is_counter, help) of ``series`` becomes
+        ``<prefix>_<key>`` (``_total`` for a counter)."""
+        self.registry.register(_Section(prefix, self.cell, section, series))
+
     def render(self) -> str:
         """The exposition text (Prometheus text format 0.0.4)."""
         return generate_latest(self.registry).decode()
@@ -132,6 +140,19 @@ class _ScrapeTime:
         )
         c.add_metric([cell], m.refused_fn())
         yield c
+
+
+class _Section:
+    def __init__(self, prefix: str, cell: str, section: Callable[[], dict], series: tuple) -> None:
+        self.prefix, self.cell, self.section, self.series = prefix, cell, section, series
+
+    def collect(self) -> Iterator[Metric]:
+        values = self.section()
+        for key, counter, help_ in self.series:
+            family = CounterMetricFamily if counter else GaugeMetricFamily
+            m = family(f"{self.prefix}_{key}", help_, labels=["cell"])
+            m.add_metric([self.cell], float(values[key]))
+            yield m
 
 
 class _CappedServer(ThreadingHTTPServer):
