@@ -62,6 +62,27 @@ class Cell:
         return self.obj.call_method(ua.NodeId("Cell.Trigger", self.ns), *args)
 
 
+def start_single_job(c: Client, part_id: str) -> str:
+    """StartSingleJob on the VisionSystem (machine_vision = true); its JobId."""
+    mv = c.get_namespace_index("http://opcfoundation.org/UA/MachineVision")
+    ua.register_basetype("TrimmedString", ua.NodeId(3017, mv), ua.String)  # README: asyncua
+    ua.register_basetype("Handle", ua.NodeId(3018, mv), ua.UInt32)
+    c.load_data_type_definitions()
+    vs = c.nodes.objects.get_child(f"{c.get_namespace_index(NS)}:VisionSystem")
+    am = vs.get_child([f"{mv}:VisionStateMachine", f"{mv}:AutomaticModeStateMachine"])
+    wait_for(lambda: am.get_child("0:CurrentState").read_value().Text == "Ready", what="Ready")
+    job, err = am.call_method(
+        am.get_child(f"{mv}:StartSingleJob"),
+        ua.MeasIdDataType(Id=""),
+        ua.PartIdDataType(Id=part_id),
+        ua.RecipeIdExternalDataType(Id=""),
+        ua.ProductIdDataType(Id=""),
+        ua.Variant([], ua.VariantType.Variant),
+    )
+    assert err == 0
+    return job.Id
+
+
 def status_of(exc: BaseException) -> str:
     return type(exc).__name__
 
@@ -206,7 +227,7 @@ def test_security_sign_and_encrypt_with_users(bundle, tmp_path):
         bundle,
         opcua=f'port = {port}\nsecurity = ["sign_and_encrypt", "sign"]\n'
         f'certificate = "{srv_cert}"\nprivate_key = "{srv_key}"\n'
-        f'trusted_clients_dir = "{trusted}"\nusers_file = "{users}"',
+        f'trusted_clients_dir = "{trusted}"\nusers_file = "{users}"\nmachine_vision = true',
     )
     dm = Daemon(cfg).start()
     url = f"opc.tcp://127.0.0.1:{port}/afrd/"
@@ -230,6 +251,13 @@ def test_security_sign_and_encrypt_with_users(bundle, tmp_path):
                 (msg,) = zmq_results(sub, 1).values()
                 assert msg["seq"] == seq
                 wait_for(lambda cl=cl, seq=seq: cl.read("LastResult.Seq") == seq)
+                if mode == "SignAndEncrypt":  # the Machine Vision methods: the same endpoints
+                    job = start_single_job(c, f"secure-mv-{mode}")
+                    (msg,) = zmq_results(sub, 1).values()
+                    assert (
+                        job.startswith(f"{msg['seq']}@")
+                        and msg["part_id"] == "secure-mv-SignAndEncrypt"
+                    )
         anonymous = Client(url, timeout=10)
         anonymous.application_uri = "urn:test:plc"
         anonymous.set_security_string(f"Basic256Sha256,SignAndEncrypt,{cli_cert},{cli_key}")

@@ -51,7 +51,8 @@ def is_loopback(host: str) -> bool:
 
 
 class OpcUaConfig(_Strict):
-    """``[opcua]``: an OPC UA server with the last result, counters, state and ``Trigger``."""
+    """``[opcua]``: an OPC UA server with the last result, counters, state and ``Trigger``;
+    with ``machine_vision`` also the OPC 40100-1 VisionSystem (``interfaces.opcua_mv``)."""
 
     enabled: bool = True
     host: str = Field("127.0.0.1", description="address to bind; 0.0.0.0 for every interface")
@@ -80,6 +81,14 @@ class OpcUaConfig(_Strict):
     )
     hello_timeout_s: float = Field(
         10.0, gt=0, le=3600, description="a connection that sends nothing this long is closed"
+    )
+    machine_vision: bool = Field(
+        False,
+        description="serve OPC UA for Machine Vision (OPC 40100-1) beside Cell: its Halt and "
+        "Reset pause the cell, PrepareRecipe switches recipes, so it is opt-in",
+    )
+    machine_vision_results: int = Field(
+        1000, ge=1, le=100_000, description="results ResultManagement keeps (older are dropped)"
     )
 
     @field_validator("host")

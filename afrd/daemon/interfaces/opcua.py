@@ -10,6 +10,7 @@ index by URI, string node ids are stable; the README has the table)::
             Threshold, Timestamp, ErrorCode, ErrorMessage
         Counters/ Parts, Pass, Fail, Error         s=Cell.Counters.<name>
         Trigger(PartId: String, Product: String) -> (Seq: UInt32, PartId: String)  s=Cell.Trigger
+    Objects/VisionSystem               with ``machine_vision``: OPC 40100-1 (``opcua_mv``)
 
 Every variable is read-only to clients. Every published result (of any trigger) updates
 LastResult on the server's loop, Seq last, through one writer task that applies the results in
@@ -112,9 +113,14 @@ class OpcUaServer(LoopThread):
         self._written: dict[str, Any] = {}  # what each variable was last set to
         self._counts = {"pass": 0, "fail": 0, "error": 0}
         self._last_state: tuple | None = None
-        self._updates: asyncio.Queue[dict[str, Any]] = asyncio.Queue()  # for _writer only
+        self._updates: asyncio.Queue[Any] = asyncio.Queue()  # for _writer only: values or work
         self._writer_task: asyncio.Task | None = None
         self._yield_logged = False
+        self.mv = None  # opcua_mv.MachineVision with [opcua] machine_vision
+        if cfg.machine_vision:
+            from afrd.daemon.interfaces.opcua_mv import MachineVision
+
+            self.mv = MachineVision(hooks, cell, cfg.machine_vision_results)
 
     @property
     def endpoint(self) -> str:
@@ -148,6 +154,9 @@ class OpcUaServer(LoopThread):
             srv.set_certificate_validator(self._validator(trusted))
         self.ns = await srv.register_namespace(cfg.namespace)
         await self._build(srv)
+        if self.mv is not None:  # its namespace and types after afrd's (index 3)
+            await self.mv.build(srv, self.ns)
+            self.mv.kick = lambda: self._updates.put_nowait(self.mv.publish)
         self.server = srv
         # asyncua logs its own traceback before it raises (a port in use): the daemon says it
         # in one line (LoopThread.start); any other failure still shows in full at debug level
@@ -213,9 +222,18 @@ class OpcUaServer(LoopThread):
     # ---------------------------------------------------------------- values
     async def _writer(self) -> None:
         """The one task that writes values once the server runs: updates (results, state) are
-        applied in the order they were queued, each whole before the next begins."""
+        applied in the order they were queued, each whole before the next begins. An update is
+        Cell's values, or the Machine Vision object's work (a coroutine function)."""
         while True:
             values = await self._updates.get()
+            if callable(values):
+                try:
+                    await values()
+                except Exception:
+                    log.exception("opcua: Machine Vision update not applied")
+                finally:
+                    self._updates.task_done()
+                continue
             yielded: list[bool] = []
             probe = self.loop.call_soon(yielded.append, True)  # runs only if _set yields
             try:
@@ -275,6 +293,8 @@ class OpcUaServer(LoopThread):
             "LastResult.Seq": int(msg.get("seq", 0)) & 0xFFFFFFFF,  # last: the change to watch
         }
         self._updates.put_nowait(values)
+        if self.mv is not None:
+            self._updates.put_nowait(self.mv.result(msg))
 
     async def _tick(self) -> None:
         st = self.hooks.status()
@@ -288,6 +308,8 @@ class OpcUaServer(LoopThread):
         if now != self._last_state:
             self._last_state = now
             self._updates.put_nowait(dict(zip(("State", "Model", "Threshold"), now, strict=True)))
+        if self.mv is not None and (work := self.mv.status(st)) is not None:  # after Cell's
+            self._updates.put_nowait(work)
 
     # ---------------------------------------------------------------- Trigger method
     async def _trigger(self, _parent: Any, *args: Any) -> Any:
