@@ -70,7 +70,13 @@ def start_single_job(c: Client, part_id: str) -> str:
     c.load_data_type_definitions()
     vs = c.nodes.objects.get_child(f"{c.get_namespace_index(NS)}:VisionSystem")
     am = vs.get_child([f"{mv}:VisionStateMachine", f"{mv}:AutomaticModeStateMachine"])
-    wait_for(lambda: am.get_child("0:CurrentState").read_value().Text == "Ready", what="Ready")
+    current = am.get_child("0:CurrentState")
+
+    def ready() -> bool:  # BadStateNotActive until the server has published Operational
+        dv = current.read_data_value(raise_on_bad_status=False)
+        return dv.StatusCode.is_good() and dv.Value.Value.Text == "Ready"
+
+    wait_for(ready, what="Ready")
     job, err = am.call_method(
         am.get_child(f"{mv}:StartSingleJob"),
         ua.MeasIdDataType(Id=""),

@@ -107,6 +107,12 @@ class VisionClient:
         node = self.vsm if machine == "main" else self.auto
         return node.get_child("0:CurrentState").read_value().Text
 
+    def polled(self, machine: str = "auto") -> str | None:
+        """The state for a wait: None while the machine is inactive (BadStateNotActive)."""
+        node = self.vsm if machine == "main" else self.auto
+        dv = node.get_child("0:CurrentState").read_data_value(raise_on_bad_status=False)
+        return dv.Value.Value.Text if dv.StatusCode.is_good() else None
+
     def last(self, machine: str = "main") -> str:
         node = self.vsm if machine == "main" else self.auto
         return node.get_child("0:LastTransition").read_value().Text
@@ -153,7 +159,7 @@ def mark(dm, sub) -> int:
 def test_everything_by_the_specification_names(cell):
     _, _, vc, _ = cell
     ns = vc.ns
-    wait_for(lambda: vc.state() == "Operational" and vc.state("auto") == "Ready", what="Ready")
+    wait_for(lambda: vc.polled("main") == "Operational" and vc.polled() == "Ready", what="Ready")
     for path in (
         ("VisionStateMachine", "Halt"),
         ("VisionStateMachine", "Reset"),
@@ -205,7 +211,7 @@ def test_everything_by_the_specification_names(cell):
 
 def test_single_job_result_event_and_store_equal_the_zeromq_result(cell):
     dm, sub, vc, _ = cell
-    wait_for(lambda: vc.state("auto") == "Ready", what="Ready")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
     job, err = vc.start_job(part="MV-1", meas="run-7")
     assert err == 0
     (msg,) = zmq_results(sub, 1).values()
@@ -216,7 +222,7 @@ def test_single_job_result_event_and_store_equal_the_zeromq_result(cell):
     assert got["Threshold"] == pytest.approx(msg["threshold"]) and got["Seq"] == msg["seq"]
     assert ev.PartId.Id == "MV-1" and ev.MeasId.Id == "run-7" and ev.ResultState == 1
     assert ev.InternalRecipeId.Id == msg["product"] == "default" and ev.IsPartial is False
-    wait_for(lambda: vc.state("auto") == "Ready", what="back to Ready")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="back to Ready")
     assert vc.last("auto") == "SingleExecutionToReadyAuto"
     handle, result, err = vc.call(
         "ResultManagement", "GetResultById", ev.ResultId, ua.Variant(0, I32)
@@ -241,7 +247,7 @@ def test_single_job_result_event_and_store_equal_the_zeromq_result(cell):
 
 def test_prepared_recipe_judges_the_next_part(cell):
     dm, sub, vc, _ = cell
-    wait_for(lambda: vc.state("auto") == "Ready", what="Ready")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
     rm, widget = "RecipeManagement", ua.RecipeIdExternalDataType(Id="widget")
     internal, done, err = vc.call(rm, "PrepareRecipe", widget, None)
     assert (internal.Id, done, err) == ("widget", True, 0)
@@ -263,18 +269,18 @@ def test_prepared_recipe_judges_the_next_part(cell):
         assert msg["product"] == "widget" and msg["threshold"] == pytest.approx(0.99)
         assert msg["verdict"] == "pass" and vc.event_for(job.Id).InternalRecipeId.Id == "widget"
         last = msg["seq"]
-        wait_for(lambda: vc.state("auto") == "Ready", what="Ready")
+        wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
         # a job naming a recipe that is not the prepared one is refused: nothing triggered
         assert vc.start_job(recipe="default")[1] == -2
         # unprepared: Initialized, where StartSingleJob is not executable
         assert vc.call(rm, "UnprepareRecipe", widget, None)[1] == 0
-        wait_for(lambda: vc.state("auto") == "Initialized", what="Initialized")
+        wait_for(lambda: vc.polled("auto") == "Initialized", what="Initialized")
         assert vc.last("auto") == "ReadyToInitializedRecipe"
         with pytest.raises(ua.UaStatusCodeError, match="BadNotExecutable"):
             vc.start_job()
     finally:
         vc.call(rm, "PrepareRecipe", ua.RecipeIdExternalDataType(Id="default"), None)
-    wait_for(lambda: vc.state("auto") == "Ready", what="Ready again")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="Ready again")
     job, err = vc.start_job(part="MV-default")
     assert err == 0 and seq_of(job.Id) == last + 1  # the refused calls triggered nothing
     (msg,) = zmq_results(sub, 1).values()
@@ -283,7 +289,7 @@ def test_prepared_recipe_judges_the_next_part(cell):
 
 def test_state_machine_follows_pause_resume_halt_reset(cell):
     dm, sub, vc, _ = cell
-    wait_for(lambda: vc.state("auto") == "Ready", what="Ready")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
     before = mark(dm, sub)
     assert dm.ctl({"cmd": "pause"})["ok"]
     wait_for(lambda: vc.state() == "Halted", what="Halted after a pause over ZeroMQ")
@@ -297,7 +303,7 @@ def test_state_machine_follows_pause_resume_halt_reset(cell):
         vc.start_job(part="MV-halted")
     assert dm.ctl({"cmd": "resume"})["ok"]
     wait_for(lambda: vc.state() == "Operational", what="Operational after resume")
-    wait_for(lambda: vc.state("auto") == "Ready", what="Ready after resume")
+    wait_for(lambda: vc.polled("auto") == "Ready", what="Ready after resume")
     assert vc.last() == "PreoperationalToInitializedAuto"
     # Halt pauses the daemon; Reset keeps it paused in Preoperational; SelectModeAutomatic
     # resumes it
@@ -329,7 +335,7 @@ def test_new_methods_go_through_the_one_gate(cell):
     dm, sub, vc, mb_port = cell
     jobs = []
     for i in range(5):
-        wait_for(lambda: vc.state("auto") == "Ready", what="Ready")
+        wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
         job, err = vc.start_job(part=f"MV-gate-{i}")
         jobs.append(job.Id)
         assert err == 0
