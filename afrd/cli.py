@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "ctl": ("afrd.daemon.ctl", "send a command to a cell's control socket"),
     "capture": ("afrd.daemon.capture_cli", "record image sets from the cell without a model"),
     "label": ("afrd.data.label_cli", "mark recorded image sets good or defective"),
+    "audit": ("afrd.daemon.audit_cli", "print and filter the audit log (who changed what)"),
     "train": (
         "afrd.model.train",
         "train a model (any registered kind: memory bank, AFRD, CAD, DCAM) on multi-light image sets",

@@ -30,6 +30,12 @@ client subscribed to the last result and a Modbus client reading the register ma
 the tests start it, afrd.sim.broker) with a subscriber reading every result, and with the
 broker down (results queue on disk), interleaved with runs without MQTT (``--rounds``, default
 2: off, on, down, off, on, down), each against the mean of the off rows (issue 24).
+``--shadow`` adds a row per engine with a shadow run (issue 25): the same bundle opened again as
+the candidate (a shadow model of the live one's cost); its one-at-a-time parts come in blocks
+of 10 without and with the shadow run (stopped and started between blocks, the same daemon),
+so a busy machine's drift hits both alike: the live verdict latency p50 (trigger-to-publish on
+the daemon's clock, trigger sent to result received on the subscriber's) off against on, and
+the parts the candidate compared and skipped (the throughput phase runs with it on).
 """
 
 from __future__ import annotations
@@ -136,6 +142,28 @@ def _mqtt_settled(dm, n: int, up: bool, timeout: float = 30.0) -> dict:
         time.sleep(0.1)
 
 
+def _shadow_run(dm, bundle: Path, on: bool) -> None:
+    """Start a shadow run of ``bundle`` (the live one again: a candidate of the same cost), or
+    stop the one running."""
+    if on:
+        r = dm.ctl({"cmd": "shadow_start", "bundle": str(bundle)}, timeout_s=300)
+    elif dm.ctl({"cmd": "status"})["result"]["shadow"] is None:
+        return
+    else:
+        r = dm.ctl({"cmd": "shadow_stop"}, timeout_s=60)
+    assert r["ok"], r
+
+
+def _off_on(values: list[float], on: list[bool]) -> list[float] | None:
+    """The medians of ``values`` where ``on`` is False and where it is True."""
+    if not any(on):
+        return None
+    return [
+        statistics.median(v for v, o in zip(values, on, strict=True) if o is s)
+        for s in (False, True)
+    ]
+
+
 def _results(sub: zmq.Socket, timeout_ms: int, seen: dict | None = None) -> list[dict]:
     """Results received; each message's arrival on the subscriber's clock goes into
     ``seen[(kind, part_id)]``."""
@@ -164,6 +192,7 @@ def run_engine(
     plc: bool = False,
     lights: bool = False,
     mqtt: str | None = None,
+    shadow: bool = False,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
@@ -222,8 +251,11 @@ def run_engine(
         heatmaps = ("heatmap", "warm-2") in seen
         # one part at a time: the daemon's own overhead without queueing; on the subscriber's
         # clock, from sending the trigger to the part's last message (its heatmap when on)
-        seq_res, e2e, e2e_result = [], [], []
+        seq_res, e2e, e2e_result, shadow_on = [], [], [], []
         for i in range(n_seq):
+            if shadow and i % 10 == 0:  # blocks of 10 parts: without, with, without, ...
+                _shadow_run(dm, bundle, on=(i // 10) % 2 == 1)
+            shadow_on.append(shadow and (i // 10) % 2 == 1)
             pid = f"seq-{i}"
             t_sent = time.perf_counter()
             trig(pid)
@@ -233,6 +265,8 @@ def run_engine(
             seq_res += got
             e2e.append((seen[("heatmap" if heatmaps else "result", pid)] - t_sent) * 1000)
             e2e_result.append((seen[("result", pid)] - t_sent) * 1000)
+        if shadow and not shadow_on[-1]:
+            _shadow_run(dm, bundle, on=True)
         # pipeline kept full
         window, sent, tp_res = 6, 0, []
         t0, cpu0 = time.perf_counter(), _cpu_s(dm.proc.pid)
@@ -251,6 +285,8 @@ def run_engine(
             st = _mqtt_settled(dm, n_all, up=mqtt == "on")
             got = len(mqtt_sub.take()) if mqtt == "on" else 0
             mqtt_seen = {"sent": st["sent"], "queued": st["queued"], "received": got}
+        sh = dm.ctl({"cmd": "status"})["result"]["shadow"] if shadow else None
+        shadow_seen = {k: sh[k] for k in ("offered", "compared", "skipped")} if sh else None
     finally:
         stack.close()
         rc = dm.stop()
@@ -287,6 +323,13 @@ def run_engine(
         "plc_ua_changes_mb_reads": plc_seen,
         "mqtt": mqtt,
         "mqtt_seen": mqtt_seen,
+        "shadow": shadow,
+        "shadow_seen": shadow_seen,
+        # --shadow: the same daemon's one-at-a-time parts without / with the shadow run
+        "shadow_total_ms_p50_off_on": _off_on(
+            [r["latency_ms"]["total"] for r in seq_res], shadow_on
+        ),
+        "shadow_verdict_ms_p50_off_on": _off_on(e2e_result, shadow_on),
         "page_events_read": page_events,
         "size": size,
         "parts_sequential": n_seq,
@@ -301,6 +344,8 @@ def run_engine(
         "acquire_ms_seq": mean(seq_res, "acquire"),
         "infer_ms_seq": mean(seq_res, "infer"),
         "total_ms_seq": mean(seq_res, "total"),
+        "total_ms_p50": statistics.median(r["latency_ms"]["total"] for r in seq_res),
+        "verdict_ms_p50": statistics.median(e2e_result),  # subscriber: trigger -> result
         "acquire_ms_tp": acq,
         "infer_ms_tp": inf,
         "throughput_parts_s": rate,
@@ -324,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--lights", action="store_true", help="also run with [lights_preview] on")
     ap.add_argument("--mqtt", action="store_true", help="also run with [mqtt] on, broker up/down")
     ap.add_argument("--rounds", type=int, default=2, help="--mqtt: interleaved off/on/down rounds")
+    ap.add_argument("--shadow", action="store_true", help="also run with a shadow model on")
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -340,12 +386,15 @@ def main(argv: list[str] | None = None) -> int:
             for plc in (False, True) if args.plc else (False,):
                 for lights in (False, True) if args.lights else (False,):
                     for mq in [None, "on", "down"] * args.rounds if args.mqtt else [None]:
-                        row = run_engine(
-                            *(kind, b, args.size, n_seq, n_tp, work, args.threads, pages),
-                            *(plc, lights, mq),
-                        )
-                        row["bundle"] = "brightness graph (not a model)" if b == simple else b.name
-                        rows.append(row)
+                        for sh in [False, True] if args.shadow else [False]:
+                            row = run_engine(
+                                *(kind, b, args.size, n_seq, n_tp, work, args.threads, pages),
+                                *(plc, lights, mq, sh),
+                            )
+                            row["bundle"] = (
+                                "brightness graph (not a model)" if b == simple else b.name
+                            )
+                            rows.append(row)
     print(
         f"\ndaemon bench: sim cell, {args.size}x{args.size}, 6 lights, heatmaps on, "
         f"{platform.processor() or platform.machine()}"
@@ -440,6 +489,7 @@ def main(argv: list[str] | None = None) -> int:
             f"{c['overhead_mean_delta_ms']:+.2f} ms"
         )
     mqtt_cmp = _mqtt_compare(rows) if args.mqtt else []
+    shadow_cmp = _shadow_compare(rows) if args.shadow else []
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(
         json.dumps(
@@ -450,6 +500,7 @@ def main(argv: list[str] | None = None) -> int:
                 "plc": plc_cmp,
                 "lights": lights_cmp,
                 "mqtt": mqtt_cmp,
+                "shadow": shadow_cmp,
             },
             indent=2,
         )
@@ -485,6 +536,31 @@ def _mqtt_compare(rows: list[dict]) -> list[dict]:
                 f"{c['overhead_p50_delta_ms']:+.2f} ms, daemon CPU per part "
                 f"{c['daemon_cpu_ms_per_part_delta']:+.2f} ms; link {c['seen']}"
             )
+    return out
+
+
+def _shadow_compare(rows: list[dict]) -> list[dict]:
+    """Each row with a shadow run: its one-at-a-time parts without against with it."""
+    out = []
+    for r in (r for r in rows if r["shadow"]):
+        (t_off, t_on), (v_off, v_on) = (
+            r["shadow_total_ms_p50_off_on"],
+            r["shadow_verdict_ms_p50_off_on"],
+        )
+        c = {
+            "engine": r["engine"],
+            "total_ms_p50_off_on": [t_off, t_on],
+            "verdict_ms_p50_off_on": [v_off, v_on],
+            "total_p50_delta_ms": t_on - t_off,
+            "seen": r["shadow_seen"],
+        }
+        out.append(c)
+        print(
+            f"{r['engine']}: live verdict p50 without / with a shadow run (blocks of 10, same "
+            f"daemon): {t_off:.2f} / {t_on:.2f} ms ({t_on - t_off:+.2f}) trigger to publish, "
+            f"{v_off:.2f} / {v_on:.2f} ms ({v_on - v_off:+.2f}) at the subscriber; candidate "
+            f"{c['seen']}"
+        )
     return out
 
 

@@ -23,10 +23,17 @@ from afrd.daemon.messages.schemas import SOURCES, TOPIC_SCHEMAS, drift
 from afrd.sim.launch import REPO
 
 ASYNCAPI = REPO / "docs" / "asyncapi.yaml"
-MODELS = {"result": m.Result, "heatmap": m.Heatmap, "lights": m.Lights, "status": m.Status}
+MODELS = {
+    "result": m.Result,
+    "heatmap": m.Heatmap,
+    "lights": m.Lights,
+    "status": m.Status,
+    "shadow": m.Shadow,
+}
 CELL = (
     '[lights_preview]\nenabled = true\nmax_px = 16\n[recorder]\nenabled = true\ndir = "{rec}"\n'
     "pass_sample_rate = 1.0\nmin_free_bytes = 0\n"
+    '[models]\ndir = "{rec}.models"\n'
     '[[product]]\nname = "a"\nthreshold = -1.0\n[[product]]\nname = "b"\nthreshold = 1e5\n'
 )
 
@@ -38,6 +45,8 @@ def test_the_daemons_messages_are_the_models_bytes_and_pass_the_schema_files(tmp
     model, and all of them pass docs/schemas/ (tests/_contracts.py checks what ctl and collect
     read)."""
     make_brightness_bundle(tmp_path / "b", 32, threshold=0.5)
+    cand = tmp_path / "c"  # a shadow candidate whose every verdict is an error (NaN scores)
+    make_brightness_bundle(cand, 32, threshold=0.5, nan_score=True)
     cfg = write_config(tmp_path, tmp_path / "b", size=32, extra=CELL.format(rec=tmp_path / "rec"))
     before = sum(CHECKED.values())
     dm = Daemon(cfg).start()
@@ -58,7 +67,10 @@ def test_the_daemons_messages_are_the_models_bytes_and_pass_the_schema_files(tmp
         assert not dm.ctl({"cmd": "trigger", "part_id": "c-paused"})["ok"]  # published all the same
         assert ctl({"cmd": "resume"})["ok"]
         assert not dm.ctl({"cmd": "trigger", "part_id": ""})["ok"]  # refused: no result
-        assert ctl({"cmd": "reload"})["ok"]
+        assert ctl({"cmd": "reload", "reason": "contract test"})["ok"]
+        assert ctl({"cmd": "audit_label", "id": "b/2026-01-01/p1", "old": None, "new": 1})["ok"]
+        assert ctl({"cmd": "shadow_start", "bundle": str(cand), "product": "a"})["ok"]
+        assert dm.ctl({"cmd": "trigger", "part_id": "c-shadow", "product": "a"})["ok"]
         refused = dm.ctl({"cmd": "?"})["error"]  # names the commands the daemon serves
         served = ast.literal_eval(refused[refused.index("[") :])
 
@@ -66,9 +78,15 @@ def test_the_daemons_messages_are_the_models_bytes_and_pass_the_schema_files(tmp
             while sub.poll(50):
                 frames.append(sub.recv_multipart())
             kinds = [f[0].split(b".")[0].decode() for f in frames]
-            return kinds.count("result") == 4 and {"heatmap", "lights", "status"} <= set(kinds)
+            others = {"heatmap", "lights", "status", "shadow"}
+            return kinds.count("result") == 5 and others <= set(kinds)
 
-        wait_for(seen, timeout=30, what="4 results, a heatmap, a light preview, a heartbeat")
+        wait_for(seen, timeout=30, what="5 results, a heatmap, a light preview, heartbeat, shadow")
+        assert ctl({"cmd": "shadow_status"})["ok"]
+        assert ctl({"cmd": "promote"})["ok"]
+        assert ctl({"cmd": "rollback", "product": "a"})["ok"]
+        assert ctl({"cmd": "shadow_start", "bundle": str(cand)})["ok"]
+        assert ctl({"cmd": "shadow_stop"})["ok"]
         assert ctl({"cmd": "status"})["ok"]
     finally:
         assert dm.stop() == 0
@@ -83,7 +101,12 @@ def test_the_daemons_messages_are_the_models_bytes_and_pass_the_schema_files(tmp
         "c-pass": ("pass", None),
         "c-unknown": ("error", "unknown_product"),
         "c-paused": ("error", "paused"),
+        "c-shadow": ("fail", None),
     }
+    shadow = [json.loads(f[1]) for f in frames if f[0].startswith(b"shadow.")]
+    assert [(s["part_id"], s["verdict"], s["agree"]) for s in shadow] == [
+        ("c-shadow", "error", False)
+    ]
     assert sorted(served) == sorted(REQUESTS) == sorted(REPLIES) == sorted(replies)
     for cmd, reply in replies.items():
         assert type(check_reply(cmd, reply)) is REPLIES[cmd]
@@ -105,14 +128,16 @@ def _mqtt_json_topics(status: dict, frames: list[list[bytes]]) -> None:
     heatmap = next(f for f in frames if f[0].startswith(b"heatmap."))
     sent = [*topics.status(status), topics.will(), *topics.goodbye()]
     sent.append(topics.heatmap(json.loads(heatmap[1]), heatmap[2]))
-    models = {"status": m.Status, "offline": m.Offline, "counts": m.Counts}
+    shadow = next(f for f in frames if f[0].startswith(b"shadow."))
+    sent.append(topics.shadow(json.loads(shadow[1])))
+    models = {"status": m.Status, "offline": m.Offline, "counts": m.Counts, "shadow": m.Shadow}
     kinds = []
     for topic, payload, _qos, _retain in sent:
         kind, msg = m.parse_mqtt(topic, payload)
         kinds.append(kind)
         if kind in models:
             assert payload == m.wire(models[kind].model_validate(msg)), (kind, payload)
-    assert kinds == ["status", "counts", "offline", "offline", "heatmap"]
+    assert kinds == ["status", "counts", "offline", "offline", "heatmap", "shadow"]
 
 
 def test_schema_files_are_what_the_models_generate(tmp_path):
@@ -230,7 +255,7 @@ def test_asyncapi_names_every_channel_and_points_at_the_schema_files():
     mqtt = {
         c["address"].removeprefix(root) for c in channels if c["address"] and "/" in c["address"]
     }
-    assert {"/result", "/status", "/counts", "/heatmap/{seq}"} <= mqtt, mqtt
+    assert {"/result", "/status", "/counts", "/heatmap/{seq}", "/shadow"} <= mqtt, mqtt
     for op in doc["operations"].values():
         assert op["channel"]["$ref"].startswith("#/channels/"), op
     assert time.perf_counter() - t0 < 5

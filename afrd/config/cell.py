@@ -28,8 +28,10 @@ from afrd.acquire.devices import DEVICE_TAGS, CameraConfig, ControllerConfig, si
 from afrd.acquire.lighting import LightingCondition
 from afrd.config.endpoints import check_endpoint
 from afrd.config.engine import EngineConfig, default_engine, engine_tags, validate_engine
+from afrd.config.lifecycle import DriftConfig, ModelsConfig
 from afrd.config.mqtt import MqttConfig
 from afrd.config.plc import ModbusConfig, OpcUaConfig
+from afrd.config.roles import AccessConfig
 from afrd.errors import AfrdError, ConfigError
 from afrd.runtime.bundle import check_threshold
 
@@ -164,6 +166,11 @@ class CellConfig(_Strict):
     opcua: OpcUaConfig | None = Field(None, description="OPC UA server (afrd.config.plc)")
     modbus: ModbusConfig | None = Field(None, description="Modbus TCP server (afrd.config.plc)")
     mqtt: MqttConfig | None = Field(None, description="the plant's MQTT broker (afrd.config.mqtt)")
+    access: AccessConfig = Field(
+        default_factory=AccessConfig, description="roles and the audit log (afrd.config.roles)"
+    )
+    models: ModelsConfig = Field(default_factory=ModelsConfig, description="kept bundles, shadow")
+    drift: DriftConfig = Field(default_factory=DriftConfig, description="score drift watch")
 
     @field_validator("threshold")
     @classmethod
@@ -311,6 +318,8 @@ def load_config(path: str | Path) -> CellConfig:
         cfg.opcua.resolve_paths(base)
     if cfg.mqtt is not None:
         cfg.mqtt.resolve_paths(base)
+    cfg.access.resolve_paths(base)
+    cfg.models.resolve_paths(base)
     line = getattr(cfg.camera, "line", None)
     if line is not None and not line.is_absolute():
         cfg.camera.line = base / line

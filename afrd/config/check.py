@@ -1,6 +1,6 @@
 """The checks of a cell config that read files and bind nothing: the sockets (CURVE keys for a
 wide control bind, ipc:// paths another live process holds), the PLC servers' and the MQTT
-link's files.
+link's files, the audit log's folder.
 
 `afrd run` makes them before it binds; `afrd config check` (``afrd.daemon.config_check``) makes
 them with the rest: the recipes' files here (``afrd.config.recipes``), the engines opened there.
@@ -12,6 +12,7 @@ from afrd.config.cell import CellConfig
 from afrd.config.endpoints import check_ipc_free, curve_server_keys
 from afrd.config.mqtt import check_mqtt_files
 from afrd.config.plc import check_plc_files
+from afrd.config.roles import check_access
 
 
 def check_sockets(cfg: CellConfig) -> None:
@@ -22,3 +23,4 @@ def check_sockets(cfg: CellConfig) -> None:
     check_ipc_free(sk.control, "sockets.control")
     check_plc_files(cfg.opcua)  # the OPC UA server's certificate, key and users file
     check_mqtt_files(cfg.mqtt)  # the broker link's CA, key pair, password file, queue folder
+    check_access(cfg.access)  # a configured audit log's folder

@@ -59,6 +59,30 @@ def render_threshold(text: str, value: float, product: str | None = None, path: 
     return tomlkit.dumps(doc)
 
 
+def render_model(
+    text: str, bundle: Path, value: float, product: str | None = None, path: Path | None = None
+) -> str:
+    """``text`` with ``[bundle] path`` (or ``[[product]]``'s ``bundle``) and the threshold set:
+    what ``promote``/``rollback`` with ``persist`` write."""
+    tomlkit = _tomlkit()
+    doc = tomlkit.parse(render_threshold(text, value, product, path))
+    if product is None:
+        if "bundle" not in doc:
+            doc["bundle"] = tomlkit.table()
+        doc["bundle"]["path"] = str(bundle)
+    else:
+        _product_table(doc, product, path or Path("<config>"))["bundle"] = str(bundle)
+    return tomlkit.dumps(doc)
+
+
+def persist_model(path: str | Path, bundle: Path, value: float, product: str | None = None) -> Path:
+    """Set the bundle and its threshold (the cell's, or ``product``'s recipe's) in the config
+    file at ``path``, as :func:`persist_threshold` sets a threshold (same checks, same
+    errors)."""
+    path = Path(path)
+    return _persist(path, render_model(_read(path, "model"), bundle, value, product, path), "model")
+
+
 def persist_threshold(path: str | Path, value: float, product: str | None = None) -> Path:
     """Set ``threshold`` (or ``[[product]]``'s for ``product``) in the config file at ``path``.
 
@@ -66,28 +90,33 @@ def persist_threshold(path: str | Path, value: float, product: str | None = None
     not TOML, no such product, a result that would not load, or not writable.
     """
     path = Path(path)
+    text = _read(path, "threshold")
+    return _persist(path, render_threshold(text, value, product, path), "threshold")
+
+
+def _read(path: Path, what: str) -> str:
     try:
-        text = path.read_text(encoding="utf-8")
+        return path.read_text(encoding="utf-8")
     except FileNotFoundError:
-        raise ConfigError(f"{path}: config file not found; cannot persist the threshold") from None
+        raise ConfigError(f"{path}: config file not found; cannot persist the {what}") from None
     except (OSError, UnicodeDecodeError) as exc:
-        raise ConfigError(
-            f"{path}: cannot read the config to persist the threshold: {exc}"
-        ) from None
-    new = render_threshold(text, value, product, path)
-    _check_loads(path, new)
+        raise ConfigError(f"{path}: cannot read the config to persist the {what}: {exc}") from None
+
+
+def _persist(path: Path, new: str, what: str) -> Path:
+    _check_loads(path, new, what)
     try:
         _replace(path, new)
     except OSError as exc:
         raise ConfigError(
-            f"{path}: cannot write the threshold ({exc.strerror or exc}); the running threshold "
+            f"{path}: cannot write the {what} ({exc.strerror or exc}); the running {what} "
             "is set but a restart will go back to the file. Give the daemon's user write access "
             "to the file (and the unit ReadWritePaths= for it)"
         ) from None
     return path
 
 
-def _check_loads(path: Path, text: str) -> None:
+def _check_loads(path: Path, text: str, what: str = "threshold") -> None:
     """Validate ``text`` as the cell config ``path`` would be (paths are not opened on load)."""
     import tomllib
 
@@ -97,7 +126,7 @@ def _check_loads(path: Path, text: str) -> None:
         parse_config(tomllib.loads(text), str(path))
     except (ConfigError, tomllib.TOMLDecodeError) as exc:
         raise ConfigError(
-            f"{path}: the threshold was not written, the result would not load: {exc}"
+            f"{path}: the {what} was not written, the result would not load: {exc}"
         ) from None
 
 

@@ -39,6 +39,7 @@ RESTART_SECTIONS = (
     "mqtt",
     "recorder",
     "metrics",
+    "access",
 )
 
 
@@ -97,6 +98,10 @@ class ControlCommands:
             "default_product": book.default if book else None,
             "heatmaps": self.heatmaps,
             "recorder": rec,
+            # a model's life: the drift watch per product, the shadow run (afrd.daemon.drift,
+            # .shadow); warnings on their own line of the journal too
+            "drift": self.drift.section() if self.drift.cfg.enabled else {},
+            "shadow": self.shadow.summary() if self.shadow is not None else None,
             **self.interfaces.details(),  # "mqtt": connected, queued, dropped, error
             "endpoints": {
                 "pub": self.publisher.bound if self.publisher else None,
@@ -200,6 +205,7 @@ class ControlCommands:
                     raise
                 self.pipeline.swap_book(book)  # the next part uses the new recipes, all of them
                 self.heatmaps = new.heatmaps
+                self.drift.configure(new.drift)
                 self.cfg = new
                 d = book.default_recipe
                 log.info(

@@ -1,8 +1,12 @@
-"""`afrd ctl [--connect EP] status|trigger|reload|set-threshold|pause|resume`: control client.
+"""`afrd ctl [--connect EP] status|trigger|reload|set-threshold|pause|resume|shadow|promote|
+rollback`: control client.
 
-Prints the daemon's JSON reply; exit 0 when ``ok``, 1 when the daemon refused, 2 when it did not
-answer. CURVE: ``--server-key`` (the daemon's public key file) and ``--client-key`` (this
-client's secret key file, e.g. from ``zmq.auth.create_certificates``).
+Prints the daemon's JSON reply; exit 0 when ``ok``, 1 when the daemon refused (a mistake, named
+in the reply's one-line ``error``; a command your role does not include: its ``needs_role``), 2
+when it did not answer. ``--reason`` goes into the audit log with the change. ``shadow start``,
+``promote`` and ``rollback`` open an engine, so they wait up to 300 s for the reply, as
+``reload`` does. CURVE: ``--server-key`` (the daemon's public key file) and ``--client-key``
+(this client's secret key file, e.g. from ``zmq.auth.create_certificates``).
 """
 
 from __future__ import annotations
@@ -58,6 +62,35 @@ def request(
         s.close()
 
 
+def _model_parsers(sub) -> None:  # noqa: ANN001 - argparse's subparsers action
+    """``shadow start|stop|status``, ``promote``, ``rollback`` (afrd.daemon.model_commands)."""
+    sh = sub.add_parser("shadow", help="judge a product's parts with a candidate model too")
+    act = cliargs.subparsers(sh)
+    act.required, act.dest = True, "action"
+    start = act.add_parser("start", help="open the candidate bundle beside the live model")
+    start.add_argument("--bundle", required=True, help="the candidate bundle's directory")
+    start.add_argument("--product", help="the [[product]] recipe (default: the default one)")
+    act.add_parser("stop", help="end the shadow run; prints its final report")
+    act.add_parser("status", help="compared, agreement, disagreements, errors on reviewed parts")
+    pr = sub.add_parser("promote", help="make the shadow candidate the live model")
+    rb = sub.add_parser("rollback", help="return to the model the last promotion replaced")
+    rb.add_argument("--product", help="the [[product]] recipe (default: the default one)")
+    for p in (pr, rb):
+        p.add_argument("--persist", action="store_true", help="also write it into the config")
+
+
+def _model_request(args, req: dict) -> dict:  # noqa: ANN001 - argparse's namespace
+    if args.cmd == "shadow":
+        req["cmd"] = f"shadow_{args.action}"
+        if args.action == "start":
+            req["bundle"] = str(Path(args.bundle).resolve())  # the daemon's cwd is not ours
+    if getattr(args, "product", None):
+        req["product"] = args.product
+    if getattr(args, "persist", False):
+        req["persist"] = True
+    return req
+
+
 def main(argv: list[str]) -> int:
     ap = cliargs.parser("afrd ctl", __doc__.split("\n\n")[0])
     ap.add_argument("--connect", default="tcp://127.0.0.1:5557", help="the control endpoint")
@@ -69,6 +102,7 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument("--server-key", type=Path, help="the daemon's CURVE public key file")
     ap.add_argument("--client-key", type=Path, help="this client's CURVE secret key file")
+    ap.add_argument("--reason", help="why: recorded with the change in the daemon's audit log")
     sub = cliargs.subparsers(ap)
     sub.add_parser("status", help="state, counts, queues, model, threshold")
     t = sub.add_parser("trigger", help="inspect one part")
@@ -79,8 +113,11 @@ def main(argv: list[str]) -> int:
     th.add_argument("threshold", type=float)
     sub.add_parser("pause", help="publish triggers as error/paused until resume")
     sub.add_parser("resume", help="inspect again")
+    _model_parsers(sub)
     args = ap.parse_args(cliargs.take_global_flags(argv))
     req: dict = {"cmd": args.cmd.replace("-", "_")}
+    if args.reason:
+        req["reason"] = args.reason
     if args.cmd == "trigger":
         if args.part_id:
             req["part_id"] = args.part_id
@@ -88,7 +125,10 @@ def main(argv: list[str]) -> int:
             req["product"] = args.product
     elif args.cmd == "set-threshold":
         req["threshold"] = args.threshold
-    timeout = args.timeout if args.timeout is not None else 300.0 if args.cmd == "reload" else 5.0
+    elif args.cmd in ("shadow", "promote", "rollback"):
+        req = _model_request(args, req)
+    slow = req["cmd"] in ("reload", "shadow_start", "promote", "rollback")  # they open engines
+    timeout = args.timeout if args.timeout is not None else 300.0 if slow else 5.0
     reply = request(args.connect, req, timeout, args.server_key, args.client_key)
     if reply is None:
         print(

@@ -8,7 +8,9 @@ The trigger's ``product`` picks the recipe (``RecipeBook.get``); a cell without 
 blocks has one recipe and takes any product as a label. The pipeline pins the book a part
 starts with until its inference is done, and a reload swaps the whole book: a part is imaged
 and judged with the settings of one recipe of one book, and an old book's engines close only
-when its last part is through.
+when its last part is through. A promotion or a rollback (``RecipeBook.with_recipe``) swaps a
+book in which one recipe changed and the others' engines carry over: an engine is closed when
+the last book holding it closes (``_hold``/``_release`` count the books).
 """
 
 from __future__ import annotations
@@ -49,6 +51,32 @@ class Recipe:
         return out
 
 
+# books holding each open engine (id of its Runtime): an engine two books share (a promotion
+# changed one recipe, the others carried over) closes with the last of them
+_holders: dict[int, int] = {}
+_holders_lock = threading.Lock()
+
+
+def _hold(runtimes: list[Runtime]) -> None:
+    with _holders_lock:
+        for rt in runtimes:
+            _holders[id(rt)] = _holders.get(id(rt), 0) + 1
+
+
+def _release(runtimes: list[Runtime]) -> list[Runtime]:
+    """The runtimes no other book holds any more (to be closed)."""
+    out = []
+    with _holders_lock:
+        for rt in runtimes:
+            n = _holders.get(id(rt), 1) - 1
+            if n <= 0:
+                _holders.pop(id(rt), None)
+                out.append(rt)
+            else:
+                _holders[id(rt)] = n
+    return out
+
+
 @dataclass
 class RecipeBook:
     recipes: dict[str | None, Recipe]
@@ -58,6 +86,9 @@ class RecipeBook:
     retired: bool = False
     _closed: bool = field(default=False, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def __post_init__(self) -> None:
+        _hold(self.runtimes())
 
     @classmethod
     def single(cls, runtime: Runtime, setup: Setup | None = None) -> RecipeBook:
@@ -90,6 +121,18 @@ class RecipeBook:
     def runtimes(self) -> list[Runtime]:
         return list({id(r.runtime): r.runtime for r in self.recipes.values()}.values())
 
+    def with_recipe(self, recipe: Recipe) -> RecipeBook:
+        """A new book in which ``recipe`` takes the place of the one of its name (promote,
+        rollback); the other recipes, their engines and thresholds, carry over as they are."""
+        if recipe.name not in self.recipes:
+            raise UnknownProduct(f"no recipe {recipe.name!r} to replace (have {self.products})")
+        return RecipeBook({**self.recipes, recipe.name: recipe}, self.default, self.specs)
+
+    def spec(self, name: str | None) -> RecipeSpec | None:
+        """What the config resolved for recipe ``name`` (None when the book was built
+        without the config, e.g. from one runtime)."""
+        return next((s for s in self.specs if s.name == name), None)
+
     def pin(self) -> RecipeBook:
         """A part starts with this book: its engines stay open until the part ``unpin``s."""
         with self._lock:
@@ -116,7 +159,7 @@ class RecipeBook:
             if self._closed:
                 return
             self._closed = True
-        for rt in self.runtimes():
+        for rt in _release(self.runtimes()):
             rt.close()
 
 

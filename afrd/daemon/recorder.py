@@ -22,6 +22,7 @@ import queue
 import shutil
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from afrd.config.cell import RecorderConfig
@@ -107,8 +108,13 @@ class Recorder:
     def submit(self, imageset, result: dict) -> bool:
         if not self.wants(result.get("verdict", "error")):
             return False
+        return self.put(imageset, result)
+
+    def put(self, imageset, result: dict, on_written: Callable[[Path], None] | None = None) -> bool:
+        """Queue a part ``wants`` already chose (the shadow run records its parts after the
+        candidate judged them); ``on_written(folder)`` runs on the recorder's thread."""
         try:
-            self._q.put_nowait((imageset, result))
+            self._q.put_nowait((imageset, result, on_written))
             return True
         except queue.Full:
             self.skipped += 1
@@ -123,7 +129,7 @@ class Recorder:
             if self.stopped_reason is None:
                 self._write(*item)
 
-    def _write(self, imageset, result: dict) -> None:
+    def _write(self, imageset, result: dict, on_written: Callable[[Path], None] | None) -> None:
         from afrd.data.capture import write_capture
 
         try:
@@ -145,6 +151,11 @@ class Recorder:
         except Exception as exc:
             log.warning("recorder: could not record part %s: %s", result.get("part_id"), exc)
             return
+        if on_written is not None:
+            try:
+                on_written(p)
+            except Exception:  # the caller's bookkeeping; the capture is written
+                log.exception("recorder: after writing %s", p)
         self.enforce_retention()
 
     def _stop(self, reason: str) -> None:

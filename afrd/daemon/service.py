@@ -26,13 +26,17 @@ from afrd.config.cell import CellConfig
 from afrd.config.check import check_sockets
 from afrd.config.recipes import check_opened_camera
 from afrd.daemon.commands import ControlCommands
+from afrd.daemon.drift import DriftBook
+from afrd.daemon.guard import Guard, audit_label
 from afrd.daemon.interfaces import Interfaces, build_interfaces
 from afrd.daemon.interfaces.control import ControlServer
 from afrd.daemon.interfaces.metrics import Metrics, MetricsServer
 from afrd.daemon.interfaces.mqtt_store import first_seq
 from afrd.daemon.interfaces.publisher import Publisher
+from afrd.daemon.model_commands import ModelCommands
 from afrd.daemon.pipeline import Pipeline
 from afrd.daemon.recipes import load_book
+from afrd.daemon.roles import SIGHUP
 from afrd.daemon.systemd import Notifier, watchdog_interval
 from afrd.daemon.verdict import Job, heatmap_message
 from afrd.errors import AfrdError
@@ -40,7 +44,7 @@ from afrd.errors import AfrdError
 log = logging.getLogger("afrd.daemon")
 
 
-class Service(ControlCommands):
+class Service(ControlCommands, ModelCommands):
     """The daemon: devices, runtime, pipeline, publisher, control, metrics and recorder, composed
     from one cell config."""
 
@@ -64,6 +68,9 @@ class Service(ControlCommands):
         self._free_run_thread: threading.Thread | None = None
         self._unhealthy_logged = False
         self.heatmaps = cfg.heatmaps
+        self.shadow = None  # afrd.daemon.shadow.ShadowRun while a candidate is shadowed
+        self.last_shadow = None  # the report of the last run stopped or promoted
+        self.drift = DriftBook(cfg.cell, cfg.drift)  # scores vs calibration, per product and model
         self._reload_lock = threading.Lock()
         self._reloads = ThreadPoolExecutor(1, thread_name_prefix="afrd-reload")
         self.commands = {
@@ -73,12 +80,20 @@ class Service(ControlCommands):
             "pause": self._cmd_pause,
             "resume": self._cmd_resume,
             "reload": lambda _req: self.request_reload(),
+            "audit_label": audit_label,  # the page's labels, recorded by the guard
+            "shadow_start": self._cmd_shadow_start,  # a model's life: afrd.daemon.model_commands
+            "shadow_stop": self._cmd_shadow_stop,
+            "shadow_status": self._cmd_shadow_status,
+            "promote": self._cmd_promote,
+            "rollback": self._cmd_rollback,
         }
+        self.guard: Guard | None = None  # roles and the audit log: start()
 
     # ------------------------------------------------------------------ lifecycle
     def start(self) -> None:
         cfg = self.cfg
         check_sockets(cfg)
+        self.guard = Guard.open(self, cfg.access)  # every command runs through it
         self.notifier.status("verifying bundles and calibration files")
         book = load_book(cfg, self.notifier)
         runtime = book.default_recipe.runtime
@@ -93,6 +108,9 @@ class Service(ControlCommands):
             sk.curve_keys_dir,
             allow_any_client=sk.allow_any_client,
             max_request_bytes=sk.max_request_bytes,
+            guard=self.guard,
+            key_role=cfg.access.key_role,
+            local_role=cfg.access.local_role,
         )
         if cfg.metrics.enabled:
             mc = cfg.metrics
@@ -125,6 +143,7 @@ class Service(ControlCommands):
         self.metrics.thresholds_fn = lambda: {
             n or cfg.trigger.product: r.threshold for n, r in self.pipeline.book.recipes.items()
         }
+        self.metrics.add_drift(self.drift)  # afrd_score, afrd_drift{product}
         self.metrics.gauges_fn = lambda: {
             "paused": float(self.pipeline.paused),
             "in_flight": float(self.pipeline.in_flight),
@@ -169,7 +188,8 @@ class Service(ControlCommands):
         while not self.stop_event.wait(tick):
             if self.reload_event.is_set():
                 self.reload_event.clear()
-                self.request_reload().add_done_callback(_log_reload)
+                reload = self.guard.run("reload", self.commands["reload"], {}, SIGHUP)
+                reload.add_done_callback(_log_reload)
             if not self.unhealthy_parts():  # a daemon that cannot take triggers is not healthy
                 if wd:
                     self.notifier.watchdog()
@@ -205,6 +225,8 @@ class Service(ControlCommands):
         # 2. publish every accepted part (the one in flight; queued ones as error/shutdown)
         if self.pipeline is not None:
             self.pipeline.stop()  # also closes the engine
+        if self.shadow is not None:
+            self.shadow.stop()
         # 3. close the rest (the PLC servers after the pipeline handed them its last result)
         self.interfaces.close()
         for part in (self.lights, self.recorder, self.devices, self.metrics_server):
@@ -251,8 +273,7 @@ class Service(ControlCommands):
 
                 self.lights = LightsWorker(self.cfg.cell, self.publisher.lights, m.observe)
             self.lights.submit(job, lp.max_px, lp.quality)
-        if self.recorder is not None and job.imageset is not None and job.verdict != "error":
-            self.recorder.submit(job.imageset, msg)
+        self._watch(job, msg)  # drift, the shadow run; the recorder (after the shadow, if one)
         m.observe("publish", time.perf_counter() - t0)
 
 

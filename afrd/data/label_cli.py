@@ -6,16 +6,24 @@ again, through ``afrd.data.capture.set_label``. The selection combines (AND) any
 (part ids or set folders, repeatable), ``--day`` (UTC dates), ``--product``, ``--verdict``
 (e.g. ``--verdict pass --model NAME``: all passes of one model's run), ``--unreviewed``; or
 ``--all``. ``--dry-run`` lists what would change.
+
+Every label changed is appended to the cell's audit log (``afrd.audit``: who is the user
+running the command, via ``cli``, with ``--reason``): ``--audit-log``, else
+``$STATE_DIRECTORY/audit.jsonl`` or ``/var/lib/afrd/audit.jsonl``. A log given with
+``--audit-log`` that cannot be written stops the command before anything changes; the default
+one is warned about (a capture root on a laptop has no cell).
 """
 
 from __future__ import annotations
 
+import getpass
 import sys
 from pathlib import Path
 
 from afrd import cliargs
+from afrd.audit import AuditError, AuditLog, default_path, record
 from afrd.data.capture import find_sets, load_set_json, set_label
-from afrd.errors import AfrdError, DataError
+from afrd.errors import AfrdError, ConfigError, DataError
 
 PROG = "afrd label"
 DESCRIPTION = "mark recorded image sets good (train on them), defective, or unreviewed again"
@@ -38,7 +46,26 @@ def _parser():
     ap.add_argument("--unreviewed", action="store_true", help="only sets not labelled yet")
     ap.add_argument("--all", action="store_true", help="every set (with the filters above)")
     ap.add_argument("--dry-run", action="store_true", help="list, change nothing")
+    ap.add_argument("--reason", help="why: recorded with each label in the audit log")
+    ap.add_argument(
+        "--audit-log",
+        type=Path,
+        help="the cell's audit log (default: $STATE_DIRECTORY/audit.jsonl or "
+        "/var/lib/afrd/audit.jsonl)",
+    )
     return ap
+
+
+def _audit(args) -> AuditLog | None:
+    """The log labels are recorded in; None (warned) when the default one is not usable."""
+    log = AuditLog(args.audit_log or default_path(), key="--audit-log")
+    why = log.problem()
+    if why is None:
+        return log
+    if args.audit_log is not None:
+        raise ConfigError(f"--audit-log {log.path}: cannot append to it: {why}")
+    print(f"{PROG}: warning: labels not audited: {log.path}: {why}", file=sys.stderr)
+    return None
 
 
 def select(root: Path, args) -> list[tuple[Path, dict]]:
@@ -77,6 +104,8 @@ def label(argv: list[str]) -> int:
         missing = sorted(set(args.part) - seen)
         if missing:
             raise DataError(f"{args.root}: no recorded set for --part {missing}")
+    audit = None if args.dry_run else _audit(args)
+    user = getpass.getuser()
     changed = 0
     for d, doc in chosen:
         if doc.get("label") == new:
@@ -86,6 +115,16 @@ def label(argv: list[str]) -> int:
             print(f"would label {d}: {doc.get('label')} -> {new}")
         else:
             set_label(d, new)
+            if audit is not None:
+                old = doc.get("label")
+                target = str(d.relative_to(args.root)) if d.is_relative_to(args.root) else str(d)
+                rec = record(
+                    user, None, "cli", "label", target=target, old=old, new=new, reason=args.reason
+                )
+                try:
+                    audit.append(rec)
+                except AuditError as exc:
+                    print(f"{PROG}: warning: {exc}", file=sys.stderr)
     name = {0: "good", 1: "defective", None: "unreviewed"}[new]
     verb = "would change" if args.dry_run else "labelled"
     print(f"{verb} {changed} of {len(chosen)} selected sets as {name}")

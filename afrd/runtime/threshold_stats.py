@@ -104,16 +104,15 @@ def score_statistics(scores: np.ndarray) -> dict[str, float]:
     s = np.asarray(scores, dtype=np.float64)
     if s.size == 0:
         return {"n": 0}
-    q = np.quantile(s, [0.5, 0.9, 0.95, 0.99])
+    # the deciles, p95 and p99: the bins the daemon's drift watch compares passed parts with
+    levels = (10, 20, 30, 40, 50, 60, 70, 80, 90, 95, 99)
+    q = np.quantile(s, [k / 100 for k in levels])
     return {
         "n": int(s.size),
         "mean": float(s.mean()),
         "std": float(s.std()),
         "min": float(s.min()),
-        "p50": float(q[0]),
-        "p90": float(q[1]),
-        "p95": float(q[2]),
-        "p99": float(q[3]),
+        **{f"p{k}": float(v) for k, v in zip(levels, q, strict=True)},
         "max": float(s.max()),
     }
 

@@ -22,6 +22,11 @@ grab). No edge, no first frame: the grab times out (FrameTimeout, no part came).
 each frame is ``render * fall_off + dark_offset``, where ``fall_off`` is radial (corners
 ``vignetting`` darker than the centre) and scaled to mean 1, so a flat-field calibrated on this
 camera gives back the renderer's image.
+
+What a cell's optics do over time, for the drift watch (afrd.daemon.drift): ``lamp_decay``
+ages every lamp (intensity x (1 - lamp_decay) ** (parts imaged / 1000), counted at each part's
+first frame) and ``smudge`` puts a dirty spot on the lens (the image there blended with a
+blurred, dimmer copy of itself).
 """
 
 from __future__ import annotations
@@ -90,6 +95,7 @@ class SimCamera(Camera):
         self._next_id = 0
         self._part_id: str | None = None
         self._grabbed = 0  # frames of the current part grabbed so far
+        self.parts_imaged = 0  # parts whose first frame was grabbed: the lamps' age
         self._open = False
         self.render_s = 0.0  # time in the renderer (part sampling + render): the simulated exposure
         self.last_lamps: dict[str, float] = {}
@@ -141,6 +147,8 @@ class SimCamera(Camera):
         """Lamp intensities for {channel: level %} (default: lit now): each channel's level /
         100 on its lamp, times the exposure gain."""
         gain = self.exposure_us / REF_EXPOSURE_US
+        if self.config.lamp_decay > 0:
+            gain *= (1.0 - self.config.lamp_decay) ** (self.parts_imaged / 1000.0)
         out: dict[str, float] = {}
         for ch, level in (self._lit() if levels is None else levels).items():
             lamp = SIM_CHANNELS.get(ch)
@@ -172,11 +180,17 @@ class SimCamera(Camera):
         return img
 
     def _sensor_response(self, img: np.ndarray) -> np.ndarray:
-        """The lens and sensor on the rendered image: vignetting, then the black level."""
+        """The lens and sensor on the rendered image: a smudge, vignetting, the black level."""
         k, dark = self.config.vignetting, self.config.dark_offset
-        if k == 0 and dark == 0:
+        if k == 0 and dark == 0 and self.config.smudge == 0:
             return img
         out = img.astype(np.float32)
+        if self.config.smudge > 0:
+            import cv2
+
+            w = smudge_weight(img.shape[0], img.shape[1], self.config.smudge)[..., None]
+            veiled = cv2.GaussianBlur(out, (0, 0), max(1.0, img.shape[0] / 16)) * 0.85
+            out = out * (1.0 - w) + veiled * w
         if k > 0:
             out *= fall_off(img.shape[0], img.shape[1], k)[..., None]
         return np.clip(out + (dark + 0.5), 0, 255).astype(np.uint8)
@@ -232,6 +246,8 @@ class SimCamera(Camera):
         part_id = exp.part_id or self._part_id
         if part_id is None:
             raise DeviceError(f"{self.name}: exposure before start_part(): no part in the cell")
+        if self._grabbed == 0:
+            self.parts_imaged += 1
         self.last_lamps = exp.lamps
         img = self._sensor_response(self._render(part_id, exp.lamps, self._grabbed))
         self._grabbed += 1
@@ -272,6 +288,15 @@ def fall_off(h: int, w: int, k: float) -> np.ndarray:
     r2 = ((y - (h - 1) / 2) / (h / 2)) ** 2 + ((x - (w - 1) / 2) / (w / 2)) ** 2
     v = 1.0 - k * r2 / r2.max()
     return (v / v.mean()).astype(np.float32)
+
+
+@lru_cache(maxsize=8)
+def smudge_weight(h: int, w: int, strength: float) -> np.ndarray:
+    """Where a dirty spot veils the image: a Gaussian spot of ``strength`` at its centre, an
+    eighth of the frame wide (sigma), off the optical axis."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    cy, cx, s = 0.38 * h, 0.62 * w, max(h, w) / 8
+    return (strength * np.exp(-((y - cy) ** 2 + (x - cx) ** 2) / (2 * s * s))).astype(np.float32)
 
 
 def _stable(text: str) -> int:

@@ -66,6 +66,20 @@ class SimCameraConfig(BaseModel):
         description="fault tests: every Nth exposure never arrives (the grab times out after "
         "timeout_s, as a frame lost on the cable does)",
     )
+    lamp_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="lamp ageing: the share of every lamp's intensity lost per 1,000 parts "
+        "imaged (compounded: intensity x (1 - lamp_decay) ** (parts / 1000))",
+    )
+    smudge: float = Field(
+        0.0,
+        ge=0.0,
+        le=1.0,
+        description="a dirty lens: strength of a soft spot (a quarter of the frame across, off "
+        "centre) where the image is veiled, blurred and dimmed",
+    )
 
 
 class SimControllerConfig(BaseModel):

@@ -1,8 +1,12 @@
 """The page's HTTP side: static files, a JSON API, and server-sent events (Starlette).
 
 Reads go to the :class:`~afrd.web.live.LiveFeed` (in memory) and the recorder's captures (disk);
-the daemon is reached only through its control socket, for the actions a person asks for. Every
-error is a JSON ``{"ok": false, "error": "..."}`` naming the problem. Before any route, a request
+the daemon is reached only through its control socket, for the actions a person asks for, each
+sent ``on_behalf_of`` the token's holder (its name and role: the daemon judges the action by
+that role, 403 here when it falls short, and records it in its audit log with the body's
+optional ``reason``); a label, which the page writes itself, is recorded by the daemon first
+(``audit_label``) and not written when the daemon does not answer. Every error is a JSON
+``{"ok": false, "error": "..."}`` naming the problem. Before any route, a request
 must name an allowed ``Host`` (421 otherwise, :class:`HostGuard`); an action's body is read with a
 cap (:mod:`afrd.web.body`).
 """
@@ -32,6 +36,7 @@ from afrd.web.auth import REALM, Access, same_origin
 from afrd.web.body import DEFAULT_MAX_BODY, BodyRefused, read_object
 from afrd.web.captures import Captures, NotFound, export_folder, tar_stream
 from afrd.web.live import LiveFeed, sse
+from afrd.web.tokens import Identity
 
 STATIC = Path(__file__).parent / "static"
 log = logging.getLogger("afrd.web")
@@ -119,10 +124,12 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             if ctype != "application/json":
                 got = ctype or "none"
                 return _err(415, f"expected an application/json body, got {got!r}", **CLOSE)
-            if not access.may_act(request.headers.get("authorization")):
+            who = access.identify(request.headers.get("authorization"))
+            if who is None:
                 return _err(
                     401, "this action needs the page's token (unlock it at the top)", **CLOSE
                 )
+            request.state.who = who
             try:
                 request.state.body = await read_object(request, settings.max_body)
             except BodyRefused as exc:
@@ -139,8 +146,17 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             raise NotFound("review is off: the cell config's recorder is not enabled")
         return captures
 
-    async def control(req: dict) -> Response:
-        reply = await asyncio.to_thread(
+    async def ask(request: Request, req: dict) -> dict | None:
+        """``req`` sent for the action's token holder, with the body's ``reason``."""
+        who: Identity = request.state.who
+        obo = {"name": who.name, "via": "web"}
+        if who.role is not None:
+            obo["role"] = who.role
+        reason = request.state.body.get("reason")
+        if reason is not None and not isinstance(reason, str):
+            raise DataError(f"reason: expected text, got {type(reason).__name__}")
+        req = {**req, "on_behalf_of": obo, **({"reason": reason} if reason else {})}
+        return await asyncio.to_thread(
             ctl_request,
             settings.control,
             req,
@@ -148,9 +164,16 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             settings.server_key,
             settings.client_key,
         )
+
+    def refused(reply: dict) -> Response:
+        """403 for want of a role (the daemon recorded it), 409 for any other refusal."""
+        return JSONResponse(reply, status_code=403 if reply.get("needs_role") else 409)
+
+    async def control(request: Request, req: dict) -> Response:
+        reply = await ask(request, req)
         if reply is None:
             return _err(504, f"the daemon's control socket {settings.control} did not answer")
-        return JSONResponse(reply, status_code=200 if reply.get("ok") else 409)
+        return JSONResponse(reply) if reply.get("ok") else refused(reply)
 
     async def index(request: Request) -> Response:
         if not access.may_view(request.headers.get("authorization")):
@@ -166,8 +189,11 @@ def create_app(settings: Settings, access: Access) -> Starlette:
                 "pub": settings.pub,
                 "control": settings.control,
                 "review": captures is not None,
-                "actions_need_token": access.token is not None,
+                "actions_need_token": access.needs_token,
                 "authorized": access.may_act(request.headers.get("authorization")),
+                "role": getattr(
+                    access.identify(request.headers.get("authorization")), "role", None
+                ),
                 "strip": settings.strip,
                 "products": settings.products,
             }
@@ -268,12 +294,12 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             req["persist"] = True
         if body.get("product"):
             req["product"] = str(body["product"])
-        return await control(req)
+        return await control(request, req)
 
     def simple(cmd: str) -> Handler:
         @act
         async def handler(request: Request) -> Response:
-            return await control({"cmd": cmd})
+            return await control(request, {"cmd": cmd})
 
         return handler
 
@@ -284,7 +310,18 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         names = {"good": 0, "defective": 1, "clear": None}
         if lab not in names:
             raise DataError(f"label {lab!r}: expected good, defective or clear")
-        doc = await asyncio.to_thread(need_captures().label, body.get("id", ""), names[lab])
+        c, cid = need_captures(), body.get("id", "")
+        old = (await asyncio.to_thread(c.get, cid))["label"]  # NotFound: 404, nothing recorded
+        reply = await ask(request, {"cmd": "audit_label", "id": cid, "old": old, "new": names[lab]})
+        if reply is None:  # an unrecorded label would be a hole in the audit log
+            return _err(
+                503,
+                f"not labelled: the daemon keeps the audit log and its control socket "
+                f"{settings.control} did not answer",
+            )
+        if not reply.get("ok"):
+            return refused(reply)
+        doc = await asyncio.to_thread(c.label, cid, names[lab])
         return JSONResponse({"ok": True, "capture": doc})
 
     @act

@@ -2,10 +2,13 @@
 
 - Bound to loopback (127.0.0.0/8, ::1, localhost) with no token: everyone on this machine may
   look and act (as with ``afrd ctl`` on the control socket's loopback default).
-- A token configured (``--token-file``): every action (threshold, pause, resume, label, export)
-  needs it, as ``Authorization: Bearer <token>`` or HTTP basic auth with the token as password
-  (any user name, so a browser's own login prompt works). Viewing needs it too when the page is
-  bound wider than loopback, unless ``open_view``.
+- Tokens configured (``--tokens-file``: named, each with a role, :mod:`afrd.web.tokens`; or the
+  one ``--token-file``, the engineer ``shared-token``): every action (threshold, pause, resume,
+  label, export) needs one, as ``Authorization: Bearer <token>`` or HTTP basic auth with the
+  token as password (any user name, so a browser's own login prompt works). Viewing needs one
+  too when the page is bound wider than loopback, unless ``open_view``. Whose token it is
+  (:meth:`Access.identify`) goes to the daemon with each action, which judges it by that role
+  (a 403 when it falls short) and records the name in its audit log.
 - Bound wider than loopback without a token: refused at start-up (:func:`check_bind`).
 
 Actions must be JSON POSTs from this page's own origin: a cross-site form cannot send
@@ -22,7 +25,6 @@ be this page's "own origin" in the line PC's browser and could read it and, toke
 from __future__ import annotations
 
 import base64
-import hmac
 import ipaddress
 import re
 import socket
@@ -30,6 +32,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from afrd.errors import ConfigError
+from afrd.web.tokens import LOCAL, MIN_CHARS, SHARED_NAME, SHARED_ROLE, Identity, digest
 
 REALM = 'Basic realm="afrd", charset="UTF-8"'
 
@@ -72,19 +75,21 @@ def read_token(path: Path | None) -> str | None:
         raise ConfigError(f"--token-file {path}: cannot read it: {exc.strerror or exc}") from None
     except UnicodeDecodeError:
         raise ConfigError(f"--token-file {path}: not UTF-8 text") from None
-    if not token or len(token[0].strip()) < 16:
+    if not token or len(token[0].strip()) < MIN_CHARS:
         raise ConfigError(
-            f"--token-file {path}: expected a token of at least 16 characters on its first line "
+            f"--token-file {path}: expected a token of at least {MIN_CHARS} characters on its "
+            "first line "
             "(e.g. python -c 'import secrets; print(secrets.token_urlsafe(24))')"
         )
     return token[0].strip()
 
 
-def check_bind(host: str, token: str | None) -> None:
-    if token is None and not is_loopback(host):
+def check_bind(host: str, tokens: dict | str | None) -> None:
+    if not tokens and not is_loopback(host):
         raise ConfigError(
             f"--host {host}: the page would be reachable from other machines without a token; "
-            "give --token-file, or bind 127.0.0.1 and reach it through an SSH tunnel"
+            "give --tokens-file (or --token-file), or bind 127.0.0.1 and reach it through an "
+            "SSH tunnel"
         )
 
 
@@ -95,10 +100,14 @@ class Access:
         host: str,
         open_view: bool = False,
         allowed_hosts: Iterable[str] = (),
+        tokens: dict[str, Identity] | None = None,
     ) -> None:
-        check_bind(host, token)
-        self.token = token
-        self.view_needs_token = token is not None and not is_loopback(host) and not open_view
+        self.tokens = dict(tokens or {})  # SHA-256 of a token -> whose it is
+        if token is not None:
+            self.tokens.setdefault(digest(token), Identity(SHARED_NAME, SHARED_ROLE))
+        check_bind(host, self.tokens)
+        self.needs_token = bool(self.tokens)
+        self.view_needs_token = self.needs_token and not is_loopback(host) and not open_view
         for name in allowed_hosts:
             if host_name(name) is None:
                 raise ConfigError(f"--allowed-host {name!r}: expected a host name (e.g. line-pc)")
@@ -113,11 +122,13 @@ class Access:
         name = host_name(header)
         return name is not None and (name == "localhost" or _ip(name) or name in self.hosts)
 
-    def authorized(self, header: str | None) -> bool:
-        if self.token is None:
-            return True
+    def identify(self, header: str | None) -> Identity | None:
+        """Whose token ``header`` carries (``LOCAL`` when the page has none); None: no token
+        of this page's."""
+        if not self.needs_token:
+            return LOCAL
         if not header:
-            return False
+            return None
         scheme, _, value = header.partition(" ")
         scheme = scheme.lower()
         if scheme == "bearer":
@@ -126,10 +137,15 @@ class Access:
             try:
                 given = base64.b64decode(value.strip(), validate=True).decode().partition(":")[2]
             except (ValueError, UnicodeDecodeError):
-                return False
+                return None
         else:
-            return False
-        return hmac.compare_digest(given.encode(), self.token.encode())
+            return None
+        # looked up by its hash: what an attacker's guess costs is a hash, never a comparison
+        # with a stored token
+        return self.tokens.get(digest(given))
+
+    def authorized(self, header: str | None) -> bool:
+        return self.identify(header) is not None
 
     def may_view(self, header: str | None) -> bool:
         return not self.view_needs_token or self.authorized(header)

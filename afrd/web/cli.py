@@ -1,4 +1,4 @@
-"""`afrd web --config cell.toml [--host 127.0.0.1] [--port 8080] [--token-file F]`: the
+"""`afrd web --config cell.toml [--host 127.0.0.1] [--port 8080] [--tokens-file F]`: the
 operator's page: live verdicts and heatmaps, threshold tuning, review and labelling.
 
 A separate process and a client of the daemon like any MES software: it subscribes to the PUB
@@ -50,10 +50,17 @@ def main(argv: list[str]) -> int:
     ap.add_argument("--host", default="127.0.0.1", help="address to serve the page on")
     ap.add_argument("--port", type=int, default=8080, help="port to serve the page on")
     ap.add_argument(
+        "--tokens-file",
+        type=Path,
+        help="named tokens with roles, 'name:role:sha256$HEX' lines (python -m afrd.web.tokens "
+        "NAME ROLE); a token is required when --host is not loopback, and actions need one once "
+        "any is given",
+    )
+    ap.add_argument(
         "--token-file",
         type=Path,
-        help="file holding the access token (required when --host is not loopback; actions "
-        "always need it once given)",
+        help="one shared token (its first line), with the engineer role: the form from before "
+        "--tokens-file",
     )
     ap.add_argument(
         "--open-view",
@@ -102,6 +109,7 @@ def main(argv: list[str]) -> int:
 
     from afrd.web.app import Settings, create_app
     from afrd.web.auth import Access, read_token
+    from afrd.web.tokens import load_tokens
 
     cfg = load_config(args.config)
     captures = args.captures or (cfg.recorder.dir if cfg.recorder.enabled else None)
@@ -121,7 +129,10 @@ def main(argv: list[str]) -> int:
         products=[p for p in products if p],
         max_body=args.max_body_kib * 1024,
     )
-    access = Access(read_token(args.token_file), args.host, args.open_view, args.allowed_host)
+    tokens = load_tokens(args.tokens_file) if args.tokens_file is not None else None
+    access = Access(
+        read_token(args.token_file), args.host, args.open_view, args.allowed_host, tokens
+    )
     app = create_app(settings, access)
 
     import uvicorn

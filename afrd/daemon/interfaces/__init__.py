@@ -84,6 +84,15 @@ class Interfaces(list):
                 except Exception:  # as for results: never the daemon's trouble
                     log.exception("%s: heatmap seq %s not handed over", itf.name, msg.get("seq"))
 
+    def shadow(self, msg: dict) -> None:
+        """A shadow candidate's verdict (afrd.daemon.shadow) to those that publish it: MQTT."""
+        for itf in self:
+            if hasattr(itf, "shadow"):
+                try:
+                    itf.shadow(msg)
+                except Exception:  # as for results: never the daemon's trouble
+                    log.exception("%s: shadow seq %s not handed over", itf.name, msg.get("seq"))
+
     def unhealthy(self) -> list[str]:
         return [itf.name for itf in self if not itf.healthy()]
 
@@ -130,8 +139,11 @@ def build_interfaces(cfg: Any, service: Any) -> Interfaces:
         trigger=gate.trigger,
         status=service.status,
         default_product=cfg.trigger.product,
-        pause=lambda: service.commands["pause"]({}),  # OPC UA Machine Vision's Halt/Reset
-        resume=lambda: service.commands["resume"]({}),
+        # run for the caller the interface set: role checked, change recorded (afrd.daemon.guard)
+        pause=lambda: service.guard.call("pause", {}),  # OPC UA Machine Vision's Halt/Reset
+        resume=lambda: service.guard.call("resume", {}),
+        command=lambda cmd, req: service.guard.call(cmd, req),  # OPC UA's SetThreshold
+        record=lambda *a, **kw: service.guard.record(*a, **kw),
     )
     out = Interfaces(gate=gate)
     try:
@@ -139,7 +151,8 @@ def build_interfaces(cfg: Any, service: Any) -> Interfaces:
         if opc is not None and opc.enabled:
             from afrd.daemon.interfaces.opcua import OpcUaServer
 
-            out.append(OpcUaServer(opc, hooks, cfg.cell))
+            role = getattr(getattr(cfg, "access", None), "opcua_role", "operator")
+            out.append(OpcUaServer(opc, hooks, cfg.cell, default_role=role))
             out[-1].start()
         mb = getattr(cfg, "modbus", None)
         if mb is not None and mb.enabled:

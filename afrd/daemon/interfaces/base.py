@@ -29,13 +29,18 @@ class Hooks:
     """What an interface may ask of the daemon. ``trigger`` raises AfrdError for a request it
     refuses outright (nothing is published then); ``status`` is the control socket's status;
     ``pause``/``resume`` are its commands (OPC UA Machine Vision's Halt, Reset and
-    SelectModeAutomatic)."""
+    SelectModeAutomatic), ``command(cmd, req)`` any of them (OPC UA's SetThreshold): each run
+    for the caller the interface set (``afrd.daemon.roles.acting``), checked and recorded like a
+    control request; ``record(caller, what, outcome, **fields)`` appends an audit record of a
+    change the interface made itself (Machine Vision's PrepareRecipe) or refused."""
 
     trigger: Callable[[str | None, str], TriggerReply]
     status: Callable[[], dict]
     default_product: str = "default"
     pause: Callable[[], object] | None = None
     resume: Callable[[], object] | None = None
+    command: Callable[[str, dict], object] | None = None
+    record: Callable[..., object] | None = None
 
 
 class Interface(Protocol):

@@ -14,7 +14,12 @@ future is done, and meanwhile every other request (``trigger`` included) is serv
 Bound to loopback (or ipc://) by default. Binding anything wider needs CURVE: the keys
 directory holds ``server.key_secret`` (``zmq.auth.create_certificates``) and
 ``authorized_clients/*.key`` (client public keys; without that directory the daemon refuses to
-start unless ``sockets.allow_any_client = true``). Requests over ``max_request_bytes`` are cut
+start unless ``sockets.allow_any_client = true``), or ``authorized_clients/<role>/*.key``.
+
+Who sent each request (its CURVE key id and role, or the local user: ``control_auth``) is
+handed with it to the ``guard`` (the daemon's ``afrd.daemon.guard.Guard``), which refuses a
+command the caller's role does not include before its handler runs and records every change;
+a refusal's reply carries ``needs_role``. Requests over ``max_request_bytes`` are cut
 by libzmq (``ZMQ_MAXMSGSIZE``) while they arrive: the peer is disconnected and gets no reply
 (its REQ socket times out), because answering would mean buffering the whole request first,
 and memory per peer is what the bound is for. A request of several frames gets an error reply,
@@ -36,9 +41,10 @@ from pathlib import Path
 from typing import Any
 
 import zmq
-import zmq.auth
 
 from afrd.config.endpoints import HANDSHAKE_S, bind, check_ipc_free, curve_server_keys, is_ipv6
+from afrd.daemon.interfaces.control_auth import ClientKeys, on_behalf, peer, start_authenticator
+from afrd.daemon.roles import Caller
 from afrd.errors import AfrdError
 
 log = logging.getLogger("afrd.daemon.control")  # the name the journal has always shown
@@ -88,22 +94,23 @@ class ControlServer:
         *,
         allow_any_client: bool = False,
         max_request_bytes: int = 65536,
+        guard: Any = None,
+        key_role: str = "engineer",
+        local_role: str = "engineer",
     ) -> None:
         self._ctx = context or zmq.Context.instance()
         self._commands = dict(commands)
+        self._guard = guard  # None: handlers run as they are (no roles, no audit)
+        self._local_role = local_role
         self._auth = None
+        self._clients: ClientKeys | None = None
         self._endpoint = endpoint
         self._max_bytes = max_request_bytes
         self._keys = curve_server_keys(keys_dir, endpoint, allow_any_client)
         check_ipc_free(endpoint, "sockets.control")
         if self._keys is not None:
-            from zmq.auth.thread import ThreadAuthenticator
-
-            self._auth = ThreadAuthenticator(self._ctx)
-            self._auth.start()
-            clients = Path(keys_dir) / "authorized_clients"
-            location = str(clients) if clients.is_dir() else zmq.auth.CURVE_ALLOW_ANY
-            self._auth.configure_curve(domain="*", location=location)
+            self._clients = ClientKeys.load(Path(keys_dir), key_role)
+            self._auth = start_authenticator(self._ctx, self._clients)
         try:
             self._sock = self._open()
         except BaseException:
@@ -153,16 +160,17 @@ class ControlServer:
         if not self._sock.poll(20 if self._pending else 100):
             return
         try:
-            frames = self._sock.recv_multipart(zmq.NOBLOCK)
+            msg = self._sock.recv_multipart(zmq.NOBLOCK, copy=False)
         except zmq.Again:
             return
+        frames = [f.bytes for f in msg]
         # ROUTER: [peer identity, b"" (REQ's delimiter), request frames...]
         n = 2 if len(frames) > 1 and frames[1] == b"" else 1
         envelope, body = frames[:n], frames[n:]
         if len(body) != 1:
             reply = {"ok": False, "error": f"request has {len(body)} frames, expected 1"}
         else:
-            reply = self.dispatch(body[0])
+            reply = self.dispatch(body[0], peer(msg[-1], self._clients, self._local_role))
             if isinstance(reply, tuple):  # (cmd, future): answered when the future is done
                 self._pending.append((envelope, *reply))
                 return
@@ -201,8 +209,9 @@ class ControlServer:
             self._stop.wait(1.0)
             self._sock = self._open(bound)  # a second failure ends the thread: unhealthy
 
-    def dispatch(self, raw: bytes) -> dict | tuple[str, Future]:
-        """The reply to one request, or ``(cmd, future)`` when its handler answers later."""
+    def dispatch(self, raw: bytes, caller: Caller | None = None) -> dict | tuple[str, Future]:
+        """The reply to one request from ``caller``, or ``(cmd, future)`` when its handler
+        answers later."""
         try:
             req = json.loads(raw)
         except (ValueError, UnicodeDecodeError, RecursionError) as exc:
@@ -221,7 +230,11 @@ class ControlServer:
                 f"expected one of {list(self._commands)}",
             }
         try:
-            out = handler(req)
+            if self._guard is None:
+                out = handler(req)
+            else:
+                who = on_behalf(caller or Caller("local", self._local_role, "ctl"), req)
+                out = self._guard.run(cmd, handler, req, who)
         except Exception as exc:
             return self._outcome(cmd, None, exc)
         if isinstance(out, Future):
@@ -234,7 +247,10 @@ class ControlServer:
         if exc is None:
             return {"ok": True, "result": result}
         if isinstance(exc, AfrdError):
-            return {"ok": False, "error": clip(str(exc), 1000)}
+            reply = {"ok": False, "error": clip(str(exc), 1000)}
+            if getattr(exc, "needs_role", None):  # afrd.daemon.roles.Forbidden
+                reply["needs_role"] = exc.needs_role
+            return reply
         # a bug in a handler must not take the socket down
         log.error("control command %s failed", cmd, exc_info=exc)
         return {

@@ -3,8 +3,11 @@
 afrd_parts_total{verdict}, afrd_product_parts_total{product,verdict} (cells with [[product]]
 recipes: one series per recipe, bounded), afrd_errors_total{code}, afrd_stage_seconds{stage} histograms
 (acquire, infer, publish, overhead, total; lights when [lights_preview] is on), afrd_queue_depth{queue}, afrd_threshold{product},
-afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up, and an interface's own
-(``add_section``: afrd_mqtt_*); every series carries ``cell``. The values and the exposition
+afrd_paused, afrd_in_flight, afrd_metrics_refused_total, afrd_up, an interface's own
+(``add_section``: afrd_mqtt_*), and the drift watch's (``add_drift``, afrd.daemon.drift):
+afrd_score{product,model,sha256} histograms of judged scores (buckets at fractions of the
+threshold), afrd_drift{product} (PSI of passed parts against the calibration),
+afrd_drift_frr_implied{product} and afrd_drift_warning{product}; every series carries ``cell``. The values and the exposition
 are ``prometheus_client``'s (a registry per daemon, no ``_created`` series); docs/grafana/afrd.json is a dashboard over them. bench/metrics.py measures
 its cost per part against the hand-written exporter it replaced.
 
@@ -19,10 +22,16 @@ from __future__ import annotations
 import threading
 from collections.abc import Callable, Iterator
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import prometheus_client
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
-from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 
 from afrd.config.endpoints import listen_error
 
@@ -101,6 +110,11 @@ class Metrics:
         ``<prefix>_<key>`` (``_total`` for a counter)."""
         self.registry.register(_Section(prefix, self.cell, section, series))
 
+    def add_drift(self, book: Any) -> None:
+        """The drift watch's series (``book``: afrd.daemon.drift.DriftBook), read at scrape
+        time: a part costs the watch's own bucket count, nothing here."""
+        self.registry.register(_Drift(self.cell, book))
+
     def render(self) -> str:
         """The exposition text (Prometheus text format 0.0.4)."""
         return generate_latest(self.registry).decode()
@@ -153,6 +167,40 @@ class _Section:
             m = family(f"{self.prefix}_{key}", help_, labels=["cell"])
             m.add_metric([self.cell], float(values[key]))
             yield m
+
+
+class _Drift:
+    GAUGES = (  # (name, help, key of the status section)
+        ("afrd_drift", "PSI of passed parts' scores against the calibration", "psi"),
+        ("afrd_drift_frr_implied", "False-reject rate the score drift implies", "frr_implied"),
+        ("afrd_drift_warning", "1 while the drift watch warns", "warning"),
+    )
+
+    def __init__(self, cell: str, book: Any) -> None:
+        self.cell, self.book = cell, book
+
+    def collect(self) -> Iterator[Metric]:
+        hists, judged = self.book.series()
+        h = HistogramMetricFamily(
+            "afrd_score",
+            "Scores of judged parts by product and model (buckets: fractions of the threshold)",
+            labels=["cell", "product", "model", "sha256"],
+        )
+        for w in hists:
+            les = [repr(float(e)) for e in w["edges"]] + ["+Inf"]
+            model = w["model"]
+            labels = [self.cell, w["product"], model.get("name", ""), model.get("sha256", "")[:12]]
+            h.add_metric(labels, list(zip(les, w["cumulative"], strict=True)), w["sum"])
+        yield h
+        for name, help_, key in self.GAUGES:
+            g = GaugeMetricFamily(name, help_, labels=["cell", "product"])
+            for product, s in judged.items():
+                v = s.get(key)
+                if key == "warning":
+                    v = float(v is not None)
+                if v is not None:  # no reference, or not judged yet: no sample
+                    g.add_metric([self.cell, product], float(v))
+            yield g
 
 
 class _CappedServer(ThreadingHTTPServer):

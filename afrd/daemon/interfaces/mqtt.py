@@ -130,6 +130,12 @@ class MqttLink:
         self._inbox.append(("heatmap", msg, png))
         self._poke()
 
+    def shadow(self, msg: dict) -> None:
+        """A shadow candidate's verdict (``<root>/shadow``): live only, QoS 0, as heatmaps."""
+        if self._state == "up":
+            self._inbox.append(("shadow", msg, None))
+            self._poke()
+
     def healthy(self) -> bool:
         return self._thread is not None and self._thread.is_alive()
 
@@ -208,8 +214,8 @@ class MqttLink:
         rows = []
         while self._inbox:
             item = self._inbox.popleft()
-            if item[0] == "heatmap":
-                self._heatmap(item[1], item[2])
+            if item[0] != "result":
+                self._live(*item)
                 continue
             msg = item[1]
             try:
@@ -238,12 +244,13 @@ class MqttLink:
                     *(gone.last_seq, self.dropped),
                 )
 
-    def _heatmap(self, msg: dict, png: bytes) -> None:
-        m = self.topics.heatmap(msg, png)
+    def _live(self, kind: str, msg: dict, png: bytes | None) -> None:
+        """A heatmap or a shadow verdict: published now or never (never queued)."""
+        m = self.topics.heatmap(msg, png) if kind == "heatmap" else self.topics.shadow(msg)
         s = self._session
         # bytes still waiting for the socket mean a slow broker or network: skip, never queue
         if m is None or self._state != "up" or s is None or s.busy():
-            self.heatmaps_skipped += 1
+            self.heatmaps_skipped += kind == "heatmap"
             return
         s.publish(m)
 

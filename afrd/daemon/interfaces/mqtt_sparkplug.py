@@ -171,6 +171,9 @@ class SparkplugTopics:
     def heatmap(self, msg: dict, png: bytes) -> Message | None:
         return None  # not in Sparkplug mode (the config refuses heatmaps there)
 
+    def shadow(self, msg: dict) -> Message | None:
+        return None  # a shadow run's comparisons are afrd's JSON topics' only
+
     def goodbye(self) -> list[Message]:
         return [self._ndeath()]
 

@@ -11,7 +11,10 @@ order and the store. Topics under the root (default ``afrd/<site>/<line>/<cell>`
 - ``<root>/counts``: parts by product and verdict since the daemon started (``afrd.counts/1``),
   retained, with the status when they changed;
 - ``<root>/heatmap/<seq>``: the heatmap overlay PNG of part ``seq`` (opt-in, QoS 0, live only:
-  not queued while the broker is away).
+  not queued while the broker is away);
+- ``<root>/shadow``: a shadow candidate's verdict on a part (``afrd.shadow/1``, as ZeroMQ's
+  ``shadow.<cell>``) while a shadow run is on: QoS 0, live only, like heatmaps (a comparison,
+  not a result the line needs; Sparkplug mode does not publish it).
 """
 
 from __future__ import annotations
@@ -81,6 +84,9 @@ class JsonTopics:
 
     def heatmap(self, msg: dict, png: bytes) -> Message:
         return (f"{self.root}/heatmap/{msg['seq']}", png, 0, False)
+
+    def shadow(self, msg: dict) -> Message:
+        return (f"{self.root}/shadow", dumps(msg), 0, False)
 
     def goodbye(self) -> list[Message]:
         return [self.offline("stopped")]

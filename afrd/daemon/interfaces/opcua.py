@@ -10,6 +10,8 @@ index by URI, string node ids are stable; the README has the table)::
             Threshold, Timestamp, ErrorCode, ErrorMessage
         Counters/ Parts, Pass, Fail, Error         s=Cell.Counters.<name>
         Trigger(PartId: String, Product: String) -> (Seq: UInt32, PartId: String)  s=Cell.Trigger
+        SetThreshold(Threshold: Double, Product: String, Persist: Boolean, Reason: String)
+            -> (Threshold: Double)                                    s=Cell.SetThreshold
     Objects/VisionSystem               with ``machine_vision``: OPC 40100-1 (``opcua_mv``)
 
 Every variable is read-only to clients. Every published result (of any trigger) updates
@@ -26,7 +28,9 @@ stopping: the part's ``error`` result is still published with that Seq).
 Security: endpoints for the configured modes (None, Basic256Sha256 Sign, SignAndEncrypt) with
 the server's certificate and key; ``trusted_clients_dir`` limits secured endpoints to those
 client certificates; ``users_file`` requires a user name and password (no anonymous login).
-Clients never get the admin role (they cannot add or delete nodes). At most
+Clients never get asyncua's admin role (they cannot add or delete nodes). Each method needs
+afrd's role for it (``opcua_roles``: the users file's role column, else ``access.opcua_role``;
+SetThreshold is an engineer's), else Bad_UserAccessDenied; changes go to the audit log. At most
 ``opcua.max_connections`` TCP connections are served at once (``ConnectionGuard``); one that
 sends nothing within ``opcua.hello_timeout_s`` is closed, and asyncua closes one that opens no
 session within 30 s (its ``max_pending_activation_seconds``).
@@ -41,13 +45,19 @@ import math
 from typing import Any
 
 from asyncua import Server, ua
-from asyncua.crypto.permission_rules import User, UserRole
-from asyncua.server.user_managers import UserManager
 
 from afrd.config.plc import OpcUaConfig, trusted_certificates
-from afrd.config.plcusers import check_password, load_users
+from afrd.config.plcusers import load_user_entries
 from afrd.daemon.interfaces.base import Hooks
 from afrd.daemon.interfaces.loop import ConnectionGuard, LoopThread
+from afrd.daemon.interfaces.opcua_roles import (
+    Permissions,
+    Users,
+    add_set_threshold,
+    argument,
+    guarded,
+    method_guard,
+)
 from afrd.errors import AfrdError, ConfigError
 
 log = logging.getLogger("afrd.daemon.opcua")  # the name the journal has always shown
@@ -80,32 +90,19 @@ _MODES = {
 }
 
 
-class _Users(UserManager):
-    """Anonymous clients (when allowed) and file users both get the plain user role."""
-
-    def __init__(self, users: dict[str, str] | None) -> None:
-        self.users = users
-
-    def get_user(self, iserver: Any, username=None, password=None, certificate=None) -> User | None:
-        if self.users is None:
-            return User(role=UserRole.User)
-        stored = self.users.get(username or "")
-        if stored is None or not check_password(password or "", stored):
-            log.warning("opcua: login refused for user %r", username)
-            return None
-        return User(role=UserRole.User, name=username)
-
-
 class OpcUaServer(LoopThread):
     """The ``[opcua]`` server; results and method calls run on its own event loop."""
 
     name = "opcua"
 
-    def __init__(self, cfg: OpcUaConfig, hooks: Hooks, cell: str) -> None:
+    def __init__(
+        self, cfg: OpcUaConfig, hooks: Hooks, cell: str, default_role: str = "operator"
+    ) -> None:
         guard = ConnectionGuard(self.name, cfg.max_connections, hello_timeout_s=cfg.hello_timeout_s)
         super().__init__(hooks, cfg.host, cfg.port, guard)
         self.cfg = cfg
         self.cell = cell
+        self.default_role = default_role  # users without a role in the file, anonymous ones
         self.server: Server | None = None
         self.ns = 0
         self.nodes: dict[str, Any] = {}
@@ -121,6 +118,7 @@ class OpcUaServer(LoopThread):
             from afrd.daemon.interfaces.opcua_mv import MachineVision
 
             self.mv = MachineVision(hooks, cell, cfg.machine_vision_results)
+            self.mv.guard = method_guard(hooks, lambda: self.mv.model.prepared)
 
     @property
     def endpoint(self) -> str:
@@ -129,15 +127,15 @@ class OpcUaServer(LoopThread):
     # ---------------------------------------------------------------- serving
     async def _serve(self) -> None:
         cfg = self.cfg
-        users = load_users(cfg.users_file) if cfg.users_file is not None else None
+        users = load_user_entries(cfg.users_file) if cfg.users_file is not None else None
         trusted = trusted_certificates(cfg.trusted_clients_dir) if cfg.trusted_clients_dir else None
-        srv = Server(user_manager=_Users(users))
+        srv = Server(user_manager=Users(users, self.default_role))
         await srv.init()
         srv.allow_remote_admin(False)
         srv.set_server_name(f"afrd {self.cell}")
         await srv.set_application_uri(f"urn:afrd:{self.cell}")
         srv.set_endpoint(self.endpoint)
-        srv.set_security_policy([_MODES[m] for m in cfg.security])
+        srv.set_security_policy([_MODES[m] for m in cfg.security], Permissions())
         srv.set_identity_tokens(
             [ua.UserNameIdentityToken] if users is not None else [ua.AnonymousIdentityToken]
         )
@@ -197,16 +195,18 @@ class OpcUaServer(LoopThread):
                 self.vtypes[key] = vt
         await self._set({"CellId": self.cell})
         inputs = [
-            _argument("PartId", "part id; empty: the cell numbers the part"),
-            _argument("Product", "product (recipe) name; empty: trigger.product"),
+            argument("PartId", "part id; empty: the cell numbers the part"),
+            argument("Product", "product (recipe) name; empty: trigger.product"),
         ]
         outputs = [
-            _argument("Seq", "the part's sequence number", VT.UInt32),
-            _argument("PartId", "the part id its result will carry"),
+            argument("Seq", "the part's sequence number", VT.UInt32),
+            argument("PartId", "the part id its result will carry"),
         ]
+        trigger = guarded("Trigger", self._trigger, self.hooks)
         await cell.add_method(
-            ua.NodeId("Cell.Trigger", ns), f"{ns}:Trigger", self._trigger, inputs, outputs
+            ua.NodeId("Cell.Trigger", ns), f"{ns}:Trigger", trigger, inputs, outputs
         )
+        await add_set_threshold(cell, ns, self.hooks)
 
     async def _stop(self) -> None:
         if self.server is not None:
@@ -345,12 +345,3 @@ class OpcUaServer(LoopThread):
             log.info("opcua: Trigger seq %d not inspected: %s", reply.seq, reply.error[1])
             return ua.StatusCode(ua.StatusCodes.BadInvalidState)
         return [ua.Variant(reply.seq & 0xFFFFFFFF, VT.UInt32), ua.Variant(reply.part_id, VT.String)]
-
-
-def _argument(name: str, text: str, vt: ua.VariantType = VT.String) -> ua.Argument:
-    arg = ua.Argument()
-    arg.Name = name
-    arg.DataType = ua.NodeId(vt.value)
-    arg.ValueRank = -1
-    arg.Description = ua.LocalizedText(text)
-    return arg

@@ -87,6 +87,7 @@ class MachineVision:
         self._published: tuple | None = None
         self._in_flight = 0  # parts in the pipeline at the last status poll (SystemState)
         self._event: Any = None
+        self.guard: Any = lambda _name, fn: fn  # the role check: opcua_roles.method_guard
 
     # ---------------------------------------------------------------- building
     async def build(self, srv: Server, afrd_ns: int) -> None:
@@ -145,7 +146,7 @@ class MachineVision:
             parents[typename] = await obj(vs, key, name, typename)
         for name, (typename, *_rest) in METHODS.items():
             parent = parents[typename]
-            fn = wrap(t, name, self._kicking(handlers[name]))
+            fn = self.guard(name, wrap(t, name, self._kicking(handlers[name])))
             key = f"{parent.nodeid.Identifier}.{name}"
             n[name] = await add_method(
                 t, parent, ua.NodeId(key, ns), name, fn, METHODS[name][5], METHODS[name][6]

@@ -1,4 +1,5 @@
-"""ZeroMQ PUB side of the daemon: results, heatmaps, a heartbeat (and opt-in light previews).
+"""ZeroMQ PUB side of the daemon: results, heatmaps, a heartbeat (and opt-in light previews, a
+shadow candidate's results).
 
 A slow or dead subscriber must never slow inspection: SNDHWM bounds what ZeroMQ queues per
 subscriber and every send is NOBLOCK, so past the mark ZeroMQ drops messages for that subscriber
@@ -65,6 +66,10 @@ class Publisher:
     def lights(self, msg: dict, jpeg: bytes) -> bool:
         """``lights.<cell>``: the opt-in JPEG mosaic of a part's lights (afrd.daemon.lights)."""
         return self._send([f"lights.{self.cell}".encode(), _dumps(msg), jpeg])
+
+    def shadow(self, msg: dict) -> bool:
+        """``shadow.<cell>``: a shadow candidate's verdict on a part (afrd.daemon.shadow)."""
+        return self._send([f"shadow.{self.cell}".encode(), _dumps(msg)])
 
     def status(self, msg: dict) -> bool:
         return self._send([f"status.{self.cell}".encode(), _dumps(msg)])

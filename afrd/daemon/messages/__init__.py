@@ -4,6 +4,8 @@ code in Python). Torch- and numpy-free: clients import this package alone.
 
 - ``part``: ``Result`` (``result.<cell>``, ``afrd.result/1``), ``Heatmap`` (JSON + PNG),
   ``Lights`` (JSON + JPEG);
+- ``shadow``: ``Shadow`` (``shadow.<cell>``, ``afrd.shadow/1``: a shadow candidate's verdict),
+  the drift watch's and the shadow run's status sections, ``shadow_status``'s report;
 - ``cell``: ``Status`` (the heartbeat, ``afrd.status/1``; its body is the control socket's
   ``status`` result), ``Offline`` (the MQTT link's last will on the same topic), ``Counts``
   (MQTT, ``afrd.counts/1``);
@@ -42,6 +44,7 @@ from afrd.daemon.messages.fields import (
     wire,
 )
 from afrd.daemon.messages.part import Heatmap, Lights, Result
+from afrd.daemon.messages.shadow import SHADOW_SCHEMA, Shadow
 
 __all__ = [
     "COUNTS_SCHEMA",
@@ -51,6 +54,7 @@ __all__ = [
     "LIGHTS_SCHEMA",
     "PNG_MAGIC",
     "RESULT_SCHEMA",
+    "SHADOW_SCHEMA",
     "STATES",
     "STATUS_SCHEMA",
     "VERDICTS",
@@ -60,6 +64,7 @@ __all__ = [
     "Offline",
     "Result",
     "SchemaError",
+    "Shadow",
     "Status",
     "StatusBody",
     "check",
@@ -71,6 +76,7 @@ __all__ = [
     "validate_lights",
     "validate_offline",
     "validate_result",
+    "validate_shadow",
     "validate_status",
     "wire",
 ]
@@ -102,6 +108,12 @@ def validate_lights(msg: dict, jpeg: bytes, cell: str | None = None) -> dict:
     return _same_cell(msg, "lights", cell)
 
 
+def validate_shadow(msg: dict, cell: str | None = None) -> dict:
+    """``msg`` if it is an ``afrd.shadow/1`` of ``cell`` (a shadow candidate's verdict)."""
+    check(Shadow, msg, "shadow")
+    return _same_cell(msg, "shadow", cell)
+
+
 def validate_status(msg: dict, cell: str | None = None) -> dict:
     """The heartbeat (ZeroMQ's ``status.<cell>``, MQTT's ``<root>/status`` while online)."""
     check(Status, msg, "status")
@@ -120,7 +132,7 @@ def validate_counts(msg: dict, cell: str | None = None) -> dict:
 
 
 # frames per topic kind: [topic, JSON] or [topic, JSON, image]
-FRAMES = {"result": 2, "heatmap": 3, "status": 2, "lights": 3}
+FRAMES = {"result": 2, "heatmap": 3, "status": 2, "lights": 3, "shadow": 2}
 
 
 def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
@@ -147,21 +159,24 @@ def parse_message(frames: list[bytes]) -> tuple[str, str, dict, bytes | None]:
         return kind, cell, validate_heatmap(msg, frames[2], cell), frames[2]
     if kind == "lights":
         return kind, cell, validate_lights(msg, frames[2], cell), frames[2]
-    validate = validate_result if kind == "result" else validate_status
+    validate = {"result": validate_result, "shadow": validate_shadow}.get(kind, validate_status)
     return kind, cell, validate(msg, cell), None
 
 
 def parse_mqtt(topic: str, payload: bytes) -> tuple[str, dict | bytes]:
     """Validate one message of the MQTT link (JSON topics under its root) -> (kind, JSON or
-    the heatmap's PNG); kind is result, status, offline, counts or heatmap. Raises SchemaError."""
+    the heatmap's PNG); kind is result, status, offline, counts, shadow or heatmap. Raises
+    SchemaError."""
     levels = topic.split("/")
     kind = levels[-2] if len(levels) > 1 and levels[-2] == "heatmap" else levels[-1]
     if kind == "heatmap":
         if not payload.startswith(PNG_MAGIC):
             raise SchemaError(f"{topic}: payload is not a PNG")
         return kind, payload
-    if kind not in ("result", "status", "counts"):
-        raise SchemaError(f"{topic}: not an afrd topic (<root>/result|status|counts|heatmap/<seq>)")
+    if kind not in ("result", "status", "counts", "shadow"):
+        raise SchemaError(
+            f"{topic}: not an afrd topic (<root>/result|status|counts|shadow|heatmap/<seq>)"
+        )
     try:
         msg = json.loads(payload)
     except ValueError as exc:
@@ -173,5 +188,6 @@ def parse_mqtt(topic: str, payload: bytes) -> tuple[str, dict | bytes]:
         "status": validate_status,
         "offline": validate_offline,
         "counts": validate_counts,
+        "shadow": validate_shadow,
     }[kind]
     return kind, validate(msg)

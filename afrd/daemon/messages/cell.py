@@ -18,6 +18,7 @@ from afrd.daemon.messages.fields import (
     Verdict,
     closed_config,
 )
+from afrd.daemon.messages.shadow import DriftInfo, ShadowSummary
 
 
 class Parts(BaseModel):
@@ -93,6 +94,8 @@ class StatusBody(BaseModel):
     default_product: str | None
     heatmaps: bool
     recorder: Recorder | None
+    drift: dict[str, DriftInfo] = Field(description="the drift watch by product ({}: off)")
+    shadow: ShadowSummary | None = Field(description="the shadow run (null: none)")
     # each interface's own section (Interfaces.details()) comes here: MQTT's is known
     mqtt: Absent[MqttLink] = None
     endpoints: Endpoints

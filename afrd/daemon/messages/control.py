@@ -25,6 +25,12 @@ from afrd.daemon.messages.fields import (
     closed_config,
     describe_error,
 )
+from afrd.daemon.messages.shadow import (
+    ModelChange,
+    NoShadow,
+    ShadowReport,
+    ShadowSummary,
+)
 from afrd.runtime.bundle import THRESHOLD_RANGE
 
 Name = Annotated[
@@ -36,10 +42,27 @@ Name = Annotated[
     ),
 ]
 Threshold = Annotated[float, Field(ge=THRESHOLD_RANGE[0], le=THRESHOLD_RANGE[1])]
+Role = Literal["operator", "engineer", "admin"]  # afrd.config.roles
+
+
+class OnBehalfOf(BaseModel):
+    """Whom a client (the operator's page) sends the request for: the audit log names them,
+    and the request is judged with the lower of their role and the client's own."""
+
+    model_config = closed_config()
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[^\s:]+$")
+    role: Absent[Role] = Field(default=None, description="absent: the client's own")
+    via: Absent[str] = Field(default=None, pattern=r"^[a-z]{1,16}$", description="e.g. web")
 
 
 class _Request(BaseModel):
+    """What every request may carry besides its command's fields."""
+
     model_config = closed_config()
+    reason: Absent[str] = Field(
+        default=None, max_length=500, description="why, for the audit log (changes record it)"
+    )
+    on_behalf_of: Absent[OnBehalfOf] = None
 
 
 class StatusRequest(_Request):
@@ -83,6 +106,54 @@ class ReloadRequest(_Request):
     cmd: Literal["reload"]
 
 
+class AuditLabelRequest(_Request):
+    """A label a client wrote into a capture itself (the page), for the audit log."""
+
+    cmd: Literal["audit_label"]
+    id: str = Field(min_length=1, max_length=1024, description="the capture id")
+    old: Literal[0, 1] | None = Field(description="the label before (null: unreviewed)")
+    new: Literal[0, 1] | None = Field(description="the label written")
+
+
+class ShadowStartRequest(_Request):
+    """Open a candidate bundle beside the live model of a product; answered once it is open."""
+
+    cmd: Literal["shadow_start"]
+    bundle: str = Field(min_length=1, max_length=4096, description="the candidate's directory")
+    product: Name | None = Field(default=None, description="null or absent: the default recipe")
+
+
+class ShadowStopRequest(_Request):
+    """End the shadow run; answers its final report."""
+
+    cmd: Literal["shadow_stop"]
+
+
+class ShadowStatusRequest(_Request):
+    """The shadow run's report (the last run's once it ended)."""
+
+    cmd: Literal["shadow_status"]
+
+
+class PromoteRequest(_Request):
+    """Make the shadow candidate the product's live model (between two parts)."""
+
+    cmd: Literal["promote"]
+    persist: bool = Field(
+        default=False, description="also write bundle and threshold to the config"
+    )
+
+
+class RollbackRequest(_Request):
+    """Return the product to the model the last promotion replaced."""
+
+    cmd: Literal["rollback"]
+    product: Name | None = Field(default=None, description="null or absent: the default recipe")
+    persist: bool = Field(
+        default=False, description="also write bundle and threshold to the config"
+    )
+
+
 # each command's request model; the commands the daemon serves (afrd.daemon.commands)
 REQUESTS: dict[str, type[BaseModel]] = {
     "status": StatusRequest,
@@ -91,6 +162,12 @@ REQUESTS: dict[str, type[BaseModel]] = {
     "pause": PauseRequest,
     "resume": ResumeRequest,
     "reload": ReloadRequest,
+    "audit_label": AuditLabelRequest,
+    "shadow_start": ShadowStartRequest,
+    "shadow_stop": ShadowStopRequest,
+    "shadow_status": ShadowStatusRequest,
+    "promote": PromoteRequest,
+    "rollback": RollbackRequest,
 }
 # any request, told apart by "cmd" (the schema file's form)
 ControlRequest = Annotated[reduce(or_, REQUESTS.values()), Field(discriminator="cmd")]
@@ -102,6 +179,9 @@ class ErrorReply(BaseModel):
     model_config = closed_config()
     ok: Literal[False]
     error: str
+    needs_role: Absent[Role] = Field(
+        default=None, description="refused for want of this role (afrd.daemon.roles)"
+    )
 
 
 class _Ok(BaseModel):
@@ -138,6 +218,11 @@ class ReloadResult(BaseModel):
     recipes: dict[str, float] = Field(description="threshold by [[product]] recipe")
 
 
+class RecordedResult(BaseModel):
+    model_config = closed_config()
+    recorded: Literal[True]
+
+
 class StatusReply(_Ok):
     result: StatusBody
 
@@ -158,6 +243,22 @@ class ReloadReply(_Ok):
     result: ReloadResult
 
 
+class RecordedReply(_Ok):
+    result: RecordedResult
+
+
+class ShadowStartReply(_Ok):
+    result: ShadowSummary
+
+
+class ShadowReportReply(_Ok):
+    result: ShadowReport | NoShadow
+
+
+class ModelChangeReply(_Ok):
+    result: ModelChange
+
+
 # what each command answers when it succeeds (any command: ErrorReply when it does not)
 REPLIES: dict[str, type[BaseModel]] = {
     "status": StatusReply,
@@ -166,6 +267,12 @@ REPLIES: dict[str, type[BaseModel]] = {
     "pause": PausedReply,
     "resume": PausedReply,
     "reload": ReloadReply,
+    "audit_label": RecordedReply,
+    "shadow_start": ShadowStartReply,
+    "shadow_stop": ShadowReportReply,
+    "shadow_status": ShadowReportReply,
+    "promote": ModelChangeReply,
+    "rollback": ModelChangeReply,
 }
 ControlReply = reduce(or_, dict.fromkeys([*REPLIES.values(), ErrorReply]))
 

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import BaseModel, TypeAdapter
 
-from afrd.daemon.messages import cell, control, part
+from afrd.daemon.messages import cell, control, part, shadow
 
 DIALECT = "https://json-schema.org/draft/2020-12/schema"
 
@@ -28,6 +28,7 @@ SOURCES: dict[str, tuple[str, Any]] = {
     "afrd.result.1.json": ("Result", part.Result),
     "afrd.heatmap.1.json": ("Heatmap", part.Heatmap),
     "afrd.lights.1.json": ("Lights", part.Lights),
+    "afrd.shadow.1.json": ("Shadow", shadow.Shadow),
     # the heartbeat, or the MQTT link's offline notice on the same topic
     "afrd.status.1.json": ("StatusMessage", cell.StatusMessage),
     "afrd.counts.1.json": ("Counts", cell.Counts),
@@ -40,6 +41,7 @@ TOPIC_SCHEMAS = {
     "heatmap": "afrd.heatmap.1.json",
     "lights": "afrd.lights.1.json",
     "status": "afrd.status.1.json",
+    "shadow": "afrd.shadow.1.json",
 }
 
 

@@ -76,6 +76,30 @@
       ["parts", Object.entries(st.parts || {}).map(([k, v]) => k + " " + v).join(" · ")],
       ["queues", Object.entries(st.queues || {}).map(([k, v]) => k + " " + v).join(" · ")]];
     $("#daemon-kv").replaceChildren(...rows.map(([k, v]) => el("tr", {}, el("th", {}, k), el("td", {}, String(v)))));
+    showDrift(st.drift);
+  }
+
+  // the daemon's drift watch, from the heartbeat's status: one row per product
+  function showDrift(drift) {
+    const rows = Object.entries(drift || {}).map(([product, d]) => {
+      const state = d.warning ? "WARNING: " + d.warning : d.note ? d.note : d.psi === null ? "collecting" : "ok";
+      const pct = (x) => x === null ? "—" : (100 * x).toFixed(1) + "%";
+      return el("tr", { "data-product": product, class: d.warning ? "warn" : "" },
+        el("td", {}, product), el("td", {}, d.model.name || d.model.sha256.slice(0, 12)),
+        el("td", {}, d.passed + " / " + d.window), el("td", {}, fmt(d.psi, 3)),
+        el("td", {}, pct(d.frr_implied) + (d.frr_factor === null ? "" : " (" + fmt(d.frr_factor, 2) + "×)")),
+        el("td", {}, pct(d.frr_calibrated)), el("td", { class: "drift-state" }, state));
+    });
+    $("#drift tbody").replaceChildren(...rows);
+    const warned = rows.filter((r) => r.classList.contains("warn")).length;
+    $("#drift-note").textContent = !rows.length ? (drift ? "no parts judged yet" : "the drift watch is off ([drift] enabled = false)")
+      : warned ? warned + " product(s) drifting: check lighting and optics, or recalibrate" : "";
+    $("#drift-card").classList.toggle("warn", warned > 0);
+    // on every view: a drifting product is the operator's to see before the rejects pile up
+    const warnings = Object.entries(drift || {}).filter(([, d]) => d.warning);
+    const banner = $("#drift-banner");
+    banner.textContent = warnings.map(([p, d]) => "Drift, product " + p + ": " + d.warning).join(" · ");
+    banner.hidden = !warnings.length;
   }
 
   on("liveness", (lv) => {
