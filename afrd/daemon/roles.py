@@ -45,6 +45,8 @@ READ_ONLY = frozenset({"status", "trigger", "shadow_status"})
 METHOD_ROLES: dict[str, str] = {
     "Trigger": OPERATOR,
     "SetThreshold": ENGINEER,
+    # the shadow run, promote, rollback (interfaces/opcua_models), as their commands
+    **dict.fromkeys("ShadowStart ShadowStop ShadowStatus Promote Rollback".split(), ENGINEER),
     # Machine Vision: running the line (Halt/Reset pause it) and choosing the recipe are the
     # operator's, as pause, resume and a trigger's product are on the control socket
     **dict.fromkeys(

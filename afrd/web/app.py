@@ -1,14 +1,14 @@
 """The page's HTTP side: static files, a JSON API, and server-sent events (Starlette).
 
-Reads go to the :class:`~afrd.web.live.LiveFeed` (in memory) and the recorder's captures (disk);
-the daemon is reached only through its control socket, for the actions a person asks for, each
-sent ``on_behalf_of`` the token's holder (its name and role: the daemon judges the action by
-that role, 403 here when it falls short, and records it in its audit log with the body's
-optional ``reason``); a label, which the page writes itself, is recorded by the daemon first
-(``audit_label``) and not written when the daemon does not answer. Every error is a JSON
-``{"ok": false, "error": "..."}`` naming the problem. Before any route, a request
-must name an allowed ``Host`` (421 otherwise, :class:`HostGuard`); an action's body is read with a
-cap (:mod:`afrd.web.body`).
+Reads go to the :class:`~afrd.web.live.LiveFeed` (in memory) and the recorder's captures
+(disk); the daemon is reached only through its control socket, for the actions a person asks
+for (the model's: :mod:`afrd.web.model_actions`), each sent ``on_behalf_of`` the token's holder
+(its name and role: the daemon judges the action by that role, 403 here when it falls short,
+and records it in its audit log with the body's optional ``reason``); a label, which the page
+writes itself, is recorded by the daemon first (``audit_label``) and not written when the
+daemon does not answer. Every error is a JSON ``{"ok": false, "error": "..."}`` naming the
+problem. Before any route, a request must name an allowed ``Host`` (421 otherwise,
+:class:`HostGuard`); an action's body is read with a cap (:mod:`afrd.web.body`).
 """
 
 from __future__ import annotations
@@ -36,6 +36,7 @@ from afrd.web.auth import REALM, Access, same_origin
 from afrd.web.body import DEFAULT_MAX_BODY, BodyRefused, read_object
 from afrd.web.captures import Captures, NotFound, export_folder, tar_stream
 from afrd.web.live import LiveFeed, sse
+from afrd.web.model_actions import model_routes
 from afrd.web.tokens import Identity
 
 STATIC = Path(__file__).parent / "static"
@@ -60,6 +61,7 @@ class Settings:
     shifts: tuple[tuple[int, int], ...] = ((6, 0), (14, 0), (22, 0))
     products: list[str] = field(default_factory=list)
     max_body: int = DEFAULT_MAX_BODY  # bytes an action's body may have (413 beyond)
+    model_timeout_s: float = 300.0  # shadow start, promote, rollback: they open an engine
 
 
 def _err(status: int, message: str, **headers: str) -> JSONResponse:
@@ -141,13 +143,27 @@ def create_app(settings: Settings, access: Access) -> Starlette:
 
         return wrapped
 
+    def identified(fn: Handler) -> Handler:
+        """A read the daemon answers for the token's holder (a GET: no body, no origin rule;
+        another site cannot read its answer)."""
+
+        async def wrapped(request: Request) -> Response:
+            who = access.identify(request.headers.get("authorization"))
+            if who is None:
+                return _err(401, "this needs the page's token (unlock it at the top)")
+            request.state.who, request.state.body = who, {}
+            return await view(fn)(request)
+
+        return wrapped
+
     def need_captures() -> Captures:
         if captures is None:
             raise NotFound("review is off: the cell config's recorder is not enabled")
         return captures
 
-    async def ask(request: Request, req: dict) -> dict | None:
-        """``req`` sent for the action's token holder, with the body's ``reason``."""
+    async def ask(request: Request, req: dict, timeout_s: float | None = None) -> dict | None:
+        """``req`` sent for the action's token holder, with the body's ``reason``; None when
+        the daemon did not answer within ``timeout_s`` (default ``ctl_timeout_s``)."""
         who: Identity = request.state.who
         obo = {"name": who.name, "via": "web"}
         if who.role is not None:
@@ -160,7 +176,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
             ctl_request,
             settings.control,
             req,
-            settings.ctl_timeout_s,
+            timeout_s or settings.ctl_timeout_s,
             settings.server_key,
             settings.client_key,
         )
@@ -169,8 +185,8 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         """403 for want of a role (the daemon recorded it), 409 for any other refusal."""
         return JSONResponse(reply, status_code=403 if reply.get("needs_role") else 409)
 
-    async def control(request: Request, req: dict) -> Response:
-        reply = await ask(request, req)
+    async def control(request: Request, req: dict, timeout_s: float | None = None) -> Response:
+        reply = await ask(request, req, timeout_s)
         if reply is None:
             return _err(504, f"the daemon's control socket {settings.control} did not answer")
         return JSONResponse(reply) if reply.get("ok") else refused(reply)
@@ -367,6 +383,7 @@ def create_app(settings: Settings, access: Access) -> Starlette:
         Route("/api/pause", simple("pause"), methods=["POST"]),
         Route("/api/resume", simple("resume"), methods=["POST"]),
         Route("/api/label", label, methods=["POST"]),
+        *model_routes(act, identified, control, settings.ctl_timeout_s, settings.model_timeout_s),
         Route("/api/export", export, methods=["POST"]),
         Route("/api/export/download", export_download),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),

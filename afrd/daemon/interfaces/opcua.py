@@ -12,6 +12,9 @@ index by URI, string node ids are stable; the README has the table)::
         Trigger(PartId: String, Product: String) -> (Seq: UInt32, PartId: String)  s=Cell.Trigger
         SetThreshold(Threshold: Double, Product: String, Persist: Boolean, Reason: String)
             -> (Threshold: Double)                                    s=Cell.SetThreshold
+        ShadowStart(Bundle, Product), ShadowStop(), ShadowStatus(), Promote(Persist),
+            Rollback(Product, Persist) -> (Result: String)            s=Cell.<name>
+            (``opcua_models``: the shadow run, promote and rollback commands)
     Objects/VisionSystem               with ``machine_vision``: OPC 40100-1 (``opcua_mv``)
 
 Every variable is read-only to clients. Every published result (of any trigger) updates
@@ -30,10 +33,10 @@ the server's certificate and key; ``trusted_clients_dir`` limits secured endpoin
 client certificates; ``users_file`` requires a user name and password (no anonymous login).
 Clients never get asyncua's admin role (they cannot add or delete nodes). Each method needs
 afrd's role for it (``opcua_roles``: the users file's role column, else ``access.opcua_role``;
-SetThreshold is an engineer's), else Bad_UserAccessDenied; changes go to the audit log. At most
-``opcua.max_connections`` TCP connections are served at once (``ConnectionGuard``); one that
-sends nothing within ``opcua.hello_timeout_s`` is closed, and asyncua closes one that opens no
-session within 30 s (its ``max_pending_activation_seconds``).
+SetThreshold and the model methods are an engineer's), else Bad_UserAccessDenied; changes go to
+the audit log. At most ``opcua.max_connections`` TCP connections are served at once
+(``ConnectionGuard``); one that sends nothing within ``opcua.hello_timeout_s`` is closed, and
+asyncua closes one that opens no session within 30 s (its ``max_pending_activation_seconds``).
 """
 
 from __future__ import annotations
@@ -50,6 +53,7 @@ from afrd.config.plc import OpcUaConfig, trusted_certificates
 from afrd.config.plcusers import load_user_entries
 from afrd.daemon.interfaces.base import Hooks
 from afrd.daemon.interfaces.loop import ConnectionGuard, LoopThread
+from afrd.daemon.interfaces.opcua_models import add_model_methods
 from afrd.daemon.interfaces.opcua_roles import (
     Permissions,
     Users,
@@ -207,6 +211,7 @@ class OpcUaServer(LoopThread):
             ua.NodeId("Cell.Trigger", ns), f"{ns}:Trigger", trigger, inputs, outputs
         )
         await add_set_threshold(cell, ns, self.hooks)
+        await add_model_methods(cell, ns, self.hooks)
 
     async def _stop(self) -> None:
         if self.server is not None:

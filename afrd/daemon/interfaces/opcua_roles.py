@@ -8,9 +8,10 @@ the caller (``afrd.daemon.roles.CALLER``) there, and the method callbacks the re
 coroutines awaited on that task, see it. :func:`guarded` wraps a method: a user without the
 role ``METHOD_ROLES`` says is answered Bad_UserAccessDenied and the refusal recorded;
 PrepareRecipe and UnprepareRecipe are recorded with the prepared recipe before and after; a
-method whose work is a daemon command (SetThreshold; Halt, Reset and SelectModeAutomatic
-through ``Hooks.pause``/``resume``) is recorded by the daemon's guard, with the method's name
-as ``call``. The users file's role column: ``afrd.config.plcusers``.
+method whose work is a daemon command (SetThreshold, the model methods of ``opcua_models``;
+Halt, Reset and SelectModeAutomatic through ``Hooks.pause``/``resume``) is recorded by the
+daemon's guard, with the method's name as ``call``. The users file's role column:
+``afrd.config.plcusers``.
 """
 
 from __future__ import annotations
@@ -84,7 +85,7 @@ class Permissions(SimpleRoleRuleset):
         return ok
 
 
-def _denied() -> ua.CallMethodResult:
+def denied() -> ua.CallMethodResult:
     return ua.CallMethodResult(StatusCode=ua.StatusCode(ua.StatusCodes.BadUserAccessDenied))
 
 
@@ -105,7 +106,7 @@ def guarded(name: str, fn: Callable, hooks: Hooks, view: Callable[[], Any] | Non
                 "opcua: %s refused: %s has %s, needs %s", name, caller.who, caller.role, need
             )
             _record(hooks, caller, name, "refused", needs=need)
-            return _denied()
+            return denied()
         old = view() if view is not None else None
         with acting(dataclasses.replace(caller, call=name)):
             out = await fn(parent, *args)
@@ -157,7 +158,7 @@ async def add_set_threshold(cell: Any, ns: int, hooks: Hooks) -> None:
         try:  # a thread of its own (persisting writes a file); it keeps this caller
             out = await asyncio.to_thread(hooks.command, "set_threshold", req)
         except Forbidden:  # the daemon's guard said so too (and recorded it)
-            return _denied()
+            return denied()
         except AfrdError as exc:
             log.info("opcua: SetThreshold refused: %s", exc)
             return ua.StatusCode(ua.StatusCodes.BadInvalidArgument)

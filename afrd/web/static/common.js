@@ -115,7 +115,7 @@ async function start() {
   $("#unlock").onclick = async () => {
     sessionStorage.setItem("afrd-token", $("#token").value.trim());
     const i = await api("/api/info");
-    if (i.authorized) { $("#lock").hidden = true; toast("Actions unlocked"); }
+    if (i.authorized) { $("#lock").hidden = true; afrd.info = i; fire("info", i); toast("Actions unlocked"); }
     else toast("That token is not accepted", true);
   };
   fire("info", afrd.info);
