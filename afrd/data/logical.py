@@ -22,6 +22,7 @@ height, coverage or colour differs from the part's defect-free twin.
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -120,12 +121,19 @@ def recolour(canon, build, p: dict, n: int, comps: list, k: int, category: str):
 def defect_family(s) -> str | None:
     """``"logical"`` or ``"structural"`` for a defective ImageSet, None for a good or unlabelled
     one. Read from ``meta["defect_type"]`` (rendered in memory) or, for a dataset on disk, from
-    a ``logical_mask`` file beside the set (``afrd synth`` writes ``<id>_<type>_mask.png``);
-    every other defect (Eyecandies' bumps, dents, colours, normals) is structural."""
+    a ``logical_mask`` file beside the set (``afrd synth`` writes ``<id>_<type>_mask.png``) or
+    ``logical: 1`` in its metadata.yaml; every other defect (Eyecandies' bumps, dents, colours,
+    normals) is structural."""
     if getattr(s, "label", None) != 1:
         return None
     meta = getattr(s, "meta", None) or {}
     kind = meta.get("defect_type")
-    if kind is None and "logical_mask" in (meta.get("files") or {}):
+    files = meta.get("files") or {}
+    if kind is None and "logical_mask" in files:
         kind = "logical"
+    if kind is None and "metadata" in files:
+        from afrd.data.eyecandies import parse_metadata  # the dataset reader: only here
+
+        if parse_metadata(Path(files["metadata"])).get("logical") == 1:
+            kind = "logical"
     return "logical" if kind == "logical" else "structural"

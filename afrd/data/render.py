@@ -121,6 +121,38 @@ POSES: dict[str, tuple[float, float, float]] = {
 }
 
 
+def draw_look(rng: np.random.Generator, n: int, pose: str) -> tuple:
+    """(theta, scale, tx, ty, gain, bg_albedo, bg_height): the pose, camera gain and background
+    of one part, drawn from ``rng`` right after the category's parameters (``sample_part``;
+    ``afrd.data.logical_family`` draws its parts' the same way)."""
+    f_rot, f_scale, f_shift = POSES[pose]
+    theta = rng.uniform(0, 2 * np.pi)
+    if f_rot != 1.0:
+        theta = (theta - np.pi) * f_rot
+    scale = 1.0 + rng.uniform(-0.08, 0.08) * f_scale
+    tx, ty = rng.uniform(-0.05, 0.05, 2) * f_shift
+    gain = (1 + rng.normal(0, 0.03, 3)) * (1 + rng.normal(0, 0.05))
+    bg_tex = _noise(rng, n, 2.0)
+    bg_albedo = (0.12 + 0.01 * bg_tex)[..., None] * np.array([1.0, 1.0, 1.05], np.float32)
+    bg_height = 0.0004 * bg_tex
+    return theta, scale, tx, ty, gain, bg_albedo, bg_height
+
+
+def place(canon, m: np.ndarray, n: int, look: tuple) -> tuple:
+    """A canonical part (``afrd.data.parts._Canon``) posed by ``m`` on the background of
+    ``look`` (``draw_look``): (cover, height, object albedo, albedo, ks, shininess)."""
+    scale, gain, bg_albedo, bg_height = look[1], look[4], look[5], look[6]
+    cover = np.clip(_warp(canon.cover, m, n), 0, 1)
+    height = _warp(canon.height, m, n) * scale * (n / 2.0) + bg_height * (n / 2.0)
+    cc = canon.cover
+    alb_obj = _warp(canon.albedo * cc[..., None], m, n) * gain.astype(np.float32)
+    albedo = alb_obj + (1 - cover[..., None]) * bg_albedo
+    ks = _warp(canon.ks * cc, m, n) + (1 - cover) * 0.02
+    shin = _warp(canon.shininess * cc, m, n) + (1 - cover) * 4.0
+    albedo = np.clip(albedo, 0, 1).astype(np.float32)
+    return cover, height, alb_obj, albedo, ks, shin
+
+
 def sample_part(
     category: str, seed: int, defect: str | None = None, size: int = 256, pose: str = "free"
 ) -> Part:
@@ -139,16 +171,8 @@ def sample_part(
     rng = _rng(seed, cat_idx, 0)
     params_fn, build, translucency = _BUILDERS[category]
     p = params_fn(rng, n)
-    f_rot, f_scale, f_shift = POSES[pose]
-    theta = rng.uniform(0, 2 * np.pi)
-    if f_rot != 1.0:
-        theta = (theta - np.pi) * f_rot
-    scale = 1.0 + rng.uniform(-0.08, 0.08) * f_scale
-    tx, ty = rng.uniform(-0.05, 0.05, 2) * f_shift
-    gain = (1 + rng.normal(0, 0.03, 3)) * (1 + rng.normal(0, 0.05))
-    bg_tex = _noise(rng, n, 2.0)
-    bg_albedo = (0.12 + 0.01 * bg_tex)[..., None] * np.array([1.0, 1.0, 1.05], np.float32)
-    bg_height = 0.0004 * bg_tex
+    look = draw_look(rng, n, pose)
+    theta, scale, tx, ty, gain, bg_albedo, bg_height = look
 
     drng = _rng(seed, cat_idx, 1)
     name = _resolve_defect(defect, category, drng)
@@ -167,14 +191,7 @@ def sample_part(
     canon = build(p, n, comps)
     if name == "wrong_colour":
         canon = recolour(canon, build, p, n, comps, k, category)
-    cover = np.clip(_warp(canon.cover, m, n), 0, 1)
-    height = _warp(canon.height, m, n) * scale * (n / 2.0) + bg_height * (n / 2.0)
-    cc = canon.cover
-    alb_obj = _warp(canon.albedo * cc[..., None], m, n) * gain.astype(np.float32)
-    albedo = alb_obj + (1 - cover[..., None]) * bg_albedo
-    ks = _warp(canon.ks * cc, m, n) + (1 - cover) * 0.02
-    shin = _warp(canon.shininess * cc, m, n) + (1 - cover) * 4.0
-    albedo = np.clip(albedo, 0, 1).astype(np.float32)
+    cover, height, alb_obj, albedo, ks, shin = place(canon, m, n, look)
 
     mask = np.zeros((n, n), np.uint8)
     meta: dict = {"pose": {"theta": theta, "scale": scale, "tx": float(tx), "ty": float(ty)}}

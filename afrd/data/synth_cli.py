@@ -4,7 +4,8 @@ The same loader (``afrd.data.eyecandies``) then reads them; output is determinis
 Per sample: ``<id>_image_0..5.png`` (lights in Eyecandies order), ``<id>_metadata.yaml``
 (``anomalous``, category, defect, defect_type, seed), ``<id>_mask.png`` (union, 0/255) and for a
 defective sample ``<id>_<type>_mask.png`` (geometric/albedo/gloss/logical), ``<id>_depth.png``
-(16-bit height in 1/100 px) and ``<id>_normals.png``.
+(16-bit height in 1/100 px) and ``<id>_normals.png``. ``--logical family`` renders the logical
+family no local model can see instead (afrd.data.logical_family; metadata ``logical: 1``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ import numpy as np
 
 from afrd.data.lights import DEFAULT_LIGHTS, EYECANDIES_FILES
 from afrd.data.logical import LOGICAL_FOR
+from afrd.data.logical_family import FAMILY_CATEGORIES, KINDS, sample_family_part
 from afrd.data.render import CATEGORIES, DEFECTS, POSES, render_set, sample_part
 from afrd.data.shading import _normals
 from afrd.errors import ConfigError
@@ -50,6 +52,16 @@ def plan_logical(seed: int, category: str, split: str, index: int) -> str:
     return names[int(rng.integers(len(names)))]
 
 
+def plan_family(seed: int, category: str, split: str, index: int, rate: float) -> str | None:
+    """``--logical family``: None (good) or the kind (count, pairing, layout) of a test set,
+    defective with probability ``rate`` (the default draw's stream), kinds on a stream of their
+    own."""
+    if plan_defect(seed, category, split, index, rate) is None:
+        return None
+    rng = np.random.default_rng([seed, CATEGORIES.index(category), _SPLIT_INDEX[split], index, 9])
+    return KINDS[int(rng.integers(len(KINDS)))]
+
+
 def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed: int) -> None:
     iset = render_set(part, lights, rng=np.random.default_rng(noise_seed), size=size)
     for light, img in zip(lights, iset.images, strict=True):
@@ -76,6 +88,8 @@ def write_sample(data_dir: Path, stem: str, part, lights, size: int, noise_seed:
         f"defect_type: {part.defect_type or 'none'}",
         f"seed: {part.seed}",
     ]
+    if part.meta.get("family") == "logical":
+        meta.append(f"logical: {part.label}")
     (data_dir / f"{stem}_metadata.yaml").write_text("\n".join(meta) + "\n", encoding="utf-8")
 
 
@@ -91,12 +105,13 @@ def synth(
     lights: tuple[str, ...] = DEFAULT_LIGHTS,
     progress: bool = True,
     pose: str = "free",
-    logical: bool = False,
+    logical: bool | str = False,
 ) -> Path:
     """Render the dataset; returns ``out``. Parts render at 2x ``size`` (max 512) then shrink,
     as a camera's optics and pixel area would average. ``logical``: the test sets drawn as
     logical defects show every logical kind (extra, count, swapped, wrong colour too), not only
-    missing/misplaced; every other set stays the same."""
+    missing/misplaced; every other set stays the same. ``logical="family"``: every set is of the
+    logical family (afrd.data.logical_family), its defects count, pairing and layout."""
     from tqdm import tqdm
 
     out = Path(out)
@@ -105,6 +120,14 @@ def synth(
             raise ConfigError(
                 f"--categories: unknown category {c!r}, expected from {list(CATEGORIES)}"
             )
+    family = logical == "family"
+    if logical not in (False, True, "kinds", "family"):
+        raise ConfigError(f"--logical must be 'kinds' or 'family', got {logical!r}")
+    if family and (odd := [c for c in categories if c not in FAMILY_CATEGORIES]):
+        raise ConfigError(
+            f"--logical family: no family for categories {odd}, expected from "
+            f"{list(FAMILY_CATEGORIES)}"
+        )
     if not 0.0 <= defect_rate <= 1.0:
         raise ConfigError(f"--defect-rate must be within 0..1, got {defect_rate}")
     if size < 16:
@@ -122,10 +145,14 @@ def synth(
         data_dir = out / c / split / "data"
         data_dir.mkdir(parents=True, exist_ok=True)
         s = sample_seed(seed, c, split, i)
-        defect = plan_defect(seed, c, split, i, defect_rate)
-        if logical and defect == "logical":
-            defect = plan_logical(seed, c, split, i)
-        part = sample_part(c, s, defect, native, pose)
+        if family:
+            kind = plan_family(seed, c, split, i, defect_rate)
+            part = sample_family_part(c, s, kind, native, pose)
+        else:
+            defect = plan_defect(seed, c, split, i, defect_rate)
+            if logical and defect == "logical":
+                defect = plan_logical(seed, c, split, i)
+            part = sample_part(c, s, defect, native, pose)
         write_sample(data_dir, stem, part, lights, size, noise_seed=s ^ 0x5EED)
         bar.set_postfix_str(f"{c}/{split}")
     return out
@@ -140,8 +167,9 @@ def main(argv: list[str]) -> int:
     ap.add_argument(
         "--categories",
         nargs="+",
-        default=list(CATEGORIES),
-        help=f"categories to render (default: all of {', '.join(CATEGORIES)})",
+        default=None,
+        help=f"categories to render (default: all of {', '.join(CATEGORIES)}; with --logical "
+        f"family: {', '.join(FAMILY_CATEGORIES)})",
     )
     ap.add_argument("--train", type=int, default=100, help="good sets per category in train")
     ap.add_argument(
@@ -168,13 +196,19 @@ def main(argv: list[str]) -> int:
     )
     ap.add_argument(
         "--logical",
-        action="store_true",
-        help="logical defects of every kind (missing, misplaced, extra, count, swapped, wrong "
-        "colour; afrd.data.logical) where the draw picks a logical one; afrd eval reports "
-        "structural and logical I-AUROC apart",
+        nargs="?",
+        const="kinds",
+        choices=["kinds", "family"],
+        default=None,
+        help="kinds (the flag alone): logical defects of every kind (missing, misplaced, extra, "
+        "count, swapped, wrong colour; afrd.data.logical) where the draw picks a logical one; "
+        "family: the logical family no local model can see (defects count, pairing, layout; "
+        "afrd.data.logical_family); afrd eval reports structural and logical I-AUROC apart",
     )
     ap.add_argument("--no-progress", action="store_true")
     a = ap.parse_args(argv)
+    if a.categories is None:
+        a.categories = list(FAMILY_CATEGORIES if a.logical == "family" else CATEGORIES)
     out = synth(
         a.out,
         a.categories,
@@ -186,7 +220,7 @@ def main(argv: list[str]) -> int:
         a.defect_rate,
         progress=not a.no_progress,
         pose=a.pose,
-        logical=a.logical,
+        logical=a.logical or False,
     )
     total = len(a.categories) * (a.train + a.val + a.test)
     print(f"wrote {total} image sets ({len(DEFAULT_LIGHTS)} lights, {a.size}px) to {out}")

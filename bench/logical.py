@@ -1,0 +1,263 @@
+"""Logical-defect benchmark (issue 27): the control and the global branches, in one run.
+
+Data: the logical family no local model can see (afrd.data.logical_family; ``afrd synth
+--logical family``): plates with painted studs whose defects (count, pairing, layout) live only
+in relations between far-apart studs. Per pose and seed: train and val splits rendered to disk
+by ``synth``; the test parts (good, and each kind in equal numbers) rendered in memory from the
+test split's seeds.
+
+Methods, on the same data and the same teacher features:
+
+- ``bank`` (the control): exactly ``afrd train --preset cpu`` (the position-agnostic memory
+  bank, 256 + 128 px, registration auto), scored by its own module; it must stay near chance.
+- ``position``: per-position Gaussians of the bank's patch features (PaDiM-like,
+  afrd.model.globalstats.PositionStats) on the registered parts.
+- ``histogram``: soft counts of rare prototypes per image half, nearest training part
+  (afrd.model.globalstats.PartHistogram); ``--restarts N`` averages N k-means seeds' scores
+  (each z-normalised on val): the prototypes that come out rare depend on the seed.
+- ``bank+...``: each branch's score z-normalised on the held-out normals (the val split) and
+  fused with the bank's by a maximum (the image score is the map's maximum, so this is the max
+  of the normalised maps).
+
+Settings of the branches (prototypes, rare share, shrinkage) are chosen on ``--select-seed`` by the mean
+logical I-AUROC of bank+position+histogram and reported on ``--seeds`` (fresh data): mean and
+standard error over seeds. Sizes (``cpu``): 48 train, 16 val, 24 good and 12 per kind per
+seed, rendered at 256 px: minutes per seed on one thread. CAD's global student and an
+EfficientAD-style autoencoder are not in this run (see BENCHMARKS.md). Writes
+``bench/out/logical.json``.
+
+    OMP_NUM_THREADS=1 .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds 4 5 6
+    .venv/bin/python bench/logical.py --quick          # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import io
+import itertools
+import json
+import os
+import platform
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
+
+from afrd.data.logical_family import KINDS, sample_family_part  # noqa: E402
+from afrd.data.render import render_set  # noqa: E402
+from afrd.data.synth_cli import sample_seed, synth  # noqa: E402
+from afrd.model.checkpoint import load_checkpoint, registration_of  # noqa: E402
+from afrd.model.globalstats import PartHistogram, PositionStats  # noqa: E402
+from afrd.model.metrics import auroc  # noqa: E402
+from afrd.model.sets import open_sets, registered, resize_set  # noqa: E402
+from afrd.model.train import main as train_main  # noqa: E402
+
+CAT = "plate"
+CONFIGS = {
+    "cpu": {"size": 256, "train": 48, "val": 16, "good": 24, "bad": 12, "image_size": None},
+    "quick": {"size": 64, "train": 8, "val": 6, "good": 6, "bad": 3, "image_size": 64},
+}
+# branch settings chosen on the select seed: prototypes, rare share, covariance shrinkage
+GRID = {"k": (16, 32, 64), "rare": (0.01, 0.02), "shrink": (0.01, 0.1)}
+
+
+def render_test(seed: int, pose: str, cfg: dict) -> tuple[list, list]:
+    """Good parts and ``bad`` of each kind, from the test split's seeds; (sets, kinds)."""
+    sets, kinds = [], []
+    plan = [(None, i) for i in range(cfg["good"])]
+    plan += [(k, 1000 * (j + 1) + i) for j, k in enumerate(KINDS) for i in range(cfg["bad"])]
+    for kind, i in plan:
+        s = sample_seed(seed, CAT, "test_public", i)
+        part = sample_family_part(CAT, s, kind, min(512, 2 * cfg["size"]), pose)
+        sets.append(render_set(part, rng=np.random.default_rng(s ^ 0x5EED), size=cfg["size"]))
+        kinds.append(kind or "good")
+    return sets, kinds
+
+
+@torch.no_grad()
+def run_model(model, arrays: list, batch: int = 8) -> tuple[np.ndarray, torch.Tensor, float]:
+    """(bank scores, patch features at the bank's finest scale, bank CPU ms per part)."""
+    scores, feats, t = [], [], 0.0
+    for i in range(0, len(arrays), batch):
+        x = torch.from_numpy(np.stack(arrays[i : i + batch]))
+        t0 = time.process_time()
+        scores.append(model(x)[1].numpy())
+        t += time.process_time() - t0
+        feats.append(model.patches(x, 0))
+    return np.concatenate(scores), torch.cat(feats), 1000 * t / len(arrays)
+
+
+def zscore(val: np.ndarray, x: np.ndarray) -> np.ndarray:
+    return (x - val.mean()) / (val.std() + 1e-9)
+
+
+def position_scores(stats: PositionStats, val_f, f) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) image scores: per-light maps normalised on val maxima, max over all."""
+    mv, mt = stats.maps(val_f), stats.maps(f)
+    mu, sd = mv.amax(2).mean(0), mv.amax(2).std(0) + 1e-6  # per light
+    norm = lambda m: ((m - mu[None, :, None]) / sd[None, :, None]).amax((1, 2)).numpy()  # noqa: E731
+    return norm(mv), norm(mt)
+
+
+def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
+    work = Path(a.work) / f"{pose}_{seed}"
+    data = work / "data"
+    t0 = time.perf_counter()
+    if not (work / "stamp.json").is_file():
+        synth(data, [CAT], cfg["train"], cfg["val"], 0, cfg["size"], seed, 0.5,
+              progress=False, pose=pose, logical="family")  # fmt: skip
+        (work / "stamp.json").write_text(json.dumps(cfg))
+    test, kinds = render_test(seed, pose, cfg)
+    render_s = time.perf_counter() - t0
+    args = ["--data", str(data), "--category", CAT, "--out", str(work / "bank"), "--preset", "cpu"]
+    args += ["--seed", str(seed), "--device", "cpu", "--no-progress"]
+    if cfg["image_size"]:
+        args += ["--image-size", str(cfg["image_size"])]
+    log = io.StringIO()
+    t0 = time.perf_counter()
+    with contextlib.redirect_stdout(log):
+        rc = train_main(args)
+    if rc != 0:
+        raise SystemExit(f"afrd train exited {rc}: {log.getvalue()[-300:]}")
+    train_s = time.perf_counter() - t0
+    model, mcfg = load_checkpoint(work / "bank" / "model.pt")
+    reg, size, lights = registration_of(mcfg), int(mcfg["image_size"]), tuple(mcfg["lights"])
+
+    def arrays(sets) -> list:
+        return [resize_set(s, size, lights) for s in registered(sets, reg)]
+
+    tr = arrays(open_sets(data, "train", CAT, lights, size))
+    va = arrays(open_sets(data, "val", CAT, lights, size))
+    te = arrays(test)
+    _, tr_f, _ = run_model(model, tr)
+    va_s, va_f, _ = run_model(model, va)
+    te_s, te_f, bank_ms = run_model(model, te)
+    labels = np.array([k != "good" for k in kinds], int)
+    kinds_a = np.array(kinds)
+
+    def metrics(score: np.ndarray) -> dict:
+        out = {"logical": auroc(labels, score)}
+        for k in KINDS:
+            pick = (kinds_a == "good") | (kinds_a == k)
+            out[k] = auroc(labels[pick], score[pick])
+        return out
+
+    res = {"bank": metrics(te_s), "train_s": round(train_s, 1), "render_s": round(render_s, 1)}
+    res["ms_per_part"] = {"bank": round(bank_ms, 1)}
+    res["registration"] = None if reg is None else reg.to_dict().get("method")
+    bank_z = zscore(va_s, te_s)
+    for k, rare, shrink in settings:
+        tag = f"k{k}_r{rare}_s{shrink}"
+        c0 = time.process_time()
+        stats = PositionStats(shrink).fit(tr_f)
+        pv, pt = position_scores(stats, va_f, te_f)
+        c1 = time.process_time()
+        # --restarts: k-means from several seeds, each scored on val, their z-scores averaged
+        hists = [PartHistogram(k, rare, seed=seed * 100 + j).fit(tr_f) for j in range(a.restarts)]
+        hv = np.mean([zscore(h.scores(va_f).numpy(), h.scores(va_f).numpy()) for h in hists], 0)
+        ht = np.mean([zscore(h.scores(va_f).numpy(), h.scores(te_f).numpy()) for h in hists], 0)
+        c2 = time.process_time()
+        pz, hz = zscore(pv, pt), zscore(hv, ht)
+        res[tag] = {
+            "position": metrics(pt),
+            "histogram": metrics(ht),
+            "bank+position": metrics(np.maximum(bank_z, pz)),
+            "bank+histogram": metrics(np.maximum(bank_z, hz)),
+            "bank+position+histogram": metrics(np.maximum(bank_z, np.maximum(pz, hz))),
+            "fit_and_score_cpu_s": {"position": round(c1 - c0, 2), "histogram": round(c2 - c1, 2)},
+        }
+        # branch cost per test part (features come from the bank's own teacher pass)
+        c0 = time.process_time()
+        stats.maps(te_f)
+        c1 = time.process_time()
+        for h in hists:
+            h.scores(te_f)
+        c2 = time.process_time()
+        res[tag]["ms_per_part"] = {
+            "position": round(1000 * (c1 - c0) / len(te), 2),
+            "histogram": round(1000 * (c2 - c1) / len(te), 2),
+        }
+    return res
+
+
+ROWS = ("bank", "position", "histogram", "bank+position", "bank+histogram")
+ROWS += ("bank+position+histogram",)
+
+
+def row_of(r: dict, tag: str, name: str) -> dict:
+    return r["bank"] if name == "bank" else r[tag][name]
+
+
+def table(report: dict, pose: str, tag: str) -> str:
+    runs = report["poses"][pose]["report"]
+    cols = ("logical", *KINDS)
+    lines = [f"{pose} (settings {tag}; {len(runs)} seeds, mean +- s.e.)"]
+    lines.append(f"  {'method':<26}" + "".join(f"{c:>16}" for c in cols))
+    for name in ROWS:
+        cells = []
+        for c in cols:
+            v = [row_of(r, tag, name)[c] for r in runs.values()]
+            se = statistics.stdev(v) / len(v) ** 0.5 if len(v) > 1 else 0.0
+            cells.append(f"{statistics.mean(v):.3f} +- {se:.3f}")
+        lines.append(f"  {name:<26}" + "".join(f"{c:>16}" for c in cells))
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--poses", nargs="+", default=["fixtured", "conveyor"])
+    ap.add_argument("--seeds", nargs="+", type=int, default=[1, 2, 3], help="report seeds")
+    ap.add_argument("--select-seed", type=int, default=0)
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--quick", action="store_true")
+    ap.add_argument(
+        "--restarts", type=int, default=1, help="histogram: k-means restarts averaged (z-scores)"
+    )
+    ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "logical.json"))
+    ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "logical_work"))
+    a = ap.parse_args(argv)
+    torch.set_num_threads(a.threads)
+    cfg = CONFIGS["quick" if a.quick else "cpu"]
+    grid = list(itertools.product(GRID["k"], GRID["rare"], GRID["shrink"]))
+    report: dict = {
+        "config": "quick" if a.quick else "cpu",
+        "sizes": cfg,
+        "restarts": a.restarts,
+        "machine": {"cpu": platform.processor() or platform.machine(), "cores": os.cpu_count()},
+        "load_average_start": os.getloadavg(),
+        "poses": {},
+    }
+    out = Path(a.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    t_start = time.perf_counter()
+    for pose in a.poses:
+        sel = run_seed(a.select_seed, pose, cfg, a, grid)
+        best = max(
+            (f"k{k}_r{r}_s{s}" for k, r, s in grid),
+            key=lambda t: sel[t]["bank+position+histogram"]["logical"],
+        )
+        chosen = next(g for g in grid if f"k{g[0]}_r{g[1]}_s{g[2]}" == best)
+        report["poses"][pose] = {"select": sel, "chosen": best, "report": {}}
+        print(f"{pose}: chosen on seed {a.select_seed}: {best}", flush=True)
+        out.write_text(json.dumps(report, indent=1))
+        for seed in a.seeds:
+            r = run_seed(seed, pose, cfg, a, [chosen])
+            report["poses"][pose]["report"][str(seed)] = r
+            report["wall_s"] = round(time.perf_counter() - t_start, 1)
+            report["load_average_end"] = os.getloadavg()
+            out.write_text(json.dumps(report, indent=1))
+            print(f"  seed {seed}: bank {r['bank']}, fused {r[best]['bank+position+histogram']}")
+        print(table(report, pose, best), flush=True)
+    print(f"wrote {out}; load average {os.getloadavg()}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
