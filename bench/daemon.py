@@ -142,6 +142,11 @@ def _mqtt_settled(dm, n: int, up: bool, timeout: float = 30.0) -> dict:
         time.sleep(0.1)
 
 
+def _shadow_counts(dm) -> dict | None:
+    sh = dm.ctl({"cmd": "status"})["result"]["shadow"]
+    return {k: sh[k] for k in ("offered", "compared", "skipped")} if sh else None
+
+
 def _shadow_run(dm, bundle: Path, on: bool) -> None:
     """Start a shadow run of ``bundle`` (the live one again: a candidate of the same cost), or
     stop the one running."""
@@ -193,6 +198,7 @@ def run_engine(
     lights: bool = False,
     mqtt: str | None = None,
     shadow: bool = False,
+    gap_s: float = 0.0,
 ) -> dict:
     d = work / kind
     d.mkdir(parents=True, exist_ok=True)
@@ -265,6 +271,9 @@ def run_engine(
             seq_res += got
             e2e.append((seen[("heatmap" if heatmaps else "result", pid)] - t_sent) * 1000)
             e2e_result.append((seen[("result", pid)] - t_sent) * 1000)
+            if gap_s:  # a line's takt: the time a real line leaves between parts
+                time.sleep(gap_s)
+        seq_shadow = _shadow_counts(dm) if shadow else None
         if shadow and not shadow_on[-1]:
             _shadow_run(dm, bundle, on=True)
         # pipeline kept full
@@ -285,8 +294,7 @@ def run_engine(
             st = _mqtt_settled(dm, n_all, up=mqtt == "on")
             got = len(mqtt_sub.take()) if mqtt == "on" else 0
             mqtt_seen = {"sent": st["sent"], "queued": st["queued"], "received": got}
-        sh = dm.ctl({"cmd": "status"})["result"]["shadow"] if shadow else None
-        shadow_seen = {k: sh[k] for k in ("offered", "compared", "skipped")} if sh else None
+        shadow_seen = _shadow_counts(dm) if shadow else None
     finally:
         stack.close()
         rc = dm.stop()
@@ -325,6 +333,8 @@ def run_engine(
         "mqtt_seen": mqtt_seen,
         "shadow": shadow,
         "shadow_seen": shadow_seen,
+        "shadow_seen_sequential": seq_shadow,  # its counts after the one-at-a-time parts
+        "gap_ms": gap_s * 1000,
         # --shadow: the same daemon's one-at-a-time parts without / with the shadow run
         "shadow_total_ms_p50_off_on": _off_on(
             [r["latency_ms"]["total"] for r in seq_res], shadow_on
@@ -370,6 +380,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--mqtt", action="store_true", help="also run with [mqtt] on, broker up/down")
     ap.add_argument("--rounds", type=int, default=2, help="--mqtt: interleaved off/on/down rounds")
     ap.add_argument("--shadow", action="store_true", help="also run with a shadow model on")
+    ap.add_argument(
+        "--gap-ms", type=float, default=0.0, help="pause between the one-at-a-time parts (takt)"
+    )
     ap.add_argument("--out", type=Path, default=REPO / "bench" / "out" / "daemon.json")
     args = ap.parse_args(argv)
     n_seq, n_tp = (20, 40) if args.quick else (100, 200)
@@ -390,6 +403,7 @@ def main(argv: list[str] | None = None) -> int:
                             row = run_engine(
                                 *(kind, b, args.size, n_seq, n_tp, work, args.threads, pages),
                                 *(plc, lights, mq, sh),
+                                gap_s=args.gap_ms / 1000,
                             )
                             row["bundle"] = (
                                 "brightness graph (not a model)" if b == simple else b.name
@@ -553,13 +567,16 @@ def _shadow_compare(rows: list[dict]) -> list[dict]:
             "verdict_ms_p50_off_on": [v_off, v_on],
             "total_p50_delta_ms": t_on - t_off,
             "seen": r["shadow_seen"],
+            "seen_last_sequential_block": r["shadow_seen_sequential"],
+            "gap_ms": r["gap_ms"],
         }
         out.append(c)
         print(
             f"{r['engine']}: live verdict p50 without / with a shadow run (blocks of 10, same "
             f"daemon): {t_off:.2f} / {t_on:.2f} ms ({t_on - t_off:+.2f}) trigger to publish, "
             f"{v_off:.2f} / {v_on:.2f} ms ({v_on - v_off:+.2f}) at the subscriber; candidate "
-            f"{c['seen']}"
+            f"{c['seen']}, in the last one-at-a-time block {c['seen_last_sequential_block']} "
+            f"(gap {c['gap_ms']:.0f} ms between parts)"
         )
     return out
 
