@@ -6,8 +6,9 @@ with the same seed and data, at one or more part poses: RD on each single light
 restores every light's features; the map is the maximum over lights), optionally
 ``attention-pooled``, the multi-light memory bank (``memory``, ``afrd train --model memory``) and
 ``preset`` (exactly ``afrd train --preset cpu``, which is the memory bank: the row repeats
-``memory``'s). Every run goes through ``afrd train``'s own command line: the AFRD rows on the
-``afrd-cpu`` preset (``--fusion`` changed), the bank on ``cpu``; then ``afrd eval``'s
+``memory``'s; ``preset+global`` fuses that bank with bench/logical.py's global branches, issue
+27: no P-AUROC, no ORT). Every run goes through ``afrd train``'s own command line: the AFRD rows
+on the ``afrd-cpu`` preset (``--fusion`` changed), the bank on ``cpu``; then ``afrd eval``'s
 function; each method's first model per pose is exported with ``afrd-export onnx``'s function and
 timed in ONNX Runtime on one CPU thread. One model per category and method (Eyecandies protocol).
 Writes ``bench/out/fusion.json`` after every run (``--resume`` skips finished runs) and prints a
@@ -58,7 +59,9 @@ SINGLES = tuple(f"single:{k}" for k in range(len(DEFAULT_LIGHTS)))
 # the memory bank on one light (its bank, normalisation and score on that light alone)
 MEMORY_SINGLES = tuple(f"memory-single:{k}" for k in range(len(DEFAULT_LIGHTS)))
 METHODS = (*SINGLES, "mean", "attention", "attention-pooled", "restore-max", "memory", "preset")
-METHODS += MEMORY_SINGLES
+# the preset's bank fused with bench/logical.py's global branches (issue 27), as it fuses them
+GLOBAL = "preset+global"
+METHODS += (*MEMORY_SINGLES, GLOBAL)
 POSES = ("fixtured", "conveyor", "free")
 # the decision first (a run cut short still answers it), then the baselines
 DEFAULT_METHODS = ("memory", "preset", "attention", "mean", "restore-max", *SINGLES)
@@ -144,7 +147,7 @@ def ensure_data(root: Path, cfg: dict, seed: int) -> Path:
 def train_args(method: str, cfg: dict, data: Path, cat: str, out: Path, a) -> list[str]:
     """``afrd train`` arguments for one run: the config's preset, changed only where the method
     differs (``preset`` changes nothing)."""
-    bank = method in ("memory", "preset") or method.startswith("memory-single:")
+    bank = method in ("memory", "preset", GLOBAL) or method.startswith("memory-single:")
     preset = cfg["preset"] if bank else cfg["afrd_preset"]
     args = ["--data", str(data), "--category", cat, "--out", str(out), "--preset", preset]
     args += ["--seed", str(a.seed), "--device", a.device, "--no-progress"]
@@ -252,9 +255,12 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
         run_dir = work / "runs" / method.replace(":", "_") / cat
         log = io.StringIO()
         t0 = time.perf_counter()
+        reuse = method == GLOBAL and cat in pres.get("preset", {}).get("categories", {})
+        if reuse:  # the very command `preset` ran: its bank from this run serves
+            run_dir = work / "runs" / pres["preset"].get("alias_of", "preset") / cat
         try:
             with contextlib.redirect_stdout(log):
-                rc = train_main(train_args(method, cfg, data, cat, run_dir, a))
+                rc = 0 if reuse else train_main(train_args(method, cfg, data, cat, run_dir, a))
         except SystemExit as e:  # argparse: e.g. no --model memory in this checkout
             rc = e.code
         except AfrdError as e:  # e.g. a training set that does not register: this row only
@@ -266,8 +272,13 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
             return
         t1 = time.perf_counter()
         ckpt = run_dir / "model.pt"
-        r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
-        c = r["categories"][cat]
+        if method == GLOBAL:
+            from bench.logical import structural_eval
+
+            c = structural_eval(ckpt, data, cat, pose, a.seed)
+        else:
+            r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
+            c = r["categories"][cat]
         res["categories"][cat] = {
             "i_auroc": c["i_auroc"],
             "p_auroc": c["p_auroc"],
@@ -277,9 +288,11 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
             "train_s": round(t1 - t0, 1),
             "eval_s": round(time.perf_counter() - t1, 1),
             "train_log": [ln for ln in log.getvalue().splitlines() if ln.startswith("afrd train")],
+            **({"bank_i_auroc": c["bank_i_auroc"]} if method == GLOBAL else {}),
         }
         ort, key = report["ort"], ort_key(method)
-        if key not in ort and not a.no_ort:  # the same graph at every pose: time once
+        # the same graph at every pose: time once (the global branches are in no graph yet)
+        if key not in ort and not a.no_ort and method != GLOBAL:
             t2 = time.perf_counter()
             try:
                 ort[key] = ort_ms(ckpt, run_dir / "bundle", data, cat)

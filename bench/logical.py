@@ -66,6 +66,9 @@ CONFIGS = {
 }
 # branch settings chosen on the select seed: prototypes, rare share, covariance shrinkage
 GRID = {"k": (16, 32, 64), "rare": (0.01, 0.02), "shrink": (0.01, 0.1)}
+# what run 2 (--restarts 4) chose on seed 0 (BENCHMARKS.md); `free` was not run: conveyor's
+CHOSEN = {"fixtured": (32, 0.01, 0.1), "conveyor": (16, 0.01, 0.01), "free": (16, 0.01, 0.01)}
+CHOSEN_RESTARTS = 4
 
 
 def render_test(seed: int, pose: str, cfg: dict) -> tuple[list, list]:
@@ -106,6 +109,67 @@ def position_scores(stats: PositionStats, val_f, f) -> tuple[np.ndarray, np.ndar
     return norm(mv), norm(mt)
 
 
+def histogram_scores(hists: list[PartHistogram], val_f, f) -> tuple[np.ndarray, np.ndarray]:
+    """(val, test) image scores: each k-means restart's scores z-normalised on val, averaged
+    (``--restarts``: which prototypes come out rare depends on the k-means seed)."""
+    vals = [h.scores(val_f).numpy() for h in hists]
+    hv = np.mean([zscore(v, v) for v in vals], 0)
+    ht = np.mean([zscore(v, h.scores(f).numpy()) for v, h in zip(vals, hists, strict=True)], 0)
+    return hv, ht
+
+
+def fit_histograms(tr_f, k: int, rare: float, restarts: int, seed: int) -> list[PartHistogram]:
+    return [PartHistogram(k, rare, seed=seed * 100 + j).fit(tr_f) for j in range(restarts)]
+
+
+def fuse(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
+    """The fused test score: each (val, test) pair's test scores z-normalised on val, their
+    maximum (the image score is the map's maximum, so this is the max of normalised maps)."""
+    return np.max([zscore(v, t) for v, t in pairs], 0)
+
+
+def bank_arrays(mcfg: dict, sets) -> list:
+    """``sets`` registered and resized as the bank's checkpoint ``mcfg`` reads them."""
+    size, lights = int(mcfg["image_size"]), tuple(mcfg["lights"])
+    return [resize_set(s, size, lights) for s in registered(sets, registration_of(mcfg))]
+
+
+def bank_with_branches(
+    ckpt: Path, train, val, test, setting: tuple, restarts: int, seed: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """(bank, bank+position+histogram) test scores of the bank checkpoint ``ckpt`` with the
+    global branches fitted on ``train`` and normalised on ``val`` (good parts); ``setting`` is
+    (prototypes, rare share, shrinkage). bench/fusion.py's ``preset+global`` row."""
+    model, mcfg = load_checkpoint(ckpt)
+    _, tr_f, _ = run_model(model, bank_arrays(mcfg, train))
+    va_s, va_f, _ = run_model(model, bank_arrays(mcfg, val))
+    te_s, te_f, _ = run_model(model, bank_arrays(mcfg, test))
+    k, rare, shrink = setting
+    pv, pt = position_scores(PositionStats(shrink).fit(tr_f), va_f, te_f)
+    hv, ht = histogram_scores(fit_histograms(tr_f, k, rare, restarts, seed), va_f, te_f)
+    return te_s, fuse((va_s, te_s), (pv, pt), (hv, ht))
+
+
+def structural_eval(ckpt: Path, data: Path, cat: str, pose: str, seed: int) -> dict:
+    """bench/fusion.py's ``preset+global`` on ``cat`` of an Eyecandies-layout root: I-AUROC of
+    the bank ``ckpt`` alone and fused with the branches (``CHOSEN[pose]``, ``CHOSEN_RESTARTS``),
+    fitted on its train split, normalised on its val split, scored on test_public."""
+    sets = {split: open_sets(data, split, cat) for split in ("train", "val", "test_public")}
+    test = sets["test_public"]
+    labels = [int(test[i].label) for i in range(len(test))]
+    bank, fused = bank_with_branches(
+        ckpt, sets["train"], sets["val"], test, CHOSEN[pose], CHOSEN_RESTARTS, seed
+    )
+    both = 0 < sum(labels) < len(labels)  # as afrd eval: no I-AUROC on one class
+    return {
+        "i_auroc": auroc(labels, fused) if both else None,
+        "bank_i_auroc": auroc(labels, bank) if both else None,
+        "p_auroc": None,
+        "sets": len(test),
+        "defective": sum(labels),
+    }
+
+
 def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
     work = Path(a.work) / f"{pose}_{seed}"
     data = work / "data"
@@ -129,13 +193,9 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
     train_s = time.perf_counter() - t0
     model, mcfg = load_checkpoint(work / "bank" / "model.pt")
     reg, size, lights = registration_of(mcfg), int(mcfg["image_size"]), tuple(mcfg["lights"])
-
-    def arrays(sets) -> list:
-        return [resize_set(s, size, lights) for s in registered(sets, reg)]
-
-    tr = arrays(open_sets(data, "train", CAT, lights, size))
-    va = arrays(open_sets(data, "val", CAT, lights, size))
-    te = arrays(test)
+    tr = bank_arrays(mcfg, open_sets(data, "train", CAT, lights, size))
+    va = bank_arrays(mcfg, open_sets(data, "val", CAT, lights, size))
+    te = bank_arrays(mcfg, test)
     _, tr_f, _ = run_model(model, tr)
     va_s, va_f, _ = run_model(model, va)
     te_s, te_f, bank_ms = run_model(model, te)
@@ -152,25 +212,22 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
     res = {"bank": metrics(te_s), "train_s": round(train_s, 1), "render_s": round(render_s, 1)}
     res["ms_per_part"] = {"bank": round(bank_ms, 1)}
     res["registration"] = None if reg is None else reg.to_dict().get("method")
-    bank_z = zscore(va_s, te_s)
     for k, rare, shrink in settings:
         tag = f"k{k}_r{rare}_s{shrink}"
         c0 = time.process_time()
         stats = PositionStats(shrink).fit(tr_f)
         pv, pt = position_scores(stats, va_f, te_f)
         c1 = time.process_time()
-        # --restarts: k-means from several seeds, each scored on val, their z-scores averaged
-        hists = [PartHistogram(k, rare, seed=seed * 100 + j).fit(tr_f) for j in range(a.restarts)]
-        hv = np.mean([zscore(h.scores(va_f).numpy(), h.scores(va_f).numpy()) for h in hists], 0)
-        ht = np.mean([zscore(h.scores(va_f).numpy(), h.scores(te_f).numpy()) for h in hists], 0)
+        hists = fit_histograms(tr_f, k, rare, a.restarts, seed)
+        hv, ht = histogram_scores(hists, va_f, te_f)
         c2 = time.process_time()
-        pz, hz = zscore(pv, pt), zscore(hv, ht)
+        bank, pos, hist = (va_s, te_s), (pv, pt), (hv, ht)
         res[tag] = {
             "position": metrics(pt),
             "histogram": metrics(ht),
-            "bank+position": metrics(np.maximum(bank_z, pz)),
-            "bank+histogram": metrics(np.maximum(bank_z, hz)),
-            "bank+position+histogram": metrics(np.maximum(bank_z, np.maximum(pz, hz))),
+            "bank+position": metrics(fuse(bank, pos)),
+            "bank+histogram": metrics(fuse(bank, hist)),
+            "bank+position+histogram": metrics(fuse(bank, pos, hist)),
             "fit_and_score_cpu_s": {"position": round(c1 - c0, 2), "histogram": round(c2 - c1, 2)},
         }
         # branch cost per test part (features come from the bank's own teacher pass)
