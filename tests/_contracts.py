@@ -34,6 +34,22 @@ def validator(name: str, ref: str | None = None) -> jsonschema.Draft202012Valida
     return jsonschema.Draft202012Validator(doc)
 
 
+# a valid afrd.result/1 message: the tests change one field of it at a time
+GOOD_RESULT = {
+    "schema": "afrd.result/1",
+    "cell": "c",
+    "part_id": "p",
+    "product": "x",
+    "seq": 0,
+    "timestamp": "2026-01-01T00:00:00.000000Z",
+    "verdict": "pass",
+    "score": 0.1,
+    "threshold": 0.5,
+    "latency_ms": {"acquire": 1.0, "infer": 1.0, "total": 3.0},
+    "model": {"name": "m", "sha256": "0" * 64},
+}
+
+
 def check(name: str, msg: Any, ref: str | None = None) -> None:
     """``msg`` against docs/schemas/``name``; SchemaError naming the file and the field."""
     from afrd.daemon.messages import SchemaError

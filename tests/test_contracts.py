@@ -14,7 +14,7 @@ import time
 
 import pytest
 import yaml
-from _contracts import CHECKED, SCHEMAS, check
+from _contracts import CHECKED, GOOD_RESULT, SCHEMAS, check
 from _daemon_helpers import Daemon, make_brightness_bundle, wait_for, wait_subscribed, write_config
 
 from afrd.daemon import messages as m
@@ -157,19 +157,6 @@ def test_schema_files_are_what_the_models_generate(tmp_path):
     assert "afrd.status.1.json: missing" in p.stderr and "Traceback" not in p.stderr
 
 
-GOOD = {
-    "schema": "afrd.result/1",
-    "cell": "c",
-    "part_id": "p",
-    "product": "x",
-    "seq": 0,
-    "timestamp": "2026-01-01T00:00:00.000000Z",
-    "verdict": "pass",
-    "score": 0.1,
-    "threshold": 0.5,
-    "latency_ms": {"acquire": 1.0, "infer": 1.0, "total": 3.0},
-    "model": {"name": "m", "sha256": "0" * 64},
-}
 ERROR = {"verdict": "error", "score": None, "error": {"code": "infer", "message": "boom"}}
 
 
@@ -196,7 +183,7 @@ def test_a_bad_result_is_named_by_the_model_and_refused_by_the_schema_file(
 ):
     """One line naming the field; the schema file refuses it too, except what JSON Schema
     cannot say (a fail needs score > threshold)."""
-    bad = {**GOOD, **change}
+    bad = {**GOOD_RESULT, **change}
     with pytest.raises(m.SchemaError) as exc:
         m.validate_result(bad)
     assert str(exc.value).startswith("result: ") and says in str(exc.value), str(exc.value)
@@ -215,10 +202,10 @@ def test_the_tests_read_messages_through_the_schema_files():
     from afrd.daemon.verdict import parse_message
 
     n = CHECKED["afrd.result.1.json"]
-    parse_message([b"result.c", json.dumps({**GOOD, **ERROR}).encode()])
+    parse_message([b"result.c", json.dumps({**GOOD_RESULT, **ERROR}).encode()])
     assert CHECKED["afrd.result.1.json"] == n + 1
     with pytest.raises(m.SchemaError, match=r"docs/schemas/afrd.result.1.json: \$.seq"):
-        check("afrd.result.1.json", {**GOOD, "seq": "7"})
+        check("afrd.result.1.json", {**GOOD_RESULT, "seq": "7"})
 
 
 def _refs(node, out: list[str]) -> list[str]:

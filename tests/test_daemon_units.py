@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 import pytest
+from _contracts import GOOD_RESULT
 
 from afrd.config.cell import parse_config
 from afrd.daemon.pipeline import Pipeline
@@ -87,19 +88,7 @@ def test_error_codes_follow_the_failure_type():
 
 
 def test_schema_rejects_malformed_messages():
-    good = {
-        "schema": "afrd.result/1",
-        "cell": "c",
-        "part_id": "p",
-        "product": "x",
-        "seq": 0,
-        "timestamp": "2026-01-01T00:00:00.000000Z",
-        "verdict": "pass",
-        "score": 0.1,
-        "threshold": 0.5,
-        "latency_ms": {"acquire": 1.0, "infer": 1.0, "total": 3.0},
-        "model": {"name": "m", "sha256": "0" * 64},
-    }
+    good = dict(GOOD_RESULT)
     validate_result(dict(good))
     bad_cases = [
         {"verdict": "fail"},  # fail with score <= threshold
