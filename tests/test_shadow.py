@@ -363,3 +363,58 @@ def test_a_slow_candidate_holds_no_verdict_up_and_its_verdicts_go_out_on_mqtt(tm
     ids = [f"b{i}" for i in range(10)] + [f"c{i}" for i in range(5)]
     assert sorted(d["part_id"] for d in sets) == sorted(ids)
     assert sum("shadow" in d.get("meta", {}) for d in sets) == final["compared"]
+
+
+def _ppid(pid: int) -> int:
+    status = Path(f"/proc/{pid}/status").read_text()
+    return int(next(line.split()[1] for line in status.splitlines() if line.startswith("PPid:")))
+
+
+@pytest.mark.timeout(90)
+def test_the_candidate_runs_in_an_idle_process_of_its_own_whose_death_loses_no_verdict(
+    tmp_path,
+) -> None:
+    """The candidate's engine is a child of the daemon at the idle CPU class (so it neither
+    takes the live path's CPU nor its interpreter lock); killed, it takes no live verdict with
+    it: every later part is published, the run counts them as errors and says the process
+    ended, and stopping the run still works."""
+    import os
+    import signal
+
+    live, cand = tmp_path / "live", tmp_path / "cand"
+    make_brightness_bundle(live, 32, threshold=0.37)
+    make_brightness_bundle(cand, 32, threshold=0.2)
+    extra = f'[models]\ndir = "{tmp_path / "models"}"\nshadow_queue = 8\n'
+    dm = Daemon(write_config(tmp_path, live, extra=extra)).start()
+    feed = Feed(dm)
+    try:
+        run = dm.ctl({"cmd": "shadow_start", "bundle": str(cand)}, 60)["result"]
+        pid = run["process"]["pid"]
+        assert run["process"]["running"] and pid != dm.proc.pid and _ppid(pid) == dm.proc.pid
+        assert os.sched_getscheduler(pid) == os.SCHED_IDLE or os.getpriority(
+            os.PRIO_PROCESS, pid
+        ) == 19
+        for i in range(4):
+            assert dm.ctl({"cmd": "trigger", "part_id": f"a{i}"})["ok"]
+        feed.until(lambda f: len(f.shadows) == 4, "the candidate's four verdicts")
+        assert [s["seq"] for s in feed.shadows] == [r["seq"] for r in feed.results]
+
+        os.kill(pid, signal.SIGKILL)
+        for i in range(4):
+            assert dm.ctl({"cmd": "trigger", "part_id": f"b{i}"})["ok"]
+        feed.until(lambda f: len(f.results) == 8, "the live verdicts after the candidate died")
+        seqs = [r["seq"] for r in feed.results]
+        assert seqs == list(range(seqs[0], seqs[0] + 8))
+        assert all(r["verdict"] in ("pass", "fail") for r in feed.results), feed.results
+
+        def counted() -> dict | None:
+            s = dm.ctl({"cmd": "status"})["result"]["shadow"]
+            return s if s["compared"] + s["skipped"] + s["errors"] == 8 else None
+
+        run = wait_for(counted, what="the parts after the candidate died, counted")
+        assert run["compared"] == 4 and run["errors"] >= 1 and not run["process"]["running"]
+        final = _ctl(dm, "shadow", "stop")["result"]
+        assert final["active"] is False and final["compared"] == 4, final
+    finally:
+        feed.close()
+        assert dm.stop() == 0, dm.output()

@@ -8,13 +8,15 @@ run on the reload thread under the reload lock (one at a time, never beside a re
 control socket answers when they are done, as it does for ``reload``. A promotion or a
 rollback swaps a book in which only the product's recipe changed (``RecipeBook.with_recipe``)
 between two parts, as a reload swaps a whole book: every part is judged by one model, named in
-its result. The replaced model is kept (``afrd.daemon.models_kept``) for ``rollback``; with
+its result. A shadow run's candidate runs in a process of its own (``afrd.runtime.isolated``);
+a promotion opens it here, from the kept copy, before the swap. The replaced model is kept (``afrd.daemon.models_kept``) for ``rollback``; with
 ``"persist": true`` the config file's bundle and threshold follow (``afrd.config.persist``).
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
@@ -28,6 +30,7 @@ from afrd.daemon.recipes import Recipe
 from afrd.daemon.shadow import ShadowRun
 from afrd.daemon.verdict import Job, UnknownProduct
 from afrd.errors import AfrdError, ConfigError
+from afrd.runtime.isolated import IsolatedRuntime, open_isolated
 from afrd.runtime.loader import Runtime, load_runtime
 
 log = logging.getLogger("afrd.daemon")
@@ -108,7 +111,7 @@ class ModelCommands:
             if self.shadow is not None:
                 raise CommandError("shadow_start: another shadow run started meanwhile")
             recipe = self.pipeline.book.get(name)
-            rt = self._open(path, recipe, None, "shadow_start")
+            rt = self._open_candidate(path, recipe)
             threshold = rt.product_thresholds.get(name, rt.threshold) if name else rt.threshold
             rec = self.recorder
             self.shadow = ShadowRun(
@@ -132,6 +135,30 @@ class ModelCommands:
     def _open(self, path: Path, recipe: Recipe, threshold: float | None, cmd: str) -> Runtime:
         """A bundle's engine for ``recipe``'s product, opened as the recipe's was; its lights
         must be among those the recipe images."""
+        e = self.cfg.engine
+        products = (recipe.name,) if recipe.name else ()
+        check = self._lights_check(path, recipe)
+        try:
+            return load_runtime(path, e.kind, e.open_options(), threshold, None, check, products)
+        except AfrdError as exc:
+            raise CommandError(f"{cmd}: {clip(str(exc), 1000)}") from None
+
+    def _open_candidate(self, path: Path, recipe: Recipe) -> IsolatedRuntime:
+        """As ``_open``, the engine in a process of its own at the lowest CPU priority."""
+        e = self.cfg.engine
+        products = (recipe.name,) if recipe.name else ()
+        try:
+            rt = open_isolated(path, e.kind, e.open_options(), None, products)
+        except AfrdError as exc:
+            raise CommandError(f"shadow_start: {clip(str(exc), 1000)}") from None
+        try:
+            self._lights_check(path, recipe)(rt.lights)
+        except ConfigError as exc:
+            rt.close()
+            raise CommandError(f"shadow_start: {clip(str(exc), 1000)}") from None
+        return rt
+
+    def _lights_check(self, path: Path, recipe: Recipe) -> Callable[[tuple[str, ...]], None]:
         imaged = [c.name for c in recipe.setup.conditions] if recipe.setup else None
 
         def check(lights: tuple[str, ...]) -> None:
@@ -142,12 +169,7 @@ class ModelCommands:
                     f"{self._product_key(recipe)!r} is not imaged under (it is under {imaged})"
                 )
 
-        e = self.cfg.engine
-        products = (recipe.name,) if recipe.name else ()
-        try:
-            return load_runtime(path, e.kind, e.open_options(), threshold, None, check, products)
-        except AfrdError as exc:
-            raise CommandError(f"{cmd}: {clip(str(exc), 1000)}") from None
+        return check
 
     def _cmd_shadow_stop(self, _req: dict) -> dict:
         run = self.shadow
@@ -186,10 +208,17 @@ class ModelCommands:
             key = self._product_key(old)
             previous = kept.copy(old.bundle, old.runtime.model_name, old.runtime.model_sha256)
             bundle = kept.copy(run.bundle, run.model["name"], run.model["sha256"])
-            new = self._recipe_with(old, run.runtime, run.threshold, bundle)
+            rt = self._open(bundle, old, run.threshold, "promote")  # here: it judges live parts
+            if rt.model_sha256 != run.model["sha256"]:
+                rt.close()
+                raise CommandError(
+                    f"promote: {run.bundle} holds model {rt.model_sha256[:12]} now, the "
+                    f"candidate compared was {run.model['sha256'][:12]}; not promoted"
+                )
+            new = self._recipe_with(old, rt, run.threshold, bundle)
             kept.push(key, kept_entry(previous, old.bundle, old.model, old.threshold))
             self.shadow = None  # what failed before this left the run going and nothing changed
-            run.stop(close_engine=False)  # its engine judges the live parts from the swap on
+            run.stop()
             self.last_shadow = {**run.report(), "active": False}
             self.pipeline.swap_book(book.with_recipe(new))
             log.info(

@@ -4,10 +4,12 @@ the live verdict is out, and never in its way.
 The output thread, once a part's result is published, offers the part's image set to the run
 (``offer``: a ``put_nowait`` on a small bounded queue, ``[models] shadow_queue``); when the queue
 is full the part is skipped and counted, so a slow candidate costs the line nothing but
-comparisons (and CPU: BENCHMARKS.md). The run's own thread (``afrd-shadow``, at the lowest CPU
-priority the system allows it, SCHED_IDLE or nice 19) infers with the candidate's engine,
-judges by the candidate's threshold and publishes ``shadow.<cell>`` (``afrd.shadow/1``: the
-candidate's verdict, score, threshold and model beside the live ones). A part the recorder
+comparisons. The candidate's engine runs in a process of its own at the lowest CPU priority
+(``afrd.runtime.isolated``: it shares no interpreter lock with the live path and gets only the
+CPU time the live path leaves; BENCHMARKS.md "Shadow run's cost"). The run's own thread
+(``afrd-shadow``, idle-class too) sends it each part, judges the score by the candidate's
+threshold and publishes ``shadow.<cell>`` (``afrd.shadow/1``: the candidate's verdict, score,
+threshold and model beside the live ones). A part the recorder
 chose (``Recorder.wants``, decided on the output thread) is recorded from here, after the
 candidate judged it, with ``meta.shadow`` {run, model, verdict, score, threshold} in its
 set.json; a skipped part, or one still queued when the run stops, is recorded as usual, without
@@ -24,7 +26,6 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 import queue
 import threading
 import time
@@ -36,7 +37,7 @@ from typing import Any
 import numpy as np
 
 from afrd.daemon.verdict import describe, utc_iso
-from afrd.runtime.loader import Runtime
+from afrd.runtime.isolated import IsolatedRuntime, lowest_priority
 
 log = logging.getLogger("afrd.daemon.shadow")
 
@@ -54,7 +55,7 @@ class ShadowRun:
         self,
         cell: str,
         product: str,
-        runtime: Runtime,
+        runtime: IsolatedRuntime,
         threshold: float,
         bundle: str,
         publish: Callable[[dict], Any],
@@ -75,6 +76,7 @@ class ShadowRun:
         self.captures: deque[Path] = deque(maxlen=CAPTURES_KEPT)
         self._co = _CoMoments()
         self._stop = threading.Event()
+        self._ended = False  # the candidate's process ended on its own (logged)
         self._thread = threading.Thread(target=self._loop, name="afrd-shadow", daemon=True)
         self._thread.start()
 
@@ -96,15 +98,15 @@ class ShadowRun:
     def healthy(self) -> bool:
         return self._thread.is_alive() or self._stop.is_set()
 
-    def stop(self, close_engine: bool = True) -> None:
-        """End the run: parts still queued are not judged (the recorder's still recorded);
-        ``close_engine=False`` when the candidate's engine was promoted and judges live parts
-        now."""
+    def stop(self) -> None:
+        """End the run and the candidate's process: the part in its engine and those still
+        queued are not judged (the recorder's still recorded)."""
         self._stop.set()
         try:
             self._q.put_nowait(None)
         except queue.Full:
             pass
+        self.runtime.close()  # a part in the candidate's engine is not waited for
         self._thread.join(timeout=30)
         while True:
             try:
@@ -113,8 +115,6 @@ class ShadowRun:
                 break
             if item is not None:
                 self._record_plain(*item)
-        if close_engine and not self._thread.is_alive():
-            self.runtime.close()
 
     def _record_plain(self, imageset: Any, live: dict, record: bool) -> None:
         """A part the recorder chose that the candidate did not judge: recorded as usual."""
@@ -123,7 +123,7 @@ class ShadowRun:
 
     # ------------------------------------------------------------------ the run's thread
     def _loop(self) -> None:
-        _lowest_priority()
+        lowest_priority()
         while not self._stop.is_set():
             item = self._q.get()
             if item is None:
@@ -148,7 +148,13 @@ class ShadowRun:
             score = float(s[0])
             verdict = "fail" if score > self.threshold else "pass"
         except Exception as exc:
+            if self._stop.is_set():  # stopped under it: not a candidate's error
+                self._record_plain(imageset, live, record)
+                return
             error = {"code": "infer", "message": describe(exc)}
+            if not rt.alive() and not self._ended:
+                self._ended = True  # once: each part from now on is an error, the live go on
+                log.warning("shadow: %s; stop the run (afrd ctl shadow stop)", error["message"])
         msg = self._message(live, verdict, score, error, time.perf_counter() - t0)
         self._count(live, msg)
         try:
@@ -222,6 +228,7 @@ class ShadowRun:
                 "threshold": self.threshold,
                 "bundle": self.bundle,
                 "since": self.since,
+                "process": {"pid": self.runtime.pid, "running": self.runtime.alive()},
                 "offered": self.offered,
                 "compared": n,
                 "skipped": self.skipped,
@@ -236,20 +243,6 @@ class ShadowRun:
             disagreements = [dict(d) for d in self.disagreements]
             captures = list(self.captures)
         return {**self.summary(), "disagreements": disagreements, "labelled": _labelled(captures)}
-
-
-def _lowest_priority() -> None:
-    """This thread only (a Linux thread is a task): SCHED_IDLE, so a live thread that wakes
-    takes the CPU from it at once; nice 19 where that is refused. The live path first."""
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))  # 0: the calling thread
-        return
-    except (OSError, AttributeError):
-        pass
-    try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
-    except (OSError, AttributeError) as exc:
-        log.info("shadow: runs at normal priority (%s)", exc)
 
 
 def _reorder(imageset: Any, lights: tuple[str, ...]) -> np.ndarray:

@@ -77,6 +77,14 @@ class Shadow(BaseModel):
         return self
 
 
+class CandidateProcess(BaseModel):
+    """The candidate's engine runs in a process of its own (afrd.runtime.isolated)."""
+
+    model_config = closed_config()
+    pid: int
+    running: bool = Field(description="false: it ended; each part offered since is an error")
+
+
 class ShadowSummary(BaseModel):
     """A shadow run's counts (``status``'s ``shadow``; what ``shadow_start`` answers)."""
 
@@ -87,6 +95,7 @@ class ShadowSummary(BaseModel):
     threshold: float = Field(description="the candidate's own, from its bundle")
     bundle: str
     since: Timestamp = Field(description="when the run began (set.json meta.shadow.run)")
+    process: CandidateProcess
     offered: Count = Field(description="parts handed to the run")
     compared: Count = Field(description="parts both models judged")
     skipped: Count = Field(description="parts the candidate had no time for")
