@@ -73,6 +73,8 @@ def test_daemon_unit_keeps_what_the_cell_needs() -> None:
     assert filters[0] == "@system-service" and filters[1].startswith("~")
     # the daemon raises its own soft RLIMIT_NOFILE at start: allowed back after ~@resources
     assert "setrlimit" in filters[2].split()
+    # a shadow candidate lowers its own priority (afrd.runtime.isolated.lowest_priority)
+    assert {"sched_setscheduler", "setpriority"} <= set(filters[2].split())
     assert directives(unit, "SystemCallErrorNumber") == ["EPERM"]  # refuse, do not kill
     assert directives(unit, "CapabilityBoundingSet") == [""]
     assert directives(unit, "MemoryDenyWriteExecute") == ["false"]  # CUDA: see the unit
