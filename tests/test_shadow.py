@@ -354,7 +354,7 @@ def test_a_slow_candidate_holds_no_verdict_up_and_its_verdicts_go_out_on_mqtt(tm
         collect(zs, 5, "result")
         final = dm.ctl({"cmd": "shadow_stop"}, 60)["result"]
         unjudged = final["offered"] - final["compared"] - final["skipped"] - final["errors"]
-        assert unjudged >= 1, final
+        assert unjudged >= 1 and final["pending"] == unjudged, final
     finally:
         assert dm.stop() == 0, dm.output()
         sub.close()

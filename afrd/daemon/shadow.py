@@ -233,6 +233,7 @@ class ShadowRun:
                 "compared": n,
                 "skipped": self.skipped,
                 "errors": self.errors,
+                "pending": self.offered - n - self.skipped - self.errors,
                 "agreement": round(agreed / n, 6) if n else None,
                 "correlation": self._co.pearson(),
             }

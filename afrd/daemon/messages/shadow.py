@@ -100,6 +100,9 @@ class ShadowSummary(BaseModel):
     compared: Count = Field(description="parts both models judged")
     skipped: Count = Field(description="parts the candidate had no time for")
     errors: Count = Field(description="parts the candidate could not judge")
+    pending: Count = Field(
+        description="parts offered and not yet judged; once the run stopped, never judged"
+    )
     agreement: Rate = Field(description="share of compared parts with the same verdict")
     correlation: Rate = Field(description="Pearson correlation of the two scores")
 
