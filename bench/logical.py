@@ -17,7 +17,12 @@ Methods, on the same data and the same teacher features:
   (each z-normalised on val): the prototypes that come out rare depend on the seed.
 - ``bank+...``: each branch's score z-normalised on the held-out normals (the val split) and
   fused with the bank's by a maximum (the image score is the map's maximum, so this is the max
-  of the normalised maps).
+  of the normalised maps). Both branches and their normalisation are
+  afrd.model.globalstats.GlobalBranches, the code the ``logical`` preset's graph runs.
+- ``--preset-row``: ``afrd train --preset logical`` on the same data, exported (afrd-export
+  onnx) and scored on ONNX Runtime, beside the cpu bank's export on ONNX Runtime (ms a part,
+  one thread): the preset as it ships, which should read as the ``bank+position+histogram``
+  row at the preset's settings (globalstats.BranchSettings).
 
 Settings of the branches (prototypes, rare share, shrinkage) are chosen on ``--select-seed`` by the mean
 logical I-AUROC of bank+position+histogram and reported on ``--seeds`` (fresh data): mean and
@@ -28,6 +33,8 @@ EfficientAD-style autoencoder are not in this run (see BENCHMARKS.md). Writes
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds 4 5 6
     .venv/bin/python bench/logical.py --quick          # smoke run
+    # the logical preset as it ships (exported, ONNX Runtime) beside the bank, its settings:
+    .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds-only --preset-row
 """
 
 from __future__ import annotations
@@ -54,7 +61,7 @@ from afrd.data.logical_family import KINDS, sample_family_part  # noqa: E402
 from afrd.data.render import render_set  # noqa: E402
 from afrd.data.synth_cli import sample_seed, synth  # noqa: E402
 from afrd.model.checkpoint import load_checkpoint, registration_of  # noqa: E402
-from afrd.model.globalstats import PartHistogram, PositionStats  # noqa: E402
+from afrd.model.globalstats import BranchSettings, GlobalBranches  # noqa: E402
 from afrd.model.metrics import auroc  # noqa: E402
 from afrd.model.sets import open_sets, registered, resize_set  # noqa: E402
 from afrd.model.train import main as train_main  # noqa: E402
@@ -101,25 +108,15 @@ def zscore(val: np.ndarray, x: np.ndarray) -> np.ndarray:
     return (x - val.mean()) / (val.std() + 1e-9)
 
 
-def position_scores(stats: PositionStats, val_f, f) -> tuple[np.ndarray, np.ndarray]:
-    """(val, test) image scores: per-light maps normalised on val maxima, max over all."""
-    mv, mt = stats.maps(val_f), stats.maps(f)
-    mu, sd = mv.amax(2).mean(0), mv.amax(2).std(0) + 1e-6  # per light
-    norm = lambda m: ((m - mu[None, :, None]) / sd[None, :, None]).amax((1, 2)).numpy()  # noqa: E731
-    return norm(mv), norm(mt)
-
-
-def histogram_scores(hists: list[PartHistogram], val_f, f) -> tuple[np.ndarray, np.ndarray]:
-    """(val, test) image scores: each k-means restart's scores z-normalised on val, averaged
-    (``--restarts``: which prototypes come out rare depends on the k-means seed)."""
-    vals = [h.scores(val_f).numpy() for h in hists]
-    hv = np.mean([zscore(v, v) for v in vals], 0)
-    ht = np.mean([zscore(v, h.scores(f).numpy()) for v, h in zip(vals, hists, strict=True)], 0)
-    return hv, ht
-
-
-def fit_histograms(tr_f, k: int, rare: float, restarts: int, seed: int) -> list[PartHistogram]:
-    return [PartHistogram(k, rare, seed=seed * 100 + j).fit(tr_f) for j in range(restarts)]
+@torch.no_grad()
+def branch_scores(tr_f, va_f, te_f, setting: tuple, restarts: int, seed: int) -> tuple:
+    """Position and histogram fitted on ``tr_f``, normalised on ``va_f``: (branches, (val,
+    test) pairs of z-scores for position, then histogram)."""
+    k, rare, shrink = setting
+    br = GlobalBranches(("position", "histogram"), BranchSettings(k, rare, shrink, restarts))
+    br.fit(tr_f, va_f, seed)
+    sv, st = br(va_f)[1].numpy(), br(te_f)[1].numpy()
+    return br, (sv[:, 0], st[:, 0]), (sv[:, 1], st[:, 1])
 
 
 def fuse(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
@@ -144,10 +141,8 @@ def bank_with_branches(
     _, tr_f, _ = run_model(model, bank_arrays(mcfg, train))
     va_s, va_f, _ = run_model(model, bank_arrays(mcfg, val))
     te_s, te_f, _ = run_model(model, bank_arrays(mcfg, test))
-    k, rare, shrink = setting
-    pv, pt = position_scores(PositionStats(shrink).fit(tr_f), va_f, te_f)
-    hv, ht = histogram_scores(fit_histograms(tr_f, k, rare, restarts, seed), va_f, te_f)
-    return te_s, fuse((va_s, te_s), (pv, pt), (hv, ht))
+    _, pos, hist = branch_scores(tr_f, va_f, te_f, setting, restarts, seed)
+    return te_s, fuse((va_s, te_s), pos, hist)
 
 
 def structural_eval(ckpt: Path, data: Path, cat: str, pose: str, seed: int) -> dict:
@@ -170,7 +165,41 @@ def structural_eval(ckpt: Path, data: Path, cat: str, pose: str, seed: int) -> d
     }
 
 
-def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
+def preset_row(work: Path, data: Path, seed: int, cfg: dict, test: list, metrics) -> dict:
+    """``afrd train --preset logical`` on ``data``, exported with afrd-export onnx and scored on
+    ONNX Runtime (one thread), beside the cpu bank of ``work/bank`` exported the same way:
+    I-AUROC (``metrics``) and ms a part of each graph, in this run."""
+    from afrd.export.onnx_export import export_onnx
+    from afrd.runtime.engines.onnxruntime import open_session
+
+    args = ["--data", str(data), "--category", CAT, "--out", str(work / "logical")]
+    args += ["--preset", "logical", "--seed", str(seed), "--device", "cpu", "--no-progress"]
+    if cfg["image_size"]:
+        args += ["--image-size", str(cfg["image_size"])]
+    with contextlib.redirect_stdout(io.StringIO()):
+        if train_main(args) != 0:
+            raise SystemExit("afrd train --preset logical failed")
+    out = {}
+    for name in ("logical", "bank"):
+        ckpt = work / name / "model.pt"
+        bundle = work / f"bundle_{name}"
+        export_onnx(ckpt, bundle, force=True, exporter="torchscript", echo=False)
+        _, mcfg = load_checkpoint(ckpt)
+        x = np.stack(bank_arrays(mcfg, test))
+        sess, _ = open_session(bundle / "model.onnx", "cpu", 1)
+        sess.run(["score"], {"images": x[:8]})  # warm-up, a full batch
+        runs = []
+        for _ in range(2):  # the faster of two passes: the box is shared
+            t0 = time.perf_counter()
+            scores = np.concatenate(
+                [sess.run(["score"], {"images": x[i : i + 8]})[0] for i in range(0, len(x), 8)]
+            )
+            runs.append(1000 * (time.perf_counter() - t0) / len(x))
+        out[name] = {**metrics(scores), "ort_ms_per_part": round(min(runs), 1)}
+    return out
+
+
+def run_seed(seed: int, pose: str, cfg: dict, a, settings: list, preset: bool = False) -> dict:
     work = Path(a.work) / f"{pose}_{seed}"
     data = work / "data"
     t0 = time.perf_counter()
@@ -215,32 +244,31 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list) -> dict:
     for k, rare, shrink in settings:
         tag = f"k{k}_r{rare}_s{shrink}"
         c0 = time.process_time()
-        stats = PositionStats(shrink).fit(tr_f)
-        pv, pt = position_scores(stats, va_f, te_f)
+        br, pos, hist = branch_scores(tr_f, va_f, te_f, (k, rare, shrink), a.restarts, seed)
         c1 = time.process_time()
-        hists = fit_histograms(tr_f, k, rare, a.restarts, seed)
-        hv, ht = histogram_scores(hists, va_f, te_f)
-        c2 = time.process_time()
-        bank, pos, hist = (va_s, te_s), (pv, pt), (hv, ht)
+        bank = (va_s, te_s)
         res[tag] = {
-            "position": metrics(pt),
-            "histogram": metrics(ht),
+            "position": metrics(pos[1]),
+            "histogram": metrics(hist[1]),
             "bank+position": metrics(fuse(bank, pos)),
             "bank+histogram": metrics(fuse(bank, hist)),
             "bank+position+histogram": metrics(fuse(bank, pos, hist)),
-            "fit_and_score_cpu_s": {"position": round(c1 - c0, 2), "histogram": round(c2 - c1, 2)},
+            "fit_and_score_cpu_s": round(c1 - c0, 2),
         }
         # branch cost per test part (features come from the bank's own teacher pass)
-        c0 = time.process_time()
-        stats.maps(te_f)
-        c1 = time.process_time()
-        for h in hists:
-            h.scores(te_f)
-        c2 = time.process_time()
-        res[tag]["ms_per_part"] = {
+        with torch.no_grad():
+            c0 = time.process_time()
+            br.position.maps(te_f)
+            c1 = time.process_time()
+            for h in br.hists:
+                h.scores(te_f)
+            c2 = time.process_time()
+        res[tag]["ms_per_part"] = {  # PyTorch, on the bank's features
             "position": round(1000 * (c1 - c0) / len(te), 2),
             "histogram": round(1000 * (c2 - c1) / len(te), 2),
         }
+    if preset:
+        res["preset_onnx"] = preset_row(work, data, seed, cfg, test, metrics)
     return res
 
 
@@ -277,6 +305,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument(
         "--restarts", type=int, default=1, help="histogram: k-means restarts averaged (z-scores)"
     )
+    ap.add_argument(
+        "--preset-row",
+        action="store_true",
+        help="also train --preset logical, export it and the bank, score both on ONNX Runtime",
+    )
+    ap.add_argument("--seeds-only", action="store_true", help="skip the selection seed's grid")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "logical.json"))
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "logical_work"))
     a = ap.parse_args(argv)
@@ -295,22 +329,29 @@ def main(argv: list[str] | None = None) -> int:
     out.parent.mkdir(parents=True, exist_ok=True)
     t_start = time.perf_counter()
     for pose in a.poses:
-        sel = run_seed(a.select_seed, pose, cfg, a, grid)
-        best = max(
-            (f"k{k}_r{r}_s{s}" for k, r, s in grid),
-            key=lambda t: sel[t]["bank+position+histogram"]["logical"],
-        )
-        chosen = next(g for g in grid if f"k{g[0]}_r{g[1]}_s{g[2]}" == best)
+        if a.seeds_only:  # the preset's settings, no selection
+            ps = BranchSettings()
+            chosen, sel = (ps.k, ps.rare, ps.shrink), None
+            best = "k{}_r{}_s{}".format(*chosen)
+        else:
+            sel = run_seed(a.select_seed, pose, cfg, a, grid)
+            best = max(
+                (f"k{k}_r{r}_s{s}" for k, r, s in grid),
+                key=lambda t: sel[t]["bank+position+histogram"]["logical"],
+            )
+            chosen = next(g for g in grid if f"k{g[0]}_r{g[1]}_s{g[2]}" == best)
         report["poses"][pose] = {"select": sel, "chosen": best, "report": {}}
-        print(f"{pose}: chosen on seed {a.select_seed}: {best}", flush=True)
+        print(f"{pose}: settings {best} ({'preset' if a.seeds_only else 'chosen on seed'})")
         out.write_text(json.dumps(report, indent=1))
         for seed in a.seeds:
-            r = run_seed(seed, pose, cfg, a, [chosen])
+            r = run_seed(seed, pose, cfg, a, [chosen], a.preset_row)
             report["poses"][pose]["report"][str(seed)] = r
             report["wall_s"] = round(time.perf_counter() - t_start, 1)
             report["load_average_end"] = os.getloadavg()
             out.write_text(json.dumps(report, indent=1))
             print(f"  seed {seed}: bank {r['bank']}, fused {r[best]['bank+position+histogram']}")
+            if "preset_onnx" in r:
+                print(f"  seed {seed}: on ONNX Runtime {r['preset_onnx']}", flush=True)
         print(table(report, pose, best), flush=True)
     print(f"wrote {out}; load average {os.getloadavg()}")
     return 0

@@ -1,7 +1,10 @@
 """``afrd eval``: score a checkpoint on labelled image sets; JSON, a table and PNGs.
 
 Writes ``<out>/metrics.json``, ``<out>/roc_<category>.png`` (image- and pixel-level ROC) and
-``<out>/grid_<category>.png`` (image sets with ground truth and heatmap overlays).
+``<out>/grid_<category>.png`` (image sets with ground truth and heatmap overlays). Beside the
+overall I-AUROC: per defect family (structural, logical) and per named defect type
+(``defect_type``: the logical family's count, pairing, layout; the renders' dent, stain, ...),
+each over the normal sets and those defects.
 """
 
 from __future__ import annotations
@@ -11,7 +14,6 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 
-import cv2
 import numpy as np
 import torch
 
@@ -19,11 +21,30 @@ from afrd import cliargs
 from afrd.data.logical import defect_family
 from afrd.errors import DataError
 from afrd.model.checkpoint import inference_module, load_checkpoint, registration_of
-from afrd.model.metrics import aupro, auroc, roc_curve
+from afrd.model.evalplots import draw_grid, draw_roc
+from afrd.model.metrics import aupro, auroc
 from afrd.model.sets import open_sets, registered, resize_mask, resize_set
 
 # I-AUROC over the normal sets and the structural (logical) defects only, when there are both
 METRICS = ("i_auroc", "p_auroc", "aupro", "i_auroc_structural", "i_auroc_logical")
+
+
+def defect_type(s) -> str | None:
+    """The named type of a defective ImageSet (``count``, ``pairing``, ``layout`` of the logical
+    family; ``dent``, ``stain``, ... of the structural renders), None for a good or unlabelled
+    set or one that does not say. Read from ``meta["defect"]`` (rendered in memory) or the
+    ``defect`` key of an Eyecandies-layout metadata.yaml (``afrd synth`` writes it; Eyecandies'
+    own files have none)."""
+    if getattr(s, "label", None) != 1:
+        return None
+    meta = getattr(s, "meta", None) or {}
+    name = meta.get("defect")
+    files = meta.get("files") or {}
+    if name is None and "metadata" in files:
+        from afrd.data.eyecandies import parse_metadata  # the dataset reader: only here
+
+        name = parse_metadata(Path(files["metadata"])).get("defect")
+    return None if name in (None, "", "none") else str(name)
 
 
 def _device(name: str) -> torch.device:
@@ -40,6 +61,7 @@ def _run_category(model: torch.nn.Module, sets, size: int, lights, batch: int, d
     labels = np.full(n, -1, np.int64)
     masks = np.zeros((n, size, size), np.uint8)
     families = np.array([defect_family(sets[i]) or "" for i in range(n)])
+    types = np.array([defect_type(sets[i]) or "" for i in range(n)])
     load_cpu = infer_cpu = infer_wall = 0.0
     images: list[np.ndarray] = []
     starts = range(0, n, batch)
@@ -68,6 +90,7 @@ def _run_category(model: torch.nn.Module, sets, size: int, lights, batch: int, d
         "masks": masks,
         "images": images,
         "families": families,
+        "types": types,
         "timing": {
             "load_cpu_s_per_part": load_cpu / n,
             "infer_cpu_s_per_part": infer_cpu / n,
@@ -92,134 +115,19 @@ def _metrics(r: dict) -> dict:
     return out
 
 
-def _curve_points(fpr: np.ndarray, tpr: np.ndarray, n: int = 400) -> np.ndarray:
-    grid = np.linspace(0, 1, n)
-    return np.stack([grid, np.interp(grid, fpr, tpr)], 1)
-
-
-def draw_roc(r: dict, title: str, path: Path, px: int = 480) -> None:
-    """Image-level (blue) and pixel-level (orange) ROC curves on one plot, drawn with cv2."""
-    img = np.full((px, px, 3), 255, np.uint8)
-    m0, m1 = 55, px - 25  # plot area [m0, m1] in both axes
-
-    def to_px(p: np.ndarray) -> np.ndarray:
-        return np.stack([m0 + p[:, 0] * (m1 - m0), m1 - p[:, 1] * (m1 - m0)], 1).astype(np.int32)
-
-    for t in np.linspace(0, 1, 6):
-        a = int(m0 + t * (m1 - m0))
-        cv2.line(img, (a, m0), (a, m1), (230, 230, 230), 1)
-        cv2.line(img, (m0, a), (m1, a), (230, 230, 230), 1)
-        cv2.putText(img, f"{t:.1f}", (a - 10, m1 + 15), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0))
-        cv2.putText(
-            img, f"{1 - t:.1f}", (m0 - 30, a + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (0, 0, 0)
-        )
-    cv2.rectangle(img, (m0, m0), (m1, m1), (0, 0, 0), 1)
-    cv2.line(img, (m0, m1), (m1, m0), (160, 160, 160), 1, cv2.LINE_AA)
-    cv2.putText(img, title, (m0, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    cv2.putText(
-        img,
-        "x: false positive rate, y: true positive rate",
-        (m0, 45),
-        cv2.FONT_HERSHEY_SIMPLEX,
-        0.4,
-        (80, 80, 80),
-        1,
-        cv2.LINE_AA,
-    )
-    legend_y = m1 - 40
-    known = r["labels"] >= 0
-    curves = []
-    if r["metrics"]["i_auroc"] is not None:
-        curves.append(
-            (
-                "image",
-                roc_curve(r["labels"][known], r["scores"][known]),
-                r["metrics"]["i_auroc"],
-                (200, 80, 0),
-            )
-        )
-    if r["metrics"]["p_auroc"] is not None:
-        curves.append(
-            (
-                "pixel",
-                roc_curve(r["masks"].ravel(), r["maps"].ravel()),
-                r["metrics"]["p_auroc"],
-                (0, 120, 255),
-            )
-        )
-    for i, (name, (fpr, tpr), auc, color) in enumerate(curves):
-        pts = to_px(np.stack([fpr, tpr], 1) if len(fpr) < 2000 else _curve_points(fpr, tpr))
-        cv2.polylines(img, [pts], False, color, 2, cv2.LINE_AA)
-        cv2.putText(
-            img,
-            f"{name} AUROC {auc:.3f}",
-            (m1 - 170, legend_y + 18 * i),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45,
-            color,
-            1,
-            cv2.LINE_AA,
-        )
-    cv2.imwrite(str(path), img)
-
-
-def draw_grid(r: dict, lights: Sequence[str], title: str, path: Path, rows: int = 8) -> None:
-    """Rows: the highest-scoring defective sets, then the highest-scoring normal ones.
-    Columns: every light, ground truth outline on the last light, heatmap overlay."""
-    scores, labels = r["scores"], r["labels"]
-    bad = [i for i in np.argsort(-scores) if labels[i] == 1][: rows // 2]
-    rest = [i for i in np.argsort(-scores) if labels[i] != 1]
-    pick = bad + rest[: rows - len(bad)]
-    lo = float(np.percentile(r["maps"], 1))
-    hi = float(np.percentile(r["maps"], 99.9)) + 1e-6
-    tile = 128
-    header = 24
-    cols = len(lights) + 2
-    out = np.full((header * 2 + len(pick) * (tile + header), cols * tile, 3), 255, np.uint8)
-    cv2.putText(out, title, (4, 18), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
-    for c, name in enumerate([*lights, "ground truth", "anomaly map"]):
-        cv2.putText(
-            out,
-            name[:16],
-            (c * tile + 4, header + 16),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.4,
-            (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-    for row, i in enumerate(pick):
-        y = header * 2 + row * (tile + header)
-        imgs = r["images"][i]
-        for c in range(len(lights)):
-            out[y : y + tile, c * tile : (c + 1) * tile] = cv2.cvtColor(
-                cv2.resize(imgs[c], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR
-            )
-        base = cv2.cvtColor(
-            cv2.resize(imgs[-1], (tile, tile), interpolation=cv2.INTER_AREA), cv2.COLOR_RGB2BGR
-        )
-        mask = cv2.resize(r["masks"][i], (tile, tile), interpolation=cv2.INTER_NEAREST)
-        gt = base.copy()
-        contours, _ = cv2.findContours(mask, cv2.RETR_EXTERNAL, cv2.CHAIN_APPROX_SIMPLE)
-        cv2.drawContours(gt, contours, -1, (0, 255, 0), 1)
-        heat = np.clip((cv2.resize(r["maps"][i], (tile, tile)) - lo) / (hi - lo), 0, 1)
-        heat = cv2.applyColorMap((heat * 255).astype(np.uint8), cv2.COLORMAP_JET)
-        over = cv2.addWeighted(base, 0.5, heat, 0.5, 0)
-        cv2.drawContours(over, contours, -1, (255, 255, 255), 1)
-        out[y : y + tile, len(lights) * tile : (len(lights) + 1) * tile] = gt
-        out[y : y + tile, (len(lights) + 1) * tile :] = over
-        label = {1: "defective", 0: "good"}.get(int(labels[i]), "unlabelled")
-        cv2.putText(
-            out,
-            f"{label}  score {scores[i]:.3f}",
-            (4, y + tile + 16),
-            cv2.FONT_HERSHEY_SIMPLEX,
-            0.45,
-            (0, 0, 180) if labels[i] == 1 else (0, 0, 0),
-            1,
-            cv2.LINE_AA,
-        )
-    cv2.imwrite(str(path), out)
+def _by_type(r: dict) -> dict:
+    """Per named defect type: I-AUROC over the normal sets and that type's defects, and how
+    many of them there are (none when no set names its type or there is no normal set)."""
+    labels, types = r["labels"], r["types"]
+    out = {}
+    for name in sorted(set(types[labels == 1].tolist()) - {""}):
+        pick = (labels == 0) | (types == name)
+        if (labels[pick] == 0).any():
+            out[name] = {
+                "i_auroc": auroc(labels[pick], r["scores"][pick]),
+                "defective": int((types == name).sum()),
+            }
+    return out
 
 
 def evaluate(
@@ -258,6 +166,7 @@ def evaluate(
         r = _run_category(infer, data, size, lights, batch_size, dev)
         c0 = time.process_time()
         r["metrics"] = _metrics(r)
+        by_type = _by_type(r)
         r["timing"]["metrics_cpu_s"] = time.process_time() - c0
         name = str(cat) if cat is not None else "all"
         c0 = time.process_time()
@@ -268,6 +177,7 @@ def evaluate(
             **r["metrics"],
             "sets": len(data),
             "defective": int((r["labels"] == 1).sum()),
+            "i_auroc_by_type": by_type,
             "timing": r["timing"],
         }
     mean = {
@@ -278,12 +188,21 @@ def evaluate(
         )
         for k in METRICS
     }
+    names = sorted({t for c in per_cat.values() for t in c["i_auroc_by_type"]})
+    mean["i_auroc_by_type"] = {
+        t: float(np.mean([c["i_auroc_by_type"][t]["i_auroc"] for c in per_cat.values()
+                          if t in c["i_auroc_by_type"]]))
+        for t in names
+    }  # fmt: skip
     result = {
         "checkpoint": str(checkpoint),
         "split": split,
         "model": {
             k: cfg.get(k)
             for k in (
+                "model_kind",
+                "preset",
+                "global",
                 "teacher",
                 "teacher_weights_source",
                 "fusion",
@@ -326,6 +245,14 @@ def format_table(result: dict) -> str:
             rows.append(
                 f"{name:<20} {f(c.get('i_auroc_structural')):>8} {f(c.get('i_auroc_logical')):>8}"
             )
+    if m.get("i_auroc_by_type"):
+        rows.append(f"{'I-AUROC by type':<20} {'type':<16} {'I-AUROC':>8} {'defective':>9}")
+        for name, c in result["categories"].items():
+            for t, v in c["i_auroc_by_type"].items():
+                rows.append(f"{name:<20} {t:<16} {f(v['i_auroc']):>8} {v['defective']:>9}")
+        if len(result["categories"]) > 1:
+            for t, v in m["i_auroc_by_type"].items():
+                rows.append(f"{'mean':<20} {t:<16} {f(v):>8}")
     return "\n".join(rows)
 
 

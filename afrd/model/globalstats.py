@@ -1,5 +1,6 @@
 """Global statistics on the teacher's patch features of registered parts (issue 27): two
-branches that see what a position-agnostic memory bank cannot, measured by bench/logical.py.
+branches that see what a position-agnostic memory bank cannot, measured by bench/logical.py and
+fused with the bank's map in the ``logical`` preset's graph (afrd.model.memory.branches).
 
 Both read the features the memory bank already computes (``MemoryBank.patches``: per light,
 [Q = grid^2, dim] per part at one input scale), so a bank's teacher pass feeds them too.
@@ -17,14 +18,25 @@ Both read the features the memory bank already computes (``MemoryBank.patches``:
   training part's description. Counts components and relates far-apart halves (count,
   pairing), which no window can. With every prototype kept, the plate's and background's
   counts drowned the studs' (a probe on the selection seed; BENCHMARKS.md has the runs).
+- ``GlobalBranches``: the branches a run asks for, each normalised on held-out normal parts
+  (z-scores of its image score), as maps on the patch grid whose maximum is that score.
 
-Scores are raw; bench/logical.py normalises each on held-out normals before fusing by a max.
+Fitting runs in PyTorch; scoring is written in operators ONNX exports and TensorRT runs
+(MatMul, Softmax, ReduceMin/Max, Gather, Sqrt: no cdist, no einsum), because it is part of the
+exported graph. The fitted state lives in buffers whose shapes come from the fit, so a module
+built empty takes them from the state dict it loads (``_Fitted``).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from dataclasses import dataclass
+
 import torch
 import torch.nn.functional as F
+from torch import nn
+
+BRANCHES = ("position", "histogram")
 
 
 def _grid_of(q: int) -> int:
@@ -34,12 +46,38 @@ def _grid_of(q: int) -> int:
     return g
 
 
-class PositionStats:
+def _sq_dist(x: torch.Tensor, c: torch.Tensor) -> torch.Tensor:
+    """Squared distances [..., P, K] of rows x [..., P, D] to rows c [K, D], as one MatMul (the
+    exported form of cdist squared)."""
+    d2 = (x * x).sum(-1, keepdim=True) - 2 * torch.matmul(x, c.t()) + (c * c).sum(-1)
+    return d2.clamp_min(0)
+
+
+class _Fitted(nn.Module):
+    """Buffers sized by the fit: loading a state dict adopts its shapes (a module built from a
+    checkpoint's config is empty until then)."""
+
+    def _load_from_state_dict(self, state: dict, prefix: str, *args, **kwargs) -> None:
+        for name, buf in list(self._buffers.items()):
+            new = state.get(prefix + name)
+            if (
+                isinstance(new, torch.Tensor)
+                and buf is not None
+                and (new.shape != buf.shape or new.dtype != buf.dtype)
+            ):
+                self._buffers[name] = torch.zeros(new.shape, dtype=new.dtype)
+        super()._load_from_state_dict(state, prefix, *args, **kwargs)
+
+
+class PositionStats(_Fitted):
     """Per light and position Gaussian of patch features; ``shrink`` is the weight of the
     identity (times the mean variance) mixed into each covariance."""
 
     def __init__(self, shrink: float = 0.1, neighbourhood: int = 3) -> None:
+        super().__init__()
         self.shrink, self.nb = shrink, neighbourhood
+        self.register_buffer("mean", torch.zeros(1, 1, 1))  # [N, Q, d]
+        self.register_buffer("prec", torch.zeros(1, 1, 1, 1))  # [N, Q, d, d]
 
     @torch.no_grad()
     def fit(self, feats: torch.Tensor) -> PositionStats:
@@ -65,11 +103,15 @@ class PositionStats:
         self.prec = torch.linalg.inv(cov).float()
         return self
 
-    @torch.no_grad()
     def maps(self, feats: torch.Tensor) -> torch.Tensor:
         """[B, N, Q, dim] -> Mahalanobis distances [B, N, Q]."""
-        z = feats - self.mean
-        return torch.einsum("bnqi,nqij,bnqj->bnq", z, self.prec, z).clamp_min(0).sqrt()
+        n, q = self.mean.shape[:2]
+        # positions as the MatMul's batch, the parts as its rows: on ONNX Runtime 2x faster than
+        # one [1, d] row per part and position (broadcast MatMul)
+        z = (feats - self.mean).permute(1, 2, 0, 3).flatten(0, 1)  # [N * Q, B, d]
+        zp = torch.matmul(z, self.prec.flatten(0, 1))
+        d2 = (zp * z).sum(-1).unflatten(0, (n, q)).permute(2, 0, 1)  # [B, N, Q]
+        return d2.clamp_min(0).sqrt()
 
 
 def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
@@ -83,18 +125,22 @@ def _kmeans_pp(x: torch.Tensor, k: int, gen: torch.Generator) -> torch.Tensor:
     return torch.stack(cent)
 
 
-class PartHistogram:
+class PartHistogram(_Fitted):
     """Soft counts of the rare ones of ``k`` prototypes per image half; nearest-training-part
     distance."""
 
     def __init__(
         self, k: int = 32, rare: float = 0.01, iters: int = 15, sample: int = 20000, seed: int = 0
     ) -> None:
+        super().__init__()
         self.k, self.rare, self.iters, self.sample, self.seed = k, rare, iters, sample, seed
+        for name in ("mu", "sd", "cent", "tau", "keep", "halves", "known"):
+            self.register_buffer(name, torch.zeros(1))
+        # keep: indices of the kept prototypes; halves [Q, 2]: 1 where a patch is in the left
+        # (column 0) or right half; known [parts, 2 kept]: the training parts' descriptions
 
     def _patches(self, feats: torch.Tensor) -> torch.Tensor:
-        b, n, q, d = feats.shape
-        x = feats.permute(0, 2, 1, 3).reshape(b, q, n * d)  # all lights of a patch
+        x = feats.permute(0, 2, 1, 3).flatten(2)  # [B, Q, N * dim]: all lights of a patch
         return (x - self.mu) / self.sd
 
     @torch.no_grad()
@@ -114,29 +160,128 @@ class PartHistogram:
                     cent[j] = pick.mean(0)
         self.cent = cent
         self.tau = torch.cdist(x, cent).min(1).values.pow(2).mean()
-        self.grid = _grid_of(q)
-        share = self._weights(feats).mean((0, 1))  # each prototype's mean share of a part
-        self.keep = share < self.rare
-        if not bool(self.keep.any()):  # no rare prototype: keep the rarest one
-            self.keep = share == share.min()
-        self.train = self.describe(feats)
+        g = _grid_of(q)
+        col = torch.arange(g * g) % g
+        self.halves = torch.stack([col < g // 2, col >= g // 2], 1).float()
+        self.keep = torch.arange(self.k)
+        share = self.weights(feats).mean((0, 1))  # each prototype's mean share of a part
+        keep = share < self.rare
+        if not bool(keep.any()):  # no rare prototype: keep the rarest one
+            keep = share == share.min()
+        self.keep = keep.nonzero()[:, 0]
+        self.known = self.describe(feats)
         return self
 
-    def _weights(self, feats: torch.Tensor) -> torch.Tensor:
-        x = self._patches(feats)
-        return torch.softmax(-torch.cdist(x, self.cent[None]).pow(2) / self.tau, -1)
+    def weights(self, feats: torch.Tensor) -> torch.Tensor:
+        """[B, N, Q, dim] -> each patch's soft assignment to the kept prototypes [B, Q, kept]
+        (softmax over all prototypes, then a Gather of the kept ones)."""
+        w = torch.softmax(-_sq_dist(self._patches(feats), self.cent) / self.tau, -1)
+        return w.index_select(-1, self.keep)
 
-    @torch.no_grad()
-    def describe(self, feats: torch.Tensor) -> torch.Tensor:
+    def describe(self, feats: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
         """[B, N, Q, dim] -> [B, 2 kept]: square roots of the kept prototypes' soft counts,
-        left half then right half."""
-        w = self._weights(feats)[..., self.keep]  # [B, Q, kept]
-        g = self.grid
-        col = torch.arange(g * g) % g
-        left = w[:, col < g // 2].sum(1)
-        right = w[:, col >= g // 2].sum(1)
-        return torch.cat([left, right], 1).sqrt()
+        left half then right half (``w``: ``weights(feats)`` when already computed)."""
+        w = self.weights(feats) if w is None else w
+        counts = torch.matmul(w.transpose(1, 2), self.halves)  # [B, kept, 2]
+        return counts.transpose(1, 2).flatten(1).clamp_min(0).sqrt()
+
+    def scores(self, feats: torch.Tensor, w: torch.Tensor | None = None) -> torch.Tensor:
+        """[B, N, Q, dim] -> distance [B] to the nearest training part's description."""
+        return _sq_dist(self.describe(feats, w), self.known).amin(-1).sqrt()
+
+
+@dataclass(frozen=True)
+class BranchSettings:
+    """What bench/logical.py run 2 chose on the selection seed (conveyor's; the free pose uses
+    them too): prototypes, rare share, covariance shrinkage, k-means restarts averaged."""
+
+    k: int = 16
+    rare: float = 0.01
+    shrink: float = 0.01
+    restarts: int = 4
+
+    def to_dict(self) -> dict:
+        return {"k": self.k, "rare": self.rare, "shrink": self.shrink, "restarts": self.restarts}
+
+
+def _z(val: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean and (population) std of held-out values, for a z-score."""
+    return val.mean(0), val.std(0, unbiased=False) + 1e-9
+
+
+class GlobalBranches(_Fitted):
+    """The branches ``names`` (of ``BRANCHES``), fitted on normal parts and normalised on
+    held-out ones: ``forward`` gives per branch a map on the patch grid [B, R, grid, grid]
+    whose maximum is the branch's z-normalised image score.
+
+    - position: per-light Mahalanobis maps, each normalised by how its maximum varies on
+      held-out parts, their maximum over lights; z-scored on the held-out image scores.
+    - histogram: the ``restarts`` k-means seeds' scores (the prototypes that come out rare
+      depend on the seed), each z-scored on held-out parts, averaged, z-scored again. A part
+      score has no place; its map is the score minus (1 - each patch's share of the kept
+      prototypes relative to the largest), so the counted components stand out and the
+      maximum stays the score.
+    """
+
+    def __init__(self, names: Sequence[str] = BRANCHES, settings: BranchSettings | None = None):
+        super().__init__()
+        s = settings or BranchSettings()
+        unknown = [b for b in names if b not in BRANCHES]
+        if not names or unknown or len(set(names)) < len(names):
+            raise ValueError(f"global branches must be distinct names of {BRANCHES}, got {names}")
+        self.names, self.settings = tuple(names), s
+        self.position = PositionStats(s.shrink) if "position" in names else None
+        hists = [PartHistogram(s.k, s.rare) for _ in range(s.restarts)]
+        self.hists = nn.ModuleList(hists if "histogram" in names else [])
+        for name in ("pos_light", "hist_each", "final"):
+            self.register_buffer(name, torch.zeros(1))
+        # pos_light [2, N]: mean, std of each light's map maximum; hist_each [2, restarts];
+        # final [2, R]: mean, std of each branch's image score (all on held-out parts)
 
     @torch.no_grad()
-    def scores(self, feats: torch.Tensor) -> torch.Tensor:
-        return torch.cdist(self.describe(feats), self.train).min(1).values
+    def fit(self, feats: torch.Tensor, held: torch.Tensor, seed: int = 0) -> dict:
+        """Fit on ``feats`` [K, N, Q, dim] of normal parts, normalise on ``held`` (others)."""
+        if self.position is not None:
+            peaks = self.position.fit(feats).maps(held).amax(2)  # [K', N]
+            self.pos_light = torch.stack([peaks.mean(0), peaks.std(0) + 1e-6])
+        for j, h in enumerate(self.hists):
+            h.seed = seed * 100 + j
+            h.fit(feats)
+        if len(self.hists):
+            self.hist_each = torch.stack(_z(torch.stack([h.scores(held) for h in self.hists], 1)))
+        self.final = torch.stack(_z(self._raw(held)[1]))
+        return {
+            "branches": list(self.names),
+            **self.settings.to_dict(),
+            "held_out_sets": int(held.shape[0]),
+            "kept_prototypes": [int(h.keep.numel()) for h in self.hists],
+        }
+
+    def _raw(self, feats: torch.Tensor) -> tuple[list[torch.Tensor], torch.Tensor]:
+        """Per branch a map [B, Q] and the image scores [B, R], before the final z-score."""
+        maps, scores = [], []
+        for name in self.names:
+            if name == "position":
+                m = self.position.maps(feats)  # [B, N, Q]
+                m = (m - self.pos_light[0][:, None]) / self.pos_light[1][:, None]
+                m = m.amax(1)
+                maps.append(m)
+                scores.append(m.amax(1))
+            else:
+                ws = [h.weights(feats) for h in self.hists]  # [B, Q, kept] each
+                per = [(h.scores(feats, w) - self.hist_each[0, j]) / self.hist_each[1, j]
+                       for j, (h, w) in enumerate(zip(self.hists, ws, strict=True))]  # fmt: skip
+                score = torch.stack(per, 1).mean(1)
+                share = torch.stack([w.sum(-1) for w in ws], 1).mean(1)  # [B, Q]
+                rel = (share + 1e-6) / (share.amax(1, keepdim=True) + 1e-6)  # 1 at the top
+                maps.append(score[:, None] - (1 - rel))
+                scores.append(score)
+        return maps, torch.stack(scores, 1)
+
+    def forward(self, feats: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """[B, N, Q, dim] -> (maps [B, R, grid, grid], scores [B, R]), z-normalised."""
+        maps, scores = self._raw(feats)
+        mean, std = self.final[0], self.final[1]
+        z = (torch.stack(maps, 1) - mean[:, None]) / std[:, None]
+        g = _grid_of(int(feats.shape[2]))
+        return z.unflatten(-1, (g, g)), (scores - mean) / std

@@ -3,7 +3,7 @@
 Resolution order for every option: the trainer's own default, then the preset's value, then a
 flag given on the command line (explicit flags always win; an explicit ``--epochs`` also drops
 a preset's ``steps``, which would otherwise set the epochs). A preset may name any model kind
-(``afrd``; the memory bank when it is there) with options in the trainer's field names.
+(``afrd``, ``memory``) with options in the trainer's field names.
 """
 
 from __future__ import annotations
@@ -74,6 +74,25 @@ PRESETS: dict[str, Preset] = {
             "batch_size": 8,
             "steps": 512,
             "feature_cache": "auto",
+        },
+    ),
+    # Issue 27 (bench/logical.py, BENCHMARKS.md): on the logical family (count, pairing and
+    # layout defects no window shows) the cpu bank scores near chance; with the position and
+    # histogram branches fused into its map, 0.91 logical I-AUROC at fixtured and conveyor
+    # poses (fresh seeds), at a structural cost (bench/fusion.py: -0.02 fixtured and conveyor),
+    # so it is a preset of its own, not the cpu one. Branch settings: globalstats.BranchSettings.
+    "logical": Preset(
+        "memory",
+        "the cpu preset's bank plus global branches in the same graph: per-position Gaussians "
+        "of the patch features and per-half counts of rare component prototypes, each "
+        "normalised on held-out normals and fused with the bank's map by a maximum; for "
+        "defects in the relations between far-apart components (count, pairing, layout)",
+        {
+            "teacher": "efficientnet_lite0",
+            "image_size": 256,
+            "memory_scales": (1, 2),
+            "register": "auto",
+            "memory_global": ("position", "histogram"),
         },
     ),
 }

@@ -56,6 +56,7 @@ class TrainConfig:
     feature_cache: str = "auto"  # auto | ram | disk | off (afrd.model.distill.feature_cache)
     register: str = "none"  # none | content | moments: sets registered to a reference pose
     memory_scales: tuple[int, ...] = (1,)  # memory bank: input downsampling factors
+    memory_global: tuple[str, ...] = ()  # memory bank: global branches (the logical preset)
     progress: bool = True
     extra: dict = field(default_factory=dict)  # free-form, stored in the checkpoint
 

@@ -24,6 +24,7 @@ from afrd.errors import ConfigError, DataError
 from afrd.model.backbones import TEACHERS
 from afrd.model.checkpoint import save_checkpoint
 from afrd.model.memory.bank import MemoryBank
+from afrd.model.memory.branches import BankWithBranches, fit_branches, parse_branches
 from afrd.model.memory.coreset import greedy_coreset
 from afrd.model.memory.extract import Features, eager_features, onnx_features
 from afrd.model.memory.region import part_mask, patch_region
@@ -58,6 +59,8 @@ class MemoryOptions:
     score: str = "max"
     sigma: float = 4.0
     batch_size: int = 8
+    # global branches fused into the graph (afrd.model.memory.branches; the logical preset)
+    branches: tuple[str, ...] = ()
 
 
 def _batches(arrays: Sequence[np.ndarray], batch: int):
@@ -188,7 +191,10 @@ def train_memory(
     """Build the bank from ``cfg`` (an ``afrd.model.train.TrainConfig``: data, category, split,
     norm_split, teacher, teacher_weights, image_size, lights, max_sets, seed, out) and write
     ``<out>/model.pt``. ``sets``/``norm_sets`` replace reading the splits from disk."""
-    opts = opts or MemoryOptions(scales=tuple(getattr(cfg, "memory_scales", (1,))))
+    opts = opts or MemoryOptions(
+        scales=tuple(getattr(cfg, "memory_scales", (1,))),
+        branches=tuple(getattr(cfg, "memory_global", ())),
+    )
     t0 = time.perf_counter()
     if cfg.teacher not in TEACHERS:
         raise ConfigError(f"--teacher must be one of {TEACHERS}, got {cfg.teacher!r}")
@@ -232,7 +238,7 @@ def train_memory(
         )
         arrays, held = arrays[:-cut], arrays[-cut:]
         source = f"last {cut} sets of split {cfg.split!r}"
-    model = MemoryBank(
+    model = (BankWithBranches if opts.branches else MemoryBank)(
         teacher=cfg.teacher,
         n_lights=len(lights),
         image_size=cfg.image_size,
@@ -245,6 +251,7 @@ def train_memory(
         sigma=opts.sigma,
         teacher_weights=cfg.teacher_weights,
         scales=opts.scales,
+        **({"branches": parse_branches(opts.branches)} if opts.branches else {}),
     ).eval()
     features = onnx_features(model)  # the teacher on ONNX Runtime: 4x eager PyTorch's speed
     bank_info = fit_bank(model, arrays, opts, cfg.seed, features)
@@ -253,6 +260,8 @@ def train_memory(
         "sets": len(held),
         "scales": fit_normalisation(model, held, opts.batch_size, features),
     }
+    if opts.branches:
+        norm_info["global"] = fit_branches(model, arrays, held, opts.batch_size, cfg.seed, features)
     seconds = time.perf_counter() - t0
     config = {
         "data": str(cfg.data),
@@ -281,6 +290,7 @@ def train_memory(
         "light_norm": norm_info,
         "train_seconds": round(seconds, 2),
         "registration": registration.to_dict() if registration else None,
+        "preset": (getattr(cfg, "extra", None) or {}).get("preset"),
     }
     path = save_checkpoint(Path(cfg.out) / "model.pt", model, config)
     banks = " + ".join(f"{b['bank_per_light']} (1/{b['scale']})" for b in bank_info)
