@@ -4,9 +4,11 @@ candidate (issue 25).
 In the daemon's process a candidate competes with the live path for the interpreter lock and,
 through the threads its engine starts when it is opened (at the opener's priority), for the
 CPU: BENCHMARKS.md measured +3.5 to +4.3 ms on the live p50 of the 2-core box that way. Here a
-child process makes itself SCHED_IDLE (nice 19 where that is refused) before it opens the
-engine, so every thread it ever starts runs only on CPU time the live path leaves, and it holds
-no lock the live path needs. A part's images go over a pipe (a pickled array, ~1 MB for six
+child process opens the engine at normal priority (a one-time cost, as a reload's: at idle
+priority a busy box starved the opening for tens of seconds and an OPC UA client waiting on
+`ShadowStart` gave up), then puts every one of its threads at SCHED_IDLE (nice 19 where that is
+refused), the engine's own pool included, so it runs only on CPU time the live path leaves and
+holds no lock the live path needs. A part's images go over a pipe (a pickled array, ~1 MB for six
 256 px lights); only the scores come back. The child ends when told, when the pipe closes (the
 daemon died) or when it is killed; :meth:`IsolatedRuntime.infer` then raises, it never hangs.
 """
@@ -37,18 +39,34 @@ class CandidateError(AfrdError):
     """The child process could not open the bundle, or it ended."""
 
 
-def lowest_priority() -> None:
-    """The calling thread (a Linux thread is a task; threads it starts inherit this): SCHED_IDLE,
-    so a normal thread that wakes takes the CPU from it at once; nice 19 where that is refused."""
+def lowest_priority(tid: int = 0) -> None:
+    """Thread ``tid`` (0: the calling one; a Linux thread is a task, threads it starts later
+    inherit this): SCHED_IDLE, so a normal thread that wakes takes the CPU from it at once;
+    nice 19 where that is refused."""
     try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
+        os.sched_setscheduler(tid, os.SCHED_IDLE, os.sched_param(0))
         return
     except (OSError, AttributeError):
         pass
     try:
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+        os.setpriority(os.PRIO_PROCESS, tid or threading.get_native_id(), 19)
     except (OSError, AttributeError) as exc:
         log.info("runs at normal priority (%s)", exc)
+
+
+def _all_threads_lowest() -> None:
+    """Every thread of this process, those the engine started when it was opened included, and
+    its session's autogroup (``_own_group``) at nice 19."""
+    try:
+        tids = [int(t) for t in os.listdir("/proc/self/task")]
+    except OSError:
+        tids = [0]
+    for tid in tids:
+        lowest_priority(tid)
+    try:
+        Path("/proc/self/autogroup").write_text("19")
+    except OSError:
+        pass
 
 
 class IsolatedRuntime:
@@ -163,10 +181,9 @@ def _wait(proc: Any, conn: Any, closing: threading.Event, deadline: float | None
 def _own_group() -> None:
     """A session of its own, so that where the kernel groups CPU time by session (autogroup:
     a desktop or a shell, not a systemd unit, which is one cgroup) the candidate is not charged
-    to the daemon's group; that group's nice set to 19 too. Best effort."""
+    to the daemon's group. Best effort."""
     try:
         os.setsid()
-        Path("/proc/self/autogroup").write_text("19")
     except OSError:
         pass
 
@@ -176,8 +193,7 @@ def _serve(conn: Any, path: str, kind: str, options: dict, threshold, products) 
     is sent until ``None`` or the pipe closes."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C on a foreground daemon: it decides
     _own_group()
-    lowest_priority()
-    from afrd.runtime.loader import load_runtime  # the child's own imports, after the priority
+    from afrd.runtime.loader import load_runtime
 
     try:
         rt = load_runtime(Path(path), kind, options, threshold, None, None, products)
@@ -185,6 +201,7 @@ def _serve(conn: Any, path: str, kind: str, options: dict, threshold, products) 
         text = str(exc) if isinstance(exc, AfrdError) else f"{type(exc).__name__}: {exc}"
         conn.send(("error", text))
         return
+    _all_threads_lowest()  # from here on: only what the live path leaves
     conn.send(
         (
             "ready",
