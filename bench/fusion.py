@@ -275,7 +275,8 @@ def run_method(method: str, pose: str, cfg: dict, a, report: dict, write) -> Non
         if method == GLOBAL:
             from bench.logical import structural_eval
 
-            c = structural_eval(ckpt, data, cat, pose, a.seed)
+            dump = Path(a.dump_scores) if a.dump_scores else None
+            c = structural_eval(ckpt, data, cat, pose, a.seed, dump)
         else:
             r = evaluate(ckpt, data, [cat], run_dir / "eval", "test_public", device=a.device)
             c = r["categories"][cat]
@@ -344,6 +345,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "fusion.json"))
     ap.add_argument("--resume", action="store_true", help="skip runs already in --out")
+    ap.add_argument(
+        "--dump-scores",
+        metavar="DIR",
+        help=f"{GLOBAL}: write per-part component scores (bank, branches; val and test, with "
+        "labels and defects) to DIR/<pose>_<category>.json, for fusion rules compared offline",
+    )
     ap.add_argument(
         "--merge",
         nargs="+",

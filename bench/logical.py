@@ -15,9 +15,10 @@ Methods, on the same data and the same teacher features:
 - ``histogram``: soft counts of rare prototypes per image half, nearest training part
   (afrd.model.globalstats.PartHistogram); ``--restarts N`` averages N k-means seeds' scores
   (each z-normalised on val): the prototypes that come out rare depend on the seed.
-- ``bank+...``: each branch's score z-normalised on the held-out normals (the val split) and
-  fused with the bank's by a maximum (the image score is the map's maximum, so this is the max
-  of the normalised maps). Both branches and their normalisation are
+- ``bank+...``: the bank's score and each branch's normalised on the held-out normals (the
+  val split: median and MAD, ``globalstats.robust_norm``; the branches less
+  ``BranchSettings.margin``) and fused by a maximum (the image score is the map's maximum, so
+  this is the max of the normalised maps). Both branches and their normalisation are
   afrd.model.globalstats.GlobalBranches, the code the ``logical`` preset's graph runs.
 - ``--preset-row``: ``afrd train --preset logical`` on the same data, exported (afrd-export
   onnx) and scored on ONNX Runtime, beside the cpu bank's export on ONNX Runtime (ms a part,
@@ -33,6 +34,9 @@ EfficientAD-style autoencoder are not in this run (see BENCHMARKS.md). Writes
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds 4 5 6
     .venv/bin/python bench/logical.py --quick          # smoke run
+    # per-part component scores (bank, each branch; val and test) for offline fusion rules:
+    OMP_NUM_THREADS=1 .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds-only \
+        --seeds 0 7 8 --dump-scores /tmp/scores
     # the logical preset as it ships (exported, ONNX Runtime) beside the bank, its settings:
     .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds-only --preset-row
 """
@@ -61,7 +65,12 @@ from afrd.data.logical_family import KINDS, sample_family_part  # noqa: E402
 from afrd.data.render import render_set  # noqa: E402
 from afrd.data.synth_cli import sample_seed, synth  # noqa: E402
 from afrd.model.checkpoint import load_checkpoint, registration_of  # noqa: E402
-from afrd.model.globalstats import BranchSettings, GlobalBranches  # noqa: E402
+from afrd.model.globalstats import (  # noqa: E402
+    MARGIN,
+    BranchSettings,
+    GlobalBranches,
+    robust_norm,
+)
 from afrd.model.metrics import auroc  # noqa: E402
 from afrd.model.sets import open_sets, registered, resize_set  # noqa: E402
 from afrd.model.train import main as train_main  # noqa: E402
@@ -92,37 +101,42 @@ def render_test(seed: int, pose: str, cfg: dict) -> tuple[list, list]:
 
 
 @torch.no_grad()
-def run_model(model, arrays: list, batch: int = 8) -> tuple[np.ndarray, torch.Tensor, float]:
-    """(bank scores, patch features at the bank's finest scale, bank CPU ms per part)."""
+def run_model(model, arrays: list, batch: int = 8, score: bool = True) -> tuple:
+    """(bank scores, patch features at the bank's finest scale, bank CPU ms per part);
+    ``score=False``: features only, scores None (a training split's are not used)."""
     scores, feats, t = [], [], 0.0
     for i in range(0, len(arrays), batch):
         x = torch.from_numpy(np.stack(arrays[i : i + batch]))
-        t0 = time.process_time()
-        scores.append(model(x)[1].numpy())
-        t += time.process_time() - t0
+        if score:
+            t0 = time.process_time()
+            scores.append(model(x)[1].numpy())
+            t += time.process_time() - t0
         feats.append(model.patches(x, 0))
-    return np.concatenate(scores), torch.cat(feats), 1000 * t / len(arrays)
-
-
-def zscore(val: np.ndarray, x: np.ndarray) -> np.ndarray:
-    return (x - val.mean()) / (val.std() + 1e-9)
+    return (np.concatenate(scores) if score else None), torch.cat(feats), 1000 * t / len(arrays)
 
 
 @torch.no_grad()
-def branch_scores(tr_f, va_f, te_f, setting: tuple, restarts: int, seed: int) -> tuple:
+def branch_scores(
+    tr_f, va_f, te_f, setting: tuple, restarts: int, seed: int, margin: float = MARGIN
+) -> tuple:
     """Position and histogram fitted on ``tr_f``, normalised on ``va_f``: (branches, (val,
-    test) pairs of z-scores for position, then histogram)."""
+    test) pairs of normalised scores, less the margin, for position, then histogram)."""
     k, rare, shrink = setting
-    br = GlobalBranches(("position", "histogram"), BranchSettings(k, rare, shrink, restarts))
+    br = GlobalBranches(
+        ("position", "histogram"), BranchSettings(k, rare, shrink, restarts, margin)
+    )
     br.fit(tr_f, va_f, seed)
     sv, st = br(va_f)[1].numpy(), br(te_f)[1].numpy()
     return br, (sv[:, 0], st[:, 0]), (sv[:, 1], st[:, 1])
 
 
-def fuse(*pairs: tuple[np.ndarray, np.ndarray]) -> np.ndarray:
-    """The fused test score: each (val, test) pair's test scores z-normalised on val, their
-    maximum (the image score is the map's maximum, so this is the max of normalised maps)."""
-    return np.max([zscore(v, t) for v, t in pairs], 0)
+def fuse(bank: tuple[np.ndarray, np.ndarray], *branches: tuple[np.ndarray, np.ndarray]):
+    """The fused test score, as BankWithBranches fuses it: the bank's (val, test) scores
+    normalised on val by ``robust_norm``, the maximum of it and the branches' test scores
+    (already normalised by GlobalBranches, margin included); the image score is the map's
+    maximum, so this is the max of the normalised maps."""
+    med, scale = robust_norm(torch.from_numpy(np.asarray(bank[0], np.float64))).numpy()
+    return np.max([(bank[1] - med) / scale, *(t for _, t in branches)], 0)
 
 
 def bank_arrays(mcfg: dict, sets) -> list:
@@ -131,30 +145,68 @@ def bank_arrays(mcfg: dict, sets) -> list:
     return [resize_set(s, size, lights) for s in registered(sets, registration_of(mcfg))]
 
 
+def components(br: GlobalBranches, bank_s: np.ndarray, feats: torch.Tensor) -> dict:
+    """Per part the scores a fusion rule reads, before any normalisation: the bank's, each
+    branch's (position: its per-light-normalised maximum; histogram: the mean of its restarts'
+    z-scores), and each histogram restart's raw distance. ``--dump-scores`` writes these for
+    the held-out normals and the test parts, so fusion rules compare offline."""
+    with torch.no_grad():
+        raw = br._raw(feats)[1].numpy()
+        out = {"bank": bank_s.tolist()}
+        out.update({name: raw[:, j].tolist() for j, name in enumerate(br.names)})
+        out["hist_restarts"] = [h.scores(feats).tolist() for h in br.hists]
+    return out
+
+
+def write_scores(path: Path, comp: dict, labels: list, kinds: list) -> None:
+    """``components`` of val and test, with the test parts' labels and defect kinds."""
+    comp["test"].update(label=list(labels), kind=list(kinds))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(comp))
+
+
 def bank_with_branches(
     ckpt: Path, train, val, test, setting: tuple, restarts: int, seed: int
-) -> tuple[np.ndarray, np.ndarray]:
+) -> tuple[np.ndarray, np.ndarray, dict]:
     """(bank, bank+position+histogram) test scores of the bank checkpoint ``ckpt`` with the
     global branches fitted on ``train`` and normalised on ``val`` (good parts); ``setting`` is
-    (prototypes, rare share, shrinkage). bench/fusion.py's ``preset+global`` row."""
+    (prototypes, rare share, shrinkage); and the val and test ``components``. bench/fusion.py's
+    ``preset+global`` row."""
     model, mcfg = load_checkpoint(ckpt)
-    _, tr_f, _ = run_model(model, bank_arrays(mcfg, train))
+    _, tr_f, _ = run_model(model, bank_arrays(mcfg, train), score=False)
     va_s, va_f, _ = run_model(model, bank_arrays(mcfg, val))
     te_s, te_f, _ = run_model(model, bank_arrays(mcfg, test))
-    _, pos, hist = branch_scores(tr_f, va_f, te_f, setting, restarts, seed)
-    return te_s, fuse((va_s, te_s), pos, hist)
+    br, pos, hist = branch_scores(tr_f, va_f, te_f, setting, restarts, seed)
+    comp = {"val": components(br, va_s, va_f), "test": components(br, te_s, te_f)}
+    return te_s, fuse((va_s, te_s), pos, hist), comp
 
 
-def structural_eval(ckpt: Path, data: Path, cat: str, pose: str, seed: int) -> dict:
+def defect_name(s) -> str:
+    """The defect a test set of an Eyecandies-layout root carries ("good" for none)."""
+    from afrd.data.eyecandies import parse_metadata
+
+    if s.label != 1:
+        return "good"
+    meta = (getattr(s, "meta", None) or {}).get("files") or {}
+    return str(parse_metadata(Path(meta["metadata"])).get("defect", "?")) if meta else "?"
+
+
+def structural_eval(
+    ckpt: Path, data: Path, cat: str, pose: str, seed: int, dump: Path | None = None
+) -> dict:
     """bench/fusion.py's ``preset+global`` on ``cat`` of an Eyecandies-layout root: I-AUROC of
     the bank ``ckpt`` alone and fused with the branches (``CHOSEN[pose]``, ``CHOSEN_RESTARTS``),
-    fitted on its train split, normalised on its val split, scored on test_public."""
+    fitted on its train split, normalised on its val split, scored on test_public; ``dump``: a
+    folder to write the parts' component scores, labels and defects to (``<pose>_<cat>.json``)."""
     sets = {split: open_sets(data, split, cat) for split in ("train", "val", "test_public")}
     test = sets["test_public"]
     labels = [int(test[i].label) for i in range(len(test))]
-    bank, fused = bank_with_branches(
+    bank, fused, comp = bank_with_branches(
         ckpt, sets["train"], sets["val"], test, CHOSEN[pose], CHOSEN_RESTARTS, seed
     )
+    if dump is not None:
+        kinds = [defect_name(test[i]) for i in range(len(test))]
+        write_scores(dump / f"{pose}_{cat}.json", comp, labels, kinds)
     both = 0 < sum(labels) < len(labels)  # as afrd eval: no I-AUROC on one class
     return {
         "i_auroc": auroc(labels, fused) if both else None,
@@ -225,7 +277,7 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list, preset: bool = 
     tr = bank_arrays(mcfg, open_sets(data, "train", CAT, lights, size))
     va = bank_arrays(mcfg, open_sets(data, "val", CAT, lights, size))
     te = bank_arrays(mcfg, test)
-    _, tr_f, _ = run_model(model, tr)
+    _, tr_f, _ = run_model(model, tr, score=False)
     va_s, va_f, _ = run_model(model, va)
     te_s, te_f, bank_ms = run_model(model, te)
     labels = np.array([k != "good" for k in kinds], int)
@@ -244,7 +296,9 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list, preset: bool = 
     for k, rare, shrink in settings:
         tag = f"k{k}_r{rare}_s{shrink}"
         c0 = time.process_time()
-        br, pos, hist = branch_scores(tr_f, va_f, te_f, (k, rare, shrink), a.restarts, seed)
+        br, pos, hist = branch_scores(
+            tr_f, va_f, te_f, (k, rare, shrink), a.restarts, seed, a.margin
+        )
         c1 = time.process_time()
         bank = (va_s, te_s)
         res[tag] = {
@@ -267,6 +321,10 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list, preset: bool = 
             "position": round(1000 * (c1 - c0) / len(te), 2),
             "histogram": round(1000 * (c2 - c1) / len(te), 2),
         }
+        if a.dump_scores:  # the parts' component scores: fusion rules compared offline
+            comp = {"val": components(br, va_s, va_f), "test": components(br, te_s, te_f)}
+            path = Path(a.dump_scores) / f"logical_{pose}_{seed}_{tag}.json"
+            write_scores(path, comp, labels.tolist(), kinds)
     if preset:
         res["preset_onnx"] = preset_row(work, data, seed, cfg, test, metrics)
     return res
@@ -306,11 +364,20 @@ def main(argv: list[str] | None = None) -> int:
         "--restarts", type=int, default=1, help="histogram: k-means restarts averaged (z-scores)"
     )
     ap.add_argument(
+        "--margin",
+        type=float,
+        default=MARGIN,
+        help="branches' margin above the held-out normals (globalstats.MARGIN)",
+    )
+    ap.add_argument(
         "--preset-row",
         action="store_true",
         help="also train --preset logical, export it and the bank, score both on ONNX Runtime",
     )
     ap.add_argument("--seeds-only", action="store_true", help="skip the selection seed's grid")
+    ap.add_argument(
+        "--dump-scores", metavar="DIR", help="write each run's per-part component scores here"
+    )
     ap.add_argument("--out", default=str(ROOT / "bench" / "out" / "logical.json"))
     ap.add_argument("--work", default=str(ROOT / "bench" / "out" / "logical_work"))
     a = ap.parse_args(argv)

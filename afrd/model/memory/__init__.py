@@ -73,5 +73,5 @@ def score_rule(config: dict) -> str:
     rule = str((config.get("memory") or {}).get("score", "max")).replace("topk:", "mean of top ")
     if config.get("global"):
         branches = " and ".join(config["global"]["branches"])
-        rule += f" (bank and {branches} maps z-scored on held-out normals, fused by max)"
+        rule += f" (bank and {branches} maps normalised on held-out normals, fused by max)"
     return rule

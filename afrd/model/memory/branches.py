@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from afrd.errors import ConfigError
-from afrd.model.globalstats import BRANCHES, BranchSettings, GlobalBranches
+from afrd.model.globalstats import BRANCHES, BranchSettings, GlobalBranches, robust_norm
 from afrd.model.memory.bank import MemoryBank
 from afrd.model.memory.extract import Features
 
@@ -38,16 +38,18 @@ def parse_branches(value: Sequence[str] | str) -> tuple[str, ...]:
 
 
 class BankWithBranches(MemoryBank):
-    """``MemoryBank`` whose map is max(bank map z-scored on held-out parts, the branches'
+    """``MemoryBank`` whose map is max(bank map normalised on held-out parts, the branches'
     normalised maps brought to the input size); the score is the same maximum of the image
-    scores (the map's maximum when the bank scores by ``max``)."""
+    scores (the map's maximum when the bank scores by ``max``). Both normalised by
+    ``robust_norm`` (median, MAD) of the held-out image scores, the branches less their margin
+    (why: ``GlobalBranches``)."""
 
     def __init__(
         self, *args, branches: Sequence[str] = BRANCHES, settings: dict | None = None, **kw
     ) -> None:
         super().__init__(*args, **kw)
         self.branches = GlobalBranches(branches, BranchSettings(**(settings or {})))
-        self.register_buffer("bank_norm", torch.tensor([0.0, 1.0]))  # mean, std on held-out
+        self.register_buffer("bank_norm", torch.tensor([0.0, 1.0]))  # centre, scale on held-out
         self._finest: torch.Tensor | None = None
 
     def patches(self, images: torch.Tensor, head: int = 0) -> torch.Tensor:
@@ -80,6 +82,7 @@ class BankWithBranches(MemoryBank):
     def from_config(cls, config: dict, teacher_weights: str | None = "random") -> MemoryBank:
         model = super().from_config(config, teacher_weights)
         g = dict(config["global"])
+        g.setdefault("margin", 0.0)  # checkpoints from before the margin fused without one
         names = parse_branches(g.pop("branches"))
         model.branches = GlobalBranches(names, BranchSettings(**g))
         return model
@@ -103,7 +106,7 @@ def fit_branches(
         scores.append(model.bank_forward(x)[1])
         feats.append(model._finest)
     scores_t = torch.cat(scores)
-    model.bank_norm = torch.stack([scores_t.mean(), scores_t.std(unbiased=False) + 1e-9])
+    model.bank_norm = robust_norm(scores_t)
     info = model.branches.fit(train, torch.cat(feats), seed)
     return {**info, "bank_norm": model.bank_norm.tolist()}
 
