@@ -307,6 +307,38 @@ def test_promote_and_rollback_switch_models_between_two_parts_and_survive_a_rest
     assert kept == sorted([Path(done["bundle"]).name, "notes"]), kept  # not ours: left alone
 
 
+def test_the_audit_names_the_product_a_promote_or_rollback_changed(tmp_path, bundles) -> None:
+    """Two products on two models: promoting a candidate for the second product and rolling it
+    back are recorded with that product's models before and after, not the default product's
+    (the audit read the default recipe's model for every model command)."""
+    audit, models = tmp_path / "audit.jsonl", tmp_path / "models"
+    recipes = (
+        f'[[product]]\nname = "a"\nbundle = "{bundles["max"]}"\n'
+        f'[[product]]\nname = "b"\nbundle = "{bundles["mean"]}"\n'
+    )
+    cfg = write_config(
+        tmp_path,
+        bundles["max"],
+        size=SIZE,
+        camera=CAMERA,
+        trigger='mode = "control"\nproduct = "a"',
+        extra=f'[models]\ndir = "{models}"\n[access]\naudit_log = "{audit}"\n' + recipes,
+        heatmaps=False,
+    )
+    names = {a: _model(b)[0] for a, b in bundles.items()}
+    dm = Daemon(cfg).start()
+    try:
+        _ctl(dm, "shadow", "start", "--bundle", str(bundles["max"]), "--product", "b")
+        assert _ctl(dm, "promote")["result"]["product"] == "b"
+        assert _ctl(dm, "rollback", "--product", "b")["result"]["product"] == "b"
+    finally:
+        assert dm.stop() == 0, dm.output()
+    recs = {r["what"]: r for r in map(json.loads, audit.read_text().splitlines())}
+    promote, rollback = recs["promote"], recs["rollback"]
+    assert (promote["old"]["model"], promote["new"]["model"]) == (names["mean"], names["max"])
+    assert (rollback["old"]["model"], rollback["new"]["model"]) == (names["max"], names["mean"])
+
+
 @needs_mosquitto
 @pytest.mark.timeout(90)
 def test_a_slow_candidate_holds_no_verdict_up_and_its_verdicts_go_out_on_mqtt(tmp_path) -> None:

@@ -49,9 +49,30 @@ def _paused(svc: Any, _req: dict, _out: Any = None) -> str:
     return "paused" if svc.pipeline.paused else "running"
 
 
-def _model(svc: Any, _req: dict, _out: Any = None) -> dict:
-    recipe = svc.pipeline.book.default_recipe
+def _model_of(product: str | None, svc: Any) -> dict:
+    recipe = svc.pipeline.book.get(product)
     return {"model": recipe.runtime.model_name, "threshold": recipe.threshold}
+
+
+def _model(svc: Any, _req: dict, _out: Any = None) -> dict:
+    """A reload's: the default recipe's model (every product's may change)."""
+    return _model_of(None, svc)
+
+
+def _shadowed(svc: Any, _req: dict) -> dict:
+    """Before a promote: the model of the product the shadow run compares against."""
+    run = getattr(svc, "shadow", None)
+    return _model_of(run.recipe if run is not None else None, svc)
+
+
+def _requested(svc: Any, req: dict) -> dict:
+    """Before a rollback: the model of the product it names (None: the cell's default)."""
+    return _model_of(req.get("product"), svc)
+
+
+def _changed(svc: Any, _req: dict, out: Any = None) -> dict:
+    """After a promote or a rollback: the model of the product it changed."""
+    return _model_of(out.get("product") if isinstance(out, dict) else None, svc)
 
 
 def _threshold_before(svc: Any, req: dict) -> float | None:
@@ -78,8 +99,8 @@ VIEWS: dict[str, tuple[Callable, Callable]] = {
     "pause": (_paused, _paused),
     "resume": (_paused, _paused),
     "reload": (_model, _model),
-    "promote": (_model, _model),
-    "rollback": (_model, _model),
+    "promote": (_shadowed, _changed),
+    "rollback": (_requested, _changed),
     "audit_label": (lambda _s, req: req.get("old"), lambda _s, req, _out: req.get("new")),
 }
 # the record's "what" where it is not the command's name
