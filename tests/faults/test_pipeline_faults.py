@@ -134,3 +134,43 @@ def test_trigger_never_blocks_on_a_stuck_output(bundle):
     unstick.set()
     p.stop(timeout_s=20)
     assert sorted(published) == list(range(25))
+
+
+@pytest.mark.timeout(60)
+def test_a_bug_outside_any_stage_handling_is_that_parts_internal_error(bundle, caplog):
+    """An exception no stage's own handling expects (a bug planted in the infer stage for one
+    part, outside the engine call's try) becomes that part's ``error``/``internal`` result
+    naming the stage, and the same thread judges the parts after it."""
+    rt = load_runtime(bundle, "null")
+    published: list[dict] = []
+    done = threading.Event()
+
+    def sink(job, msg) -> None:
+        published.append(msg)
+        if len(published) == 3:
+            done.set()
+
+    p = Pipeline("u1", _imageset, rt, sink)
+    real = p._infer
+
+    def planted(job) -> None:
+        if job.part_id == "bug":
+            raise KeyError("planted")
+        real(job)
+
+    p._infer = planted
+    p.start()
+    with caplog.at_level(logging.ERROR, logger="afrd.daemon.pipeline"):
+        for pid in ("before", "bug", "after"):
+            assert p.trigger(pid, "x").error is None
+        assert done.wait(20), published
+    p.stop(timeout_s=20)
+    by_id = {m["part_id"]: m for m in published}
+    assert [m["seq"] for m in published] == [0, 1, 2]
+    assert by_id["bug"]["verdict"] == "error", by_id["bug"]
+    assert by_id["bug"]["error"]["code"] == "internal"
+    assert "afrd-infer" in by_id["bug"]["error"]["message"]
+    assert "planted" in by_id["bug"]["error"]["message"]
+    assert by_id["before"]["verdict"] in ("pass", "fail")
+    assert by_id["after"]["verdict"] in ("pass", "fail")
+    assert "afrd-infer failed" in caplog.text
