@@ -40,6 +40,7 @@ RESTART_SECTIONS = (
     "recorder",
     "metrics",
     "access",
+    "models",  # its dir holds the rollback history: a new one would hide the old silently
 )
 
 

@@ -102,10 +102,12 @@ def _reload_while_judging(dm: Daemon, sub, how: str, old_sha: str) -> str:
     [
         ("[metrics]\nport = 0", "[metrics]\nport = 0\nmax_connections = 3", "metrics"),
         ("heatmaps = true", "heatmaps = true\n[recorder]\nenabled = true", "recorder"),
+        # the kept models' folder holds the rollback history: a new one would hide it
+        ("heatmaps = true", 'heatmaps = true\n[models]\ndir = "elsewhere"', "models"),
     ],
 )
 @pytest.mark.timeout(120)
-def test_a_reload_that_changes_the_recorder_or_metrics_is_refused(bundle, tmp_path, edit):
+def test_a_reload_that_changes_the_recorder_metrics_or_models_is_refused(bundle, tmp_path, edit):
     old, new, section = edit
     cfg = write_config(tmp_path, bundle)
     original = cfg.read_text()
