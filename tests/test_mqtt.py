@@ -141,24 +141,25 @@ def test_broker_down_then_daemon_restarted_every_result_arrives_once_in_order(tm
         assert "cannot connect" in st["error"] or "lost" in st["error"], st
         br.start()
         wait_for(lambda: len(first_arrivals(results(sub))) >= 200, 60, what="the backlog")
-        # 2. stopped again; the daemon restarts while it is away; parts before and after
+        # 2. stopped again for 200 parts; the daemon restarts while it is away, 100 before, 100
+        # after
         br.stop()
         wait_for(lambda: not mqtt_status(dm)["connected"], what="the link to notice")
-        trigger(dm, 30, "before")
-        published += zmq_results(zs, 30)
-        wait_for(lambda: mqtt_status(dm)["queued"] == 30, what="30 queued")
+        trigger(dm, 100, "before")
+        published += zmq_results(zs, 100)
+        wait_for(lambda: mqtt_status(dm)["queued"] == 100, what="100 queued")
         zs.close()
         assert dm.stop() == 0, dm.output()
         dm = Daemon(cfg).start()
-        assert mqtt_status(dm)["queued"] == 30  # on disk across the restart
+        assert mqtt_status(dm)["queued"] == 100  # on disk across the restart
         zs = dm.subscriber()
         wait_subscribed(zs)
-        trigger(dm, 30, "after")
-        after = zmq_results(zs, 30)
+        trigger(dm, 100, "after")
+        after = zmq_results(zs, 100)
         assert min(r["seq"] for r in after) > max(r["seq"] for r in published)  # seq goes on
         published += after
         br.start()
-        wait_for(lambda: len(first_arrivals(results(sub))) >= 260, 60, what="all 260 results")
+        wait_for(lambda: len(first_arrivals(results(sub))) >= 400, 60, what="all 400 results")
         wait_for(lambda: mqtt_status(dm)["queued"] == 0, what="the queue emptied")
     finally:
         assert dm.stop() == 0, dm.output()

@@ -325,6 +325,22 @@ def test_state_machine_follows_pause_resume_halt_reset(cell):
     assert mark(dm, sub) == before + 1  # StartSingleJob while Halted triggered nothing
 
 
+def prometheus_parts(dm) -> float:
+    """The parts /metrics counts, every verdict (prometheus_client's own parser)."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    port = dm.ctl({"cmd": "status"})["result"]["endpoints"]["metrics_port"]
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return sum(
+        s.value
+        for fam in text_string_to_metric_families(text)
+        for s in fam.samples
+        if s.name == "afrd_parts_total"
+    )
+
+
 def test_new_methods_go_through_the_one_gate(cell):
     """Every StartSingleJob part shows in every interface's counters; bad arguments and the
     store's bound (4) are answered on OPC UA only."""
@@ -358,7 +374,8 @@ def test_new_methods_go_through_the_one_gate(cell):
     finally:
         m.close()
     status = lambda: sum(dm.ctl({"cmd": "status"})["result"]["parts"].values())  # noqa: E731
-    wait_for(lambda: status() == total, what="status parts (ZeroMQ, Prometheus)")
+    wait_for(lambda: status() == total, what="status parts (the control socket)")
+    wait_for(lambda: prometheus_parts(dm) == total, what="afrd_parts_total on /metrics")
     # the store keeps 4: the oldest of these five fell out and is counted
     evicted = vc.node("ResultManagement", f"{afrd_ns}:ResultsEvicted")
     wait_for(lambda: evicted.read_value() >= 1, what="ResultsEvicted")
