@@ -385,3 +385,44 @@ def test_a_bundle_without_calibration_statistics_says_no_reference(tmp_path: Pat
         assert _one(m, "afrd_drift_warning") == 0.0
     finally:
         assert dm.stop() == 0, dm.output()
+
+
+@pytest.mark.timeout(150)
+def test_a_stable_cell_raises_no_drift_warning(tmp_path: Path) -> None:
+    """The false-alarm side: the cell and model of the ageing test with lamps that do not age,
+    the default [drift] settings (window 500, judged from 100 passes), 1,500 normal parts:
+    status never warns, and the statistics stay below the levels (read every 50 parts, as a
+    heartbeat reads them). Seen here: PSI at most 0.149, FRR factor 1.38 over 2,000 parts;
+    with the ageing test's window of 200 the factor came to 1.49 of 1.5 (a small window is a
+    noisy one)."""
+    from _daemon_helpers import Daemon
+
+    bundle = make_reference_bundle(tmp_path / "bundle", aggregate="mean")
+    cfg = write_config(
+        tmp_path, bundle, size=32, camera=CAMERA, defect_rate=0.0, heatmaps=False
+    )  # no lamp_decay, no smudge; [drift] as shipped
+    levels = DriftConfig()
+    judged, worst_psi, worst_factor = 0, 0.0, 0.0
+    dm = Daemon(cfg).start()
+    try:
+        sub = dm.subscriber([b"result.", b"status."])
+        wait_subscribed(sub)
+        port = dm.ctl({"cmd": "status"})["result"]["endpoints"]["metrics_port"]
+        for k in range(0, 1500, BATCH):
+            for i in range(k, k + BATCH):  # as the ageing test: the trigger queue's size
+                assert dm.ctl({"cmd": "trigger", "part_id": f"stable-{i}"})["ok"]
+            collect(sub, BATCH, timeout=30)
+            if (k + BATCH) % 50:
+                continue
+            wait_for(lambda n=k + BATCH: _judged(port) == n, what=f"part {k + BATCH} counted")
+            (drift,) = dm.ctl({"cmd": "status"})["result"]["drift"].values()
+            assert drift["warning"] is None, (k + BATCH, drift)
+            if drift["passed"] >= levels.min_parts:  # judged (below it the watch never warns)
+                judged += 1
+                worst_psi = max(worst_psi, drift["psi"])
+                worst_factor = max(worst_factor, drift["frr_factor"])
+    finally:
+        assert dm.stop() == 0, dm.output()
+    assert judged >= 25
+    assert worst_psi < levels.warn_psi and worst_factor < levels.warn_frr_factor
+    print(f"\nstable cell, 1,500 parts: PSI at most {worst_psi:.3f}, FRR factor {worst_factor:.2f}")
