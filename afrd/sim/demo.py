@@ -30,6 +30,10 @@ from afrd.errors import AfrdError, ConfigError
 
 CACHE = Path(".cache/afrd/demo")
 TRAIN_SEED, CALIB_SEED, LINE_SEED, NORM_SEED = 101, 202, 303, 404  # disjoint part streams
+# The calibration parts: mostly good (the threshold rests on the good parts' highest scores,
+# the defective ones only give the miss rate), a 3 % target for a demo that claims <= 5 % false
+# rejects on one run of live parts (a target at the claim would exceed it on half the runs).
+CALIB_DEFECT_RATE = 0.2
 # bench/fusion.py (BENCHMARKS.md): the cpu preset at conveyor pose catches plate defects at
 # 0.944 I-AUROC, between cookie's 0.825 and button's 0.988
 DEFAULT_CATEGORY = "plate"
@@ -45,6 +49,8 @@ def _key(args: argparse.Namespace, category: str) -> str:
         "preset": args.preset,
         "seed": TRAIN_SEED,
         "calib_parts": args.calib_parts,
+        "calib_defect_rate": CALIB_DEFECT_RATE,
+        "threshold_rule": "expected FRR (k+1)/(n+1)",  # a cache from the earlier rule is stale
         "norm_parts": args.norm_parts,
         "frr": args.frr,
         "pose": args.pose,
@@ -107,12 +113,13 @@ def build_model(args: argparse.Namespace, category: str) -> Path:
     bundle = export_onnx(ckpt, bundle_dir, force=True, name=f"demo-{category}-{key}", echo=False)
     print(
         f"  calibrating the threshold on {args.calib_parts} held-out parts "
+        f"({CALIB_DEFECT_RATE:.0%} defective) "
         f"(target false-reject rate {args.frr}) ...",
         flush=True,
     )
     from afrd.calibration.threshold import calibrate
 
-    calib = _sets(args, category, CALIB_SEED, args.calib_parts, 0.5)
+    calib = _sets(args, category, CALIB_SEED, args.calib_parts, CALIB_DEFECT_RATE)
     stats = calibrate(bundle, calib, frr=args.frr, source={"demo": "sim cell", "seed": CALIB_SEED})
     far = stats.get("far")
     print(
@@ -166,15 +173,20 @@ def build_parser() -> argparse.ArgumentParser:
         help="how parts lie under the camera (afrd.data.render.POSES)",
     )
     ap.add_argument(
-        "--train-parts", type=int, default=64, help="good parts the model is built from"
+        "--train-parts", type=int, default=128, help="good parts the model is built from"
     )
     ap.add_argument(
-        "--calib-parts", type=int, default=80, help="parts (half defective) for the threshold"
+        "--calib-parts",
+        type=int,
+        default=300,
+        help=f"parts ({CALIB_DEFECT_RATE:.0%} defective) for the threshold",
     )
     ap.add_argument(
         "--norm-parts", type=int, default=32, help="held-out good parts for the normalisation"
     )
-    ap.add_argument("--frr", type=float, default=0.05, help="target false-reject rate")
+    ap.add_argument(
+        "--frr", type=float, default=0.03, help="target false-reject rate (on new parts)"
+    )
     ap.add_argument("--defect-rate", type=float, default=0.3)
     ap.add_argument("--retrain", action="store_true", help="ignore the cached model")
     return ap
