@@ -6,6 +6,7 @@ ZeroMQ results, its status and the other interfaces' counters (README: the facet
 from __future__ import annotations
 
 import sys
+from datetime import datetime, timezone
 from pathlib import Path
 
 import pytest
@@ -209,6 +210,11 @@ def test_everything_by_the_specification_names(cell):
     assert err == 0
 
 
+def utc(t: datetime) -> float:
+    """Seconds since the epoch of an OPC UA DateTime (asyncua gives naive UTC or aware)."""
+    return (t if t.tzinfo else t.replace(tzinfo=timezone.utc)).timestamp()
+
+
 def test_single_job_result_event_and_store_equal_the_zeromq_result(cell):
     dm, sub, vc, _ = cell
     wait_for(lambda: vc.polled("auto") == "Ready", what="Ready")
@@ -222,6 +228,14 @@ def test_single_job_result_event_and_store_equal_the_zeromq_result(cell):
     assert got["Threshold"] == pytest.approx(msg["threshold"]) and got["Seq"] == msg["seq"]
     assert ev.PartId.Id == "MV-1" and ev.MeasId.Id == "run-7" and ev.ResultState == 1
     assert ev.InternalRecipeId.Id == msg["product"] == "default" and ev.IsPartial is False
+    # the times: the part's trigger timestamp, its total latency, acquisition and inference
+    pt, lat = ev.ProcessingTimes, msg["latency_ms"]
+    started = datetime.fromisoformat(msg["timestamp"].replace("Z", "+00:00"))
+    assert abs(utc(pt.StartTime) - started.timestamp()) < 1e-3
+    assert (utc(pt.EndTime) - utc(pt.StartTime)) * 1000 == pytest.approx(lat["total"], abs=1e-3)
+    assert utc(ev.CreationTime) == utc(pt.EndTime)
+    assert pt.AcquisitionDuration == pytest.approx(lat["acquire"])
+    assert pt.ProcessingDuration == pytest.approx(lat["infer"])
     wait_for(lambda: vc.polled("auto") == "Ready", what="back to Ready")
     assert vc.last("auto") == "SingleExecutionToReadyAuto"
     handle, result, err = vc.call(
