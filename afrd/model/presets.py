@@ -79,9 +79,10 @@ PRESETS: dict[str, Preset] = {
     # Issue 27 (bench/logical.py, BENCHMARKS.md): on the logical family (count, pairing and
     # layout defects no window shows) the cpu bank scores near chance; with the position and
     # histogram branches fused into its map (median/MAD on held-out normals, the branches held
-    # a margin back), 0.88 logical I-AUROC at fixtured and conveyor poses (fresh seeds 7-9) at
-    # -0.003 / -0.000 structural (bench/fusion.py, seed 0): not ahead of the bank everywhere,
-    # so a preset of its own, not the cpu one. Branch settings: globalstats.BranchSettings.
+    # a margin back), 0.93 / 0.84 logical I-AUROC at fixtured / conveyor (fresh seeds 10-12;
+    # 0.88 / 0.88 on 7-9) at -0.002 / +0.000 structural (bench/fusion.py, seed 1) but -0.018 at
+    # the free pose: for parts held in a pose, a preset of its own, not the cpu one. Branch
+    # settings: globalstats.BranchSettings.
     "logical": Preset(
         "memory",
         "the cpu preset's bank plus global branches in the same graph: per-position Gaussians "
