@@ -28,8 +28,9 @@ Methods, on the same data and the same teacher features:
 Settings of the branches (prototypes, rare share, shrinkage) are chosen on ``--select-seed`` by the mean
 logical I-AUROC of bank+position+histogram and reported on ``--seeds`` (fresh data): mean and
 standard error over seeds. Sizes (``cpu``): 48 train, 16 val, 24 good and 12 per kind per
-seed, rendered at 256 px: minutes per seed on one thread. CAD's global student and an
-EfficientAD-style autoencoder are not in this run (see BENCHMARKS.md). Writes
+seed, rendered at 256 px: minutes per seed on one thread. ``--others`` adds CAD as built
+(local, global student, their sum) and an EfficientAD-style autoencoder on the bank's features,
+alone and fused with the bank (bench/logical_others.py), on the same parts. Writes
 ``bench/out/logical.json``.
 
     OMP_NUM_THREADS=1 .venv/bin/python bench/logical.py --threads 1 --restarts 4 --seeds 4 5 6
@@ -76,10 +77,12 @@ from afrd.model.sets import open_sets, registered, resize_set  # noqa: E402
 from afrd.model.train import main as train_main  # noqa: E402
 
 CAT = "plate"
+# cad: CAD's optimiser steps with --others (bench/cad.py's cpu config; quick: a smoke run)
 CONFIGS = {
-    "cpu": {"size": 256, "train": 48, "val": 16, "good": 24, "bad": 12, "image_size": None},
-    "quick": {"size": 64, "train": 8, "val": 6, "good": 6, "bad": 3, "image_size": 64},
-}
+    "cpu": {"size": 256, "train": 48, "val": 16, "good": 24, "bad": 12, "image_size": None,
+            "cad": 256},
+    "quick": {"size": 64, "train": 8, "val": 6, "good": 6, "bad": 3, "image_size": 64, "cad": 4},
+}  # fmt: skip
 # branch settings chosen on the select seed: prototypes, rare share, covariance shrinkage
 GRID = {"k": (16, 32, 64), "rare": (0.01, 0.02), "shrink": (0.01, 0.1)}
 # what run 2 (--restarts 4) chose on seed 0 (BENCHMARKS.md); `free` was not run: conveyor's
@@ -325,6 +328,13 @@ def run_seed(seed: int, pose: str, cfg: dict, a, settings: list, preset: bool = 
             comp = {"val": components(br, va_s, va_f), "test": components(br, te_s, te_f)}
             path = Path(a.dump_scores) / f"logical_{pose}_{seed}_{tag}.json"
             write_scores(path, comp, labels.tolist(), kinds)
+    if a.others:  # CAD as built and an EfficientAD-style autoencoder, the same parts
+        from bench.logical_others import other_rows
+
+        feats, bank = (tr_f, va_f, te_f), (va_s, te_s)
+        more = other_rows(work, data, CAT, test, seed, feats, bank, metrics, fuse, cfg["cad"])
+        for k, rare, shrink in settings:
+            res[f"k{k}_r{rare}_s{shrink}"].update(more)
     if preset:
         res["preset_onnx"] = preset_row(work, data, seed, cfg, test, metrics)
     return res
@@ -343,7 +353,10 @@ def table(report: dict, pose: str, tag: str) -> str:
     cols = ("logical", *KINDS)
     lines = [f"{pose} (settings {tag}; {len(runs)} seeds, mean +- s.e.)"]
     lines.append(f"  {'method':<26}" + "".join(f"{c:>16}" for c in cols))
-    for name in ROWS:
+    from bench.logical_others import ROWS as OTHERS
+
+    first = next(iter(runs.values()))[tag]
+    for name in (*ROWS, *(n for n in OTHERS if n in first)):
         cells = []
         for c in cols:
             v = [row_of(r, tag, name)[c] for r in runs.values()]
@@ -375,6 +388,11 @@ def main(argv: list[str] | None = None) -> int:
         help="also train --preset logical, export it and the bank, score both on ONNX Runtime",
     )
     ap.add_argument("--seeds-only", action="store_true", help="skip the selection seed's grid")
+    ap.add_argument(
+        "--others",
+        action="store_true",
+        help="also CAD as built and an EfficientAD-style autoencoder (bench/logical_others.py)",
+    )
     ap.add_argument(
         "--dump-scores", metavar="DIR", help="write each run's per-part component scores here"
     )
