@@ -181,7 +181,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--calib-parts",
         type=int,
         default=300,
-        help=f"parts ({CALIB_DEFECT_RATE:.0%} defective) for the threshold",
+        help=f"parts ({100 * CALIB_DEFECT_RATE:.0f}%% defective) for the threshold",
     )
     ap.add_argument(
         "--norm-parts", type=int, default=32, help="held-out good parts for the normalisation"
