@@ -96,25 +96,34 @@ def scores(module: torch.nn.Module, sets: list, size: int) -> tuple[np.ndarray, 
     return np.concatenate(out), 1000 * t / len(sets)
 
 
-def run_category(cat: str, cfg: dict, a, out: Path) -> dict:
-    t0 = time.perf_counter()
-    data = category_sets(cat, cfg, a.seed, a.pose)
-    render_s = time.perf_counter() - t0
+def afrd_cpu_settings(
+    cat: str, size: int, steps: int, seed: int, teacher_weights: str | None = None
+) -> dict:
+    """TrainConfig keywords of the ``afrd-cpu`` AFRD every CAD row trains with (cached teacher
+    maps in RAM, no progress bar); bench/logical_others.py trains CAD the same way."""
     base = {
         "teacher": "efficientnet_lite0",
         "fusion": "attention",
         "loss": "pixel",
-        "image_size": cfg["size"],
+        "image_size": size,
         "lr": 2e-3,
         "batch_size": 8,
-        "steps": cfg["steps"],
+        "steps": steps,
         "feature_cache": "ram",
-        "seed": a.seed,
+        "seed": seed,
         "progress": False,
         "category": cat,
     }
-    if a.teacher_weights:
-        base["teacher_weights"] = a.teacher_weights
+    if teacher_weights:
+        base["teacher_weights"] = teacher_weights
+    return base
+
+
+def run_category(cat: str, cfg: dict, a, out: Path) -> dict:
+    t0 = time.perf_counter()
+    data = category_sets(cat, cfg, a.seed, a.pose)
+    render_s = time.perf_counter() - t0
+    base = afrd_cpu_settings(cat, cfg["size"], cfg["steps"], a.seed, a.teacher_weights)
     cad = {"affinity_weight": a.affinity_weight, "affinity_scales": tuple(a.affinity_scales)}
     t0 = time.perf_counter()
     ckpt = train(

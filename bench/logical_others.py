@@ -25,7 +25,7 @@ from afrd.model.cad.inference import CADInference
 from afrd.model.checkpoint import load_checkpoint
 from afrd.model.sets import open_sets
 from afrd.model.train import TrainConfig, train
-from bench.cad import scores
+from bench.cad import afrd_cpu_settings, scores
 
 CAD_SIZE, CAD_STEPS = 128, 256  # bench/cad.py's cpu config
 AE_LATENT, AE_STEPS, AE_LR = 32, 400, 1e-3
@@ -36,21 +36,8 @@ def cad_scores(data: Path, cat: str, test: list, seed: int, out: Path, steps: in
     (local, global, sum) the test scores and CPU ms a part, and the training seconds."""
     sets = {s: open_sets(data, s, cat) for s in ("train", "val")}
     sets = {s: [d[i] for i in range(len(d))] for s, d in sets.items()}
-    cfg = TrainConfig(
-        teacher="efficientnet_lite0",
-        fusion="attention",
-        loss="pixel",
-        image_size=CAD_SIZE,
-        lr=2e-3,
-        batch_size=8,
-        steps=steps,
-        feature_cache="ram",
-        seed=seed,
-        progress=False,
-        category=cat,
-        out=str(out),
-        student="local+global",
-    )
+    settings = afrd_cpu_settings(cat, CAD_SIZE, steps, seed)
+    cfg = TrainConfig(**settings, out=str(out), student="local+global")
     t0 = time.perf_counter()
     ckpt = train(cfg, sets=sets["train"], norm_sets=sets["val"])
     res: dict = {"train_s": round(time.perf_counter() - t0, 1)}
@@ -139,7 +126,7 @@ def autoencoder_scores(train_f, val_f, test_f, seed: int) -> dict:
         "test": test_s,
         "fit_cpu_s": round(fit_s, 1),
         "ms_per_part": round(ms, 2),
-        "final_loss": round(float(loss), 4),
+        "final_loss": round(float(loss.detach()), 4),
     }
 
 
